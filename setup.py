@@ -1,0 +1,81 @@
+"""Builds mlguard and its extension mlguard._C.
+
+The C++ ops are always built. The CUDA kernels are built when a CUDA toolkit and a CUDA
+build of torch are present, decided without asking for a GPU (build machines have none):
+  FORCE_CUDA=1 / FORCE_CUDA=0   force them on or off
+  TORCH_CUDA_ARCH_LIST          architectures (default "8.0;9.0+PTX")
+  MAX_JOBS                      parallel compile jobs (ninja)
+"""
+
+import glob
+import os
+import shutil
+
+import torch
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "8.0;9.0+PTX"
+
+
+def locate_cuda_home() -> None:
+    """Points CUDA_HOME at a real toolkit when nvcc on PATH is only a wrapper script.
+
+    torch guesses CUDA_HOME as the parent of the folder holding `nvcc`; for a wrapper in
+    /usr/local/bin that gives /usr/local, which has no libcudart to link against.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or not shutil.which("nvcc"):
+        return
+    for home in [os.path.dirname(os.path.dirname(os.path.realpath(shutil.which("nvcc")))),
+                 "/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)]:
+        if any(glob.glob(os.path.join(home, lib, "libcudart.so*")) for lib in ("lib64", "lib")):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+locate_cuda_home()
+from torch.utils.cpp_extension import (  # noqa: E402  (reads CUDA_HOME at import)
+    CUDA_HOME, BuildExtension, CppExtension, CUDAExtension)
+
+
+def want_cuda() -> bool:
+    forced = os.environ.get("FORCE_CUDA")
+    if forced is not None:
+        return forced not in ("0", "", "false", "no")
+    return CUDA_HOME is not None and torch.version.cuda is not None
+
+
+def write_build_config(cuda: bool, archs: str | None) -> None:
+    """Records what is being built, for mlguard.build_info() and the import-time check."""
+    config = {"torch_version": torch.__version__,
+              "cuda_version": torch.version.cuda if cuda else None,
+              "cuda_archs": archs if cuda else None}
+    with open(os.path.join(ROOT, "python", "mlguard", "_build_config.py"), "w") as f:
+        f.write(f"# Written by setup.py at build time.\nBUILD_CONFIG = {config!r}\n")
+
+
+def extension():
+    sources = sorted(glob.glob("csrc/*.cpp"))
+    # Kernels must agree bit for bit across devices: no fused multiply-add contraction.
+    cxx = ["-O3", "-ffp-contract=off"]
+    if not want_cuda():
+        print(f"mlguard: building C++ ops only (torch {torch.__version__})")
+        write_build_config(cuda=False, archs=None)
+        return CppExtension("mlguard._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
+                            extra_compile_args={"cxx": cxx})
+    archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
+    print(f"mlguard: building C++ ops and CUDA kernels (torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}, archs {archs})")
+    write_build_config(cuda=True, archs=archs)
+    nvcc = ["-O3", "--fmad=false", "-lineinfo"]
+    return CUDAExtension("mlguard._C", sources + sorted(glob.glob("cuda/*.cu")),
+                         include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "cuda")],
+                         extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+
+
+setup(
+    packages=find_packages("python"),
+    package_dir={"": "python"},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
