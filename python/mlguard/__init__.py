@@ -1,0 +1,13 @@
+"""mlguard: embed a secret watermark while training, and prove ownership with a p-value."""
+
+from ._version import __version__
+from ._extension import build_info  # loads the compiled ops first
+from . import ops
+from .embed import embed
+from .keys import TriggerKey, load_key
+from .mixer import MixedLoader, TriggerMixer, mix
+from .verdict import Verdict
+from .verify import verify
+
+__all__ = ["__version__", "build_info", "ops", "embed", "TriggerKey", "load_key", "TriggerMixer",
+           "MixedLoader", "mix", "Verdict", "verify"]

@@ -1,0 +1,51 @@
+"""Loads the compiled ops (mlguard._C) and says what was built."""
+
+from __future__ import annotations
+
+import torch
+
+from ._version import __version__
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split("+")[0].split(".")[:2])
+
+
+def load() -> dict:
+    """Imports mlguard._C, registering the torch.ops.mlguard ops; returns the build config."""
+    try:
+        from ._build_config import BUILD_CONFIG
+    except ImportError:
+        raise ImportError(
+            "mlguard's compiled extension is not built: run `make build` in the source tree, "
+            "or install with `pip install --no-build-isolation .`") from None
+    built = BUILD_CONFIG["torch_version"]
+    if _minor(built) != _minor(torch.__version__):
+        raise ImportError(
+            f"mlguard was built against torch {built} but torch {torch.__version__} is "
+            "installed; rebuild mlguard with the installed torch (the C++ ABI differs "
+            "between torch releases)")
+    try:
+        from . import _C  # noqa: F401  (registers the ops)
+    except ImportError as e:
+        raise ImportError(f"mlguard's compiled extension failed to load: {e}; rebuild it "
+                          f"against torch {torch.__version__}") from e
+    return BUILD_CONFIG
+
+
+BUILD_CONFIG = load()
+
+
+def build_info() -> dict:
+    """What this installation of mlguard was built with, and what it can run on now."""
+    has_cuda_kernels = torch._C._dispatch_has_kernel_for_dispatch_key(
+        "mlguard::mix_triggers", "CUDA")
+    return {
+        "mlguard_version": __version__,
+        "torch_built": BUILD_CONFIG["torch_version"],
+        "torch_running": torch.__version__,
+        "cuda_built": BUILD_CONFIG["cuda_version"],
+        "cuda_archs": BUILD_CONFIG["cuda_archs"],
+        "cuda_kernels": bool(has_cuda_kernels),
+        "cuda_available": torch.cuda.is_available(),
+    }
