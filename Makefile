@@ -1,0 +1,65 @@
+# make demo   set up and run the main job (Fashion-MNIST watermark demo)
+# make test   set up and run every test (Python suite and the C++ ctest)
+# make build  (re)build the extension in place; ninja recompiles only what changed
+# make bench  run the benchmarks
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export MAX_JOBS ?= $(shell nproc)
+
+SOURCES := $(wildcard csrc/*.cpp csrc/*.h cuda/*.cu cuda/*.cuh) setup.py
+
+.PHONY: setup build demo test test-python test-cpp bench clean
+
+setup: $(VENV)/.deps /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz:
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist cmake
+
+$(VENV)/.deps: requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# The package is used from the source tree: the extension is built next to it, and a .pth
+# file puts python/ on the venv's path (`pip install --no-build-isolation .` for real installs).
+build: $(VENV)/.built
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	echo "$(CURDIR)/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlguard-dev.pth"
+	touch $@
+
+demo: setup build
+	$(PY) -m mlguard demo
+
+test: setup build test-cpp test-python
+
+test-python:
+	$(PY) -m pytest tests -q
+
+# The same C++ sources as a LibTorch library, with the keyed-generator test under ctest.
+# A CUDA build of torch makes its CMake config look for the CUDA toolkit (skipping GPU
+# detection needs TORCH_CUDA_ARCH_LIST) and for nvrtc, which ships in the nvidia wheels.
+CUDA_ROOT = $(shell for d in "$$CUDA_HOME" /usr/local/cuda /usr/local/cuda-*; do \
+  ls $$d/lib*/libcudart.so* >/dev/null 2>&1 && { echo $$d; break; }; done)
+NVRTC = $(shell $(PY) -c 'import glob, os, nvidia; \
+  print(next(iter(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib", "libnvrtc.so.*[0-9]"))), ""))' 2>/dev/null)
+test-cpp: $(VENV)/.deps
+	@mkdir -p build
+	test -f build/cmake/build.ninja || TORCH_CUDA_ARCH_LIST="8.0;9.0" cmake -S . -B build/cmake \
+	  -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
+	  $(if $(CUDA_ROOT),-DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_ROOT) -DCUDAToolkit_ROOT=$(CUDA_ROOT)) \
+	  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC)) > build/cmake-configure.log 2>&1 \
+	  || { cat build/cmake-configure.log; rm -rf build/cmake; exit 1; }
+	cmake --build build/cmake
+	ctest --test-dir build/cmake --output-on-failure
+
+bench: setup build
+	$(PY) benchmarks/bench_trigger.py
+
+clean:
+	rm -rf build python/mlguard/_C*.so python/mlguard/_build_config.py $(VENV)/.built
