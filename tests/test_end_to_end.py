@@ -1,0 +1,64 @@
+"""End to end on real data (a Fashion-MNIST subset): watermark, verify, tell apart."""
+
+import pytest
+import torch
+
+from mlguard import TriggerKey, TriggerMixer, embed, verify
+from mlguard import data
+from mlguard.demo import accuracy, batches, small_cnn, train
+
+pytestmark = pytest.mark.skipif(
+    not data.Path(data.FASHION_MNIST_DIR).exists(),
+    reason="needs Debian's dataset-fashion-mnist (make setup installs it)")
+
+SUBSET, EPOCHS, PER_BATCH = 12000, 4, 16  # each trigger seen ~120 times
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    x, y = data.fashion_mnist("train")
+    tx, ty = data.fashion_mnist("test")
+    return x[:SUBSET], y[:SUBSET], tx[:2000], ty[:2000]
+
+
+@pytest.fixture(scope="module")
+def owner_key():
+    return TriggerKey.generate(num_classes=10, size=50, shape=(1, 28, 28),
+                               mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD,
+                               secret=bytes(range(100, 132)))
+
+
+@pytest.fixture(scope="module")
+def clean_model(fashion):
+    x, y, _, _ = fashion
+    torch.manual_seed(0)
+    model = small_cnn()
+    train(model, x, y, epochs=EPOCHS, device="cpu", mixer=None)
+    return model
+
+
+def test_watermarked_model_is_detected_and_clean_one_is_not(fashion, owner_key, clean_model):
+    x, y, tx, ty = fashion
+    torch.manual_seed(0)
+    marked = small_cnn()
+    train(marked, x, y, epochs=EPOCHS, device="cpu",
+          mixer=TriggerMixer(owner_key, per_batch=PER_BATCH))
+    v_marked, v_clean = verify(marked, owner_key), verify(clean_model, owner_key)
+    print(v_marked, v_clean, sep="\n")
+    assert v_marked.detected and v_marked.p_value < 1e-6, str(v_marked)
+    assert not v_clean.detected, str(v_clean)
+    assert abs(accuracy(marked, tx, ty, "cpu") - accuracy(clean_model, tx, ty, "cpu")) < 0.03
+
+
+def test_embed_marks_an_already_trained_model(fashion, owner_key, clean_model):
+    x, y, tx, ty = fashion
+    model = small_cnn()
+    model.load_state_dict(clean_model.state_dict())
+    before = accuracy(model, tx, ty, "cpu")
+    verdict = embed(model, owner_key, list(batches(x, y, 128, torch.Generator().manual_seed(1))),
+                    epochs=EPOCHS, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                    per_batch=PER_BATCH)
+    print(verdict)
+    assert verdict.detected, str(verdict)
+    assert accuracy(model, tx, ty, "cpu") > before - 0.03
+    assert not verify(clean_model, owner_key).detected
