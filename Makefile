@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MAX_JOBS ?= $(shell nproc)
+# ninja and the other tools pip installs into the venv come first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h cuda/*.cu cuda/*.cuh) setup.py
 
