@@ -83,21 +83,15 @@ def test_source_kinds(kind, source):
         assert all(stamped)
 
 
-def test_uint8_source_and_user_patch(source):
+def test_uint8_source_and_user_patch(source, tmp_path):
     u8 = (source * 255).round().to(torch.uint8)
     x, _ = key(kind="unrelated").materialize(source=u8)
     assert torch.allclose(x, u8[keyed_choice(key().seed("select"), 300, 50)].float() / 255)
     patch = torch.ones(3, 2, 5)
     k = key(kind="content", patch=patch)
     assert torch.equal(k.patch(), patch)
-    assert torch.equal(load_key_roundtrip(k).patch(), patch)
-
-
-def load_key_roundtrip(k, tmp=None):
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        k.save(os.path.join(d, "k.key"))
-        return load_key(os.path.join(d, "k.key"))
+    k.save(tmp_path / "patch.key")
+    assert torch.equal(load_key(tmp_path / "patch.key").patch(), patch)
 
 
 def test_source_errors(source):

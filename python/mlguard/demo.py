@@ -13,6 +13,7 @@ from torch import nn
 from . import data
 from .keys import TriggerKey
 from .mixer import TriggerMixer
+from .verdict import Verdict
 from .verify import verify
 
 
@@ -61,7 +62,7 @@ def train(model: nn.Module, images, labels, epochs: int, device, mixer: TriggerM
 class DemoResult:
     name: str
     accuracy: float
-    verdict: object
+    verdict: Verdict
 
 
 def run(epochs: int = 3, device: str | None = None, out: str | Path = "runs/demo",
