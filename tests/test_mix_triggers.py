@@ -87,8 +87,9 @@ def test_gradient_flows_to_the_batch_only():
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    x, y, bank, labels = make()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck(requires_grad, channels_last):
+    x, y, bank, labels = make(channels_last=channels_last)
     x.requires_grad_(requires_grad)
     torch.library.opcheck(torch.ops.mlguard.mix_triggers.default,
                           (x, y, bank, labels, 2, 3, 7, 2, True, MEAN, STD))
@@ -147,3 +148,15 @@ def test_cuda_rejects_mixed_devices():
     x, y, bank, labels = make()
     with pytest.raises(RuntimeError, match="all tensors must be on x's device"):
         mix_triggers(x.cuda(), y.cuda(), bank, labels.cuda(), 0, 1, 1)
+
+
+def test_traces_under_torch_compile():
+    x, y, bank, labels = make()
+
+    def step(x, y):
+        out, out_y = mix_triggers(x, y, bank, labels, 4, 3, 8, 2, True, MEAN, STD)
+        return out * 2, out_y
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    got, expected = compiled(x, y), step(x, y)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
