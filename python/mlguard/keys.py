@@ -56,9 +56,7 @@ def _as_image_source(source, shape: tuple[int, ...], size: int, kind: str) -> to
         raise ValueError(f"source must be (N, *{shape}) to match the key, got {tuple(source.shape)}")
     if source.shape[0] < size:
         raise ValueError(f"source has {source.shape[0]} images but the key needs {size}")
-    if source.dtype == torch.uint8:
-        return source
-    if not source.is_floating_point():
+    if source.dtype != torch.uint8 and not source.is_floating_point():
         raise ValueError(f"source must be float in [0, 1] or uint8, got {source.dtype}")
     return source
 
@@ -97,7 +95,7 @@ class TriggerKey:
             if patch is not None:
                 if not isinstance(patch, torch.Tensor) or patch.dim() != 3:
                     raise ValueError("patch must be a (C, h, w) tensor in [0, 1]")
-                options["patch"] = [list(map(list, p)) for p in patch.detach().cpu().float().tolist()]
+                options["patch"] = patch.detach().cpu().float().tolist()
             else:
                 options["patch_size"] = int(patch_size or max(1, min(shape[1:]) // 4))
         return cls._checked(secret=secret, nonce=keyfile.new_nonce(), num_classes=num_classes,
