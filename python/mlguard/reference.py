@@ -87,3 +87,20 @@ def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labe
     t = torch.stack(triggers).to(x.dtype) if triggers else x.new_empty((0, c_, h_, w_)).cpu()
     lab = torch.stack(labels) if labels else y.new_empty((0,)).cpu()
     return torch.cat([x.cpu(), t]), torch.cat([y.cpu(), lab])
+
+
+def projection_matrix(seed: int, bits: int, numel: int) -> torch.Tensor:
+    """R (bits x numel) of mlguard::keyed_projection, materialized, in float64."""
+    chunks = max((numel + 127) // 128, 1)
+    signs = torch.empty(bits, chunks * 128, dtype=torch.float64)
+    for t in range(bits):
+        for c in range(chunks):
+            words = philox.keyed_block(seed, *philox.split64(c), t, 0x70726A31)
+            for j in range(128):
+                signs[t, c * 128 + j] = -1.0 if (words[j >> 5] >> (j & 31)) & 1 else 1.0
+    return signs[:, :numel] / max(numel, 1) ** 0.5
+
+
+def keyed_projection(w: torch.Tensor, seed: int, bits: int) -> torch.Tensor:
+    """R w in float64 with a materialized R: for small layers only."""
+    return projection_matrix(seed, bits, w.numel()) @ w.reshape(-1).double()

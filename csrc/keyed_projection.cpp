@@ -1,0 +1,199 @@
+// mlguard::keyed_projection, keyed_projection_batched, _keyed_projection_backward: schemas,
+// argument checks and CPU kernels (all cores, R never materialized).
+#include "keyed_projection.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <bit>
+#include <cmath>
+#include <vector>
+
+namespace mlguard {
+
+void check_keyed_projection_args(const at::Tensor& w, int64_t bits, const char* op) {
+  TORCH_CHECK(at::isFloatingType(w.scalar_type()), op, ": w must be floating point, got ",
+              w.scalar_type());
+  TORCH_CHECK(bits >= 1 && bits <= (int64_t{1} << 31), op, ": bits must be in [1, 2^31], got ",
+              bits);
+}
+
+void check_keyed_projection_batched_args(const at::Tensor& w, const at::Tensor& seeds,
+                                         int64_t bits) {
+  check_keyed_projection_args(w, bits, "keyed_projection_batched");
+  TORCH_CHECK(w.dim() == 2, "keyed_projection_batched: w must be 2-D (models, weights), got ",
+              w.dim(), "-D");
+  TORCH_CHECK(seeds.dim() == 1 && seeds.scalar_type() == at::kLong,
+              "keyed_projection_batched: seeds must be a 1-D int64 tensor, got ", seeds.dim(),
+              "-D ", seeds.scalar_type());
+  TORCH_CHECK(seeds.device() == w.device(), "keyed_projection_batched: seeds must be on w's "
+              "device (", w.device(), "), got ", seeds.device());
+}
+
+void check_keyed_projection_backward_args(const at::Tensor& grad_y, int64_t numel) {
+  TORCH_CHECK(grad_y.dim() == 1, "_keyed_projection_backward: grad_y must be 1-D, got ",
+              grad_y.dim(), "-D");
+  TORCH_CHECK(grad_y.scalar_type() == at::kFloat || grad_y.scalar_type() == at::kDouble,
+              "_keyed_projection_backward: grad_y must be float32 or float64, got ",
+              grad_y.scalar_type());
+  TORCH_CHECK(numel >= 0, "_keyed_projection_backward: numel must be >= 0, got ", numel);
+}
+
+namespace {
+
+// v or -v, without a branch (the sign bits are random, so a branch mispredicts half the
+// time): flipping the IEEE sign bit is exactly negation.
+template <typename acc_t>
+inline acc_t negate_if(acc_t v, uint32_t bit) {
+  using bits_t = std::conditional_t<sizeof(acc_t) == 8, uint64_t, uint32_t>;
+  return std::bit_cast<acc_t>(std::bit_cast<bits_t>(v) ^
+                              (static_cast<bits_t>(bit) << (8 * sizeof(acc_t) - 1)));
+}
+
+// One node of the tree: values g*128 .. g*128+127 of `values` (0 past n), reduced in the
+// CUDA shared-memory order.
+template <typename acc_t, typename Load>
+acc_t tree_node(int64_t g, int64_t n, Load load) {
+  acc_t a[kProjGroup];
+  for (int64_t i = 0; i < kProjGroup; ++i) {
+    const int64_t j = g * kProjGroup + i;
+    a[i] = j < n ? load(j) : acc_t(0);
+  }
+  for (int64_t s = kProjGroup / 2; s > 0; s >>= 1)
+    for (int64_t i = 0; i < s; ++i) a[i] += a[i + s];
+  return a[0];
+}
+
+// y for N models x K seeds x T bits. A task is one (model, seed) pair and 8 rows: the 8 rows'
+// chunk sums run side by side (independent sequential chains, which the compiler keeps in
+// one vector register), each in exactly the order of keyed_projection.h.
+constexpr int64_t kCpuRows = 8;
+
+template <typename scalar_t, typename acc_t>
+void project_cpu(const scalar_t* w, int64_t M, int64_t N, const int64_t* seeds, int64_t K,
+                 int64_t T, acc_t* out) {
+  const int64_t chunks = std::max<int64_t>((M + kProjChunk - 1) / kProjChunk, 1);
+  const int64_t row_blocks = (T + kCpuRows - 1) / kCpuRows;
+  const acc_t scale =
+      static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(M, 1))));
+  at::parallel_for(0, N * K * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t width0 = projection_nodes(chunks);
+    std::vector<acc_t> level(kCpuRows * width0);
+    acc_t sums[kCpuRows][kProjGroup];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t nk = task / row_blocks, t0 = (task % row_blocks) * kCpuRows;
+      const int64_t rows = std::min(kCpuRows, T - t0);
+      const scalar_t* wn = w + (nk / K) * M;
+      const uint64_t seed = static_cast<uint64_t>(seeds[nk % K]);
+      for (int64_t g = 0; g < width0; ++g) {
+        for (int64_t i = 0; i < kProjGroup; ++i) {
+          const int64_t c = g * kProjGroup + i, col = c * kProjChunk;
+          acc_t acc[kCpuRows] = {};
+          if (c < chunks && col < M) {
+            uint32_t words[4][kCpuRows] = {};
+            for (int64_t r = 0; r < rows; ++r) {
+              const Words4 sg = projection_signs(seed, t0 + r, c);
+              for (int q = 0; q < 4; ++q) words[q][r] = sg.v[q];
+            }
+            const int64_t len = std::min(kProjChunk, M - col);
+            for (int64_t j = 0; j < len; ++j) {
+              const acc_t v = static_cast<acc_t>(wn[col + j]);
+              const uint32_t* wq = words[j >> 5];
+              const int up = 31 - static_cast<int>(j & 31);  // the same shift in every lane
+              for (int r = 0; r < kCpuRows; ++r)
+                acc[r] += negate_if(v, ((wq[r] << up) & 0x80000000u) >> 31);
+            }
+          }
+          for (int64_t r = 0; r < kCpuRows; ++r) sums[r][i] = acc[r];
+        }
+        for (int64_t r = 0; r < kCpuRows; ++r)
+          level[r * width0 + g] = tree_node<acc_t>(0, kProjGroup, [&](int64_t j) { return sums[r][j]; });
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        acc_t* lv = level.data() + r * width0;
+        int64_t width = width0;
+        while (width > 1) {  // in place: node g only reads entries >= g
+          const int64_t next = projection_nodes(width);
+          for (int64_t g = 0; g < next; ++g)
+            lv[g] = tree_node<acc_t>(g, width, [&](int64_t j) { return lv[j]; });
+          width = next;
+        }
+        out[nk * T + t0 + r] = lv[0] * scale;
+      }
+    }
+  });
+}
+
+at::Tensor project(const at::Tensor& w2d, const at::Tensor& seeds, int64_t bits) {
+  const auto w = w2d.contiguous();
+  const auto s = seeds.contiguous();
+  const int64_t N = w.size(0), M = w.size(1), K = s.size(0);
+  const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto out = at::empty({N, K, bits}, w.options().dtype(acc_type));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    project_cpu<scalar_t, acc_t>(w.data_ptr<scalar_t>(), M, N, s.data_ptr<int64_t>(), K, bits,
+                                 out.data_ptr<acc_t>());
+  });
+  return out;
+}
+
+at::Tensor keyed_projection_cpu(const at::Tensor& w, int64_t seed, int64_t bits) {
+  check_keyed_projection_args(w, bits, "keyed_projection");
+  return project(w.reshape({1, -1}), at::full({1}, seed, w.options().dtype(at::kLong)), bits)
+      .reshape({bits});
+}
+
+at::Tensor keyed_projection_batched_cpu(const at::Tensor& w, const at::Tensor& seeds,
+                                        int64_t bits) {
+  check_keyed_projection_batched_args(w, seeds, bits);
+  return project(w, seeds, bits);
+}
+
+// grad_w[m] = (1/sqrt(M)) * sum_t (+-grad_y[t]), summed in t order from 0.
+at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed, int64_t numel) {
+  check_keyed_projection_backward_args(grad_y, numel);
+  const auto g = grad_y.contiguous();
+  auto out = at::empty({numel}, g.options());
+  const int64_t T = g.size(0), chunks = (numel + kProjChunk - 1) / kProjChunk;
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "_keyed_projection_backward", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const scalar_t scale =
+        static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(numel, 1))));
+    at::parallel_for(0, chunks, 16, [&](int64_t begin, int64_t end) {
+      scalar_t acc[kProjChunk];
+      for (int64_t c = begin; c < end; ++c) {
+        const int64_t len = std::min(kProjChunk, numel - c * kProjChunk);
+        for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          const Words4 signs = projection_signs(static_cast<uint64_t>(seed), t, c);
+          const scalar_t v = gp[t];
+          for (int64_t j = 0; j < kProjChunk; ++j)
+            acc[j] += negate_if(v, (signs.v[j >> 5] >> (j & 31)) & 1u);
+        }
+        for (int64_t j = 0; j < len; ++j) op[c * kProjChunk + j] = acc[j] * scale;
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mlguard, m) {
+  m.def("keyed_projection(Tensor w, int seed, int bits) -> Tensor");
+  m.def("keyed_projection_batched(Tensor w, Tensor seeds, int bits) -> Tensor");
+  m.def("_keyed_projection_backward(Tensor grad_y, int seed, int numel) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mlguard, CPU, m) {
+  m.impl("keyed_projection", &keyed_projection_cpu);
+  m.impl("keyed_projection_batched", &keyed_projection_batched_cpu);
+  m.impl("_keyed_projection_backward", &keyed_projection_backward_cpu);
+}
+
+}  // namespace mlguard
