@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mlguard import TriggerKey, TriggerMixer, embed, verify
+from mlguard import (Fingerprints, TriggerKey, TriggerMixer, WeightKey, WeightWatermark, embed,
+                     verify)
 from mlguard import data
 from mlguard.demo import accuracy, batches, small_cnn, train
 
@@ -62,3 +63,43 @@ def test_embed_marks_an_already_trained_model(fashion, owner_key, clean_model):
     assert verdict.detected, str(verdict)
     assert accuracy(model, tx, ty, "cpu") > before - 0.03
     assert not verify(clean_model, owner_key).detected
+
+
+def train_with_weight_watermark(model, x, y, wm, epochs, seed=0):
+    """demo.train's loop plus the one weight-watermark line."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for bx, by in batches(x, y, 128, order):
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(bx), by) + wm.loss(model)
+            loss.backward()
+            opt.step()
+
+
+def test_weight_watermark_reads_all_bits_and_costs_under_a_point(fashion, clean_model):
+    x, y, tx, ty = fashion
+    key = WeightKey.generate(bits=256, targets=("7.weight",), secret=bytes(range(50, 82)))
+    torch.manual_seed(0)
+    marked = small_cnn()
+    train_with_weight_watermark(marked, x, y, WeightWatermark(key), EPOCHS)
+    v = verify(marked, key)
+    print(v)
+    assert v.matches == 256 and v.detected
+    assert accuracy(marked, tx, ty, "cpu") > accuracy(clean_model, tx, ty, "cpu") - 0.01
+    other = verify(clean_model, key)
+    assert not other.detected and 96 < other.matches < 160, str(other)
+
+
+def test_fingerprinted_copy_names_its_buyer(fashion, clean_model):
+    x, y, _, _ = fashion
+    shop = Fingerprints(bytes(range(90, 122)), bits=64, targets=("7.weight",))
+    customers = [f"buyer-{i:03d}" for i in range(100)]
+    copy = small_cnn()
+    copy.load_state_dict(clean_model.state_dict())
+    train_with_weight_watermark(copy, x[:4000], y[:4000], WeightWatermark(shop.key_for("buyer-017"),
+                                                                          strength=0.1), 1)
+    found = shop.identify(copy, customers)
+    assert found.customer == "buyer-017" and found.adjusted_p_value < 1e-6, found
+    assert shop.identify(clean_model, customers).customer is None

@@ -4,10 +4,14 @@ from ._version import __version__
 from ._extension import build_info  # loads the compiled ops first
 from . import ops
 from .embed import embed
+from .fingerprints import Fingerprints, Identification
 from .keys import TriggerKey, load_key
 from .mixer import MixedLoader, TriggerMixer, mix
 from .verdict import Verdict
-from .verify import verify
+from .verify import verify, verify_weights
+from .weight_keys import WeightKey
+from .weight_watermark import WeightEmbedReport, WeightWatermark, embed_weights
 
-__all__ = ["__version__", "build_info", "ops", "embed", "TriggerKey", "load_key", "TriggerMixer",
-           "MixedLoader", "mix", "Verdict", "verify"]
+__all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identification",
+           "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
+           "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights"]

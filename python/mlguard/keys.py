@@ -222,11 +222,14 @@ class TriggerKey:
 
 def load_key(path: str | os.PathLike):
     """Reads any mlguard key file; a corrupt, tampered or unknown file raises ValueError."""
+    from .weight_keys import SCHEME as WEIGHT_SCHEME, WeightKey  # imports this module
+
     body = keyfile.read_key_file(path)
     scheme = body.get("scheme")
-    if scheme == SCHEME:
-        try:
-            return TriggerKey.from_body(body)
-        except ValueError as e:
-            raise ValueError(f"key file '{os.fspath(path)}': {e}") from None
-    raise ValueError(f"key file '{os.fspath(path)}': unknown scheme {scheme!r}")
+    kinds = {SCHEME: TriggerKey, WEIGHT_SCHEME: WeightKey}
+    if scheme not in kinds:
+        raise ValueError(f"key file '{os.fspath(path)}': unknown scheme {scheme!r}")
+    try:
+        return kinds[scheme].from_body(body)
+    except ValueError as e:
+        raise ValueError(f"key file '{os.fspath(path)}': {e}") from None
