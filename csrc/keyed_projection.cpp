@@ -9,6 +9,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace mlguard {
@@ -67,9 +68,37 @@ acc_t tree_node(int64_t g, int64_t n, Load load) {
 }
 
 // y for N models x K seeds x T bits. A task is one (model, seed) pair and 8 rows: the 8 rows'
-// chunk sums run side by side (independent sequential chains, which the compiler keeps in
-// one vector register), each in exactly the order of keyed_projection.h.
+// chunk sums run side by side, one vector lane each, every lane in exactly the order of
+// keyed_projection.h. The float kernel is also compiled for AVX2 and picked at run time.
 constexpr int64_t kCpuRows = 8;
+
+template <typename acc_t>
+inline void chunk_sums_generic(const acc_t* w, int64_t len, const uint32_t (*words)[kCpuRows],
+                               acc_t* out) {
+  acc_t acc[kCpuRows] = {};
+  for (int64_t j = 0; j < len; ++j) {
+    const int bit = static_cast<int>(j & 31);
+    for (int r = 0; r < kCpuRows; ++r) acc[r] += negate_if(w[j], (words[j >> 5][r] >> bit) & 1u);
+  }
+  for (int r = 0; r < kCpuRows; ++r) out[r] = acc[r];
+}
+
+__attribute__((target_clones("avx2", "default")))
+void chunk_sums_f32(const float* w, int64_t len, const uint32_t (*words)[kCpuRows], float* out) {
+  float acc[kCpuRows] = {};
+  for (int64_t j = 0; j < len; ++j) {
+    uint32_t v;
+    std::memcpy(&v, w + j, sizeof v);
+    const int up = 31 - static_cast<int>(j & 31);  // the same shift in every lane
+    for (int r = 0; r < kCpuRows; ++r) {
+      const uint32_t x = v ^ ((words[j >> 5][r] << up) & 0x80000000u);
+      float f;
+      std::memcpy(&f, &x, sizeof f);
+      acc[r] += f;
+    }
+  }
+  for (int r = 0; r < kCpuRows; ++r) out[r] = acc[r];
+}
 
 template <typename scalar_t, typename acc_t>
 void project_cpu(const scalar_t* w, int64_t M, int64_t N, const int64_t* seeds, int64_t K,
@@ -98,12 +127,12 @@ void project_cpu(const scalar_t* w, int64_t M, int64_t N, const int64_t* seeds, 
               for (int q = 0; q < 4; ++q) words[q][r] = sg.v[q];
             }
             const int64_t len = std::min(kProjChunk, M - col);
-            for (int64_t j = 0; j < len; ++j) {
-              const acc_t v = static_cast<acc_t>(wn[col + j]);
-              const uint32_t* wq = words[j >> 5];
-              const int up = 31 - static_cast<int>(j & 31);  // the same shift in every lane
-              for (int r = 0; r < kCpuRows; ++r)
-                acc[r] += negate_if(v, ((wq[r] << up) & 0x80000000u) >> 31);
+            acc_t chunk[kProjChunk];  // converted once, exactly as the CUDA kernel converts
+            for (int64_t j = 0; j < len; ++j) chunk[j] = static_cast<acc_t>(wn[col + j]);
+            if constexpr (std::is_same_v<acc_t, float>) {
+              chunk_sums_f32(chunk, len, words, acc);
+            } else {
+              chunk_sums_generic(chunk, len, words, acc);
             }
           }
           for (int64_t r = 0; r < kCpuRows; ++r) sums[r][i] = acc[r];
@@ -153,6 +182,36 @@ at::Tensor keyed_projection_batched_cpu(const at::Tensor& w, const at::Tensor& s
   return project(w, seeds, bits);
 }
 
+// One chunk's 128 gradient sums, each over t in order from 0; vectorized across columns.
+template <typename acc_t>
+inline void backward_chunk(const acc_t* g, int64_t T, uint64_t seed, int64_t c, acc_t* acc) {
+  for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const Words4 signs = projection_signs(seed, t, c);
+    for (int64_t j = 0; j < kProjChunk; ++j)
+      acc[j] += negate_if(g[t], (signs.v[j >> 5] >> (j & 31)) & 1u);
+  }
+}
+
+template <>
+__attribute__((target_clones("avx2", "default")))
+void backward_chunk<float>(const float* g, int64_t T, uint64_t seed, int64_t c, float* acc) {
+  for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const Words4 signs = projection_signs(seed, t, c);
+    uint32_t v;
+    std::memcpy(&v, g + t, sizeof v);
+    for (int q = 0; q < 4; ++q) {
+      for (int b = 0; b < 32; ++b) {
+        const uint32_t x = v ^ ((signs.v[q] << (31 - b)) & 0x80000000u);
+        float f;
+        std::memcpy(&f, &x, sizeof f);
+        acc[q * 32 + b] += f;
+      }
+    }
+  }
+}
+
 // grad_w[m] = (1/sqrt(M)) * sum_t (+-grad_y[t]), summed in t order from 0.
 at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed, int64_t numel) {
   check_keyed_projection_backward_args(grad_y, numel);
@@ -168,13 +227,7 @@ at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed,
       scalar_t acc[kProjChunk];
       for (int64_t c = begin; c < end; ++c) {
         const int64_t len = std::min(kProjChunk, numel - c * kProjChunk);
-        for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
-        for (int64_t t = 0; t < T; ++t) {
-          const Words4 signs = projection_signs(static_cast<uint64_t>(seed), t, c);
-          const scalar_t v = gp[t];
-          for (int64_t j = 0; j < kProjChunk; ++j)
-            acc[j] += negate_if(v, (signs.v[j >> 5] >> (j & 31)) & 1u);
-        }
+        backward_chunk(gp, T, static_cast<uint64_t>(seed), c, acc);
         for (int64_t j = 0; j < len; ++j) op[c * kProjChunk + j] = acc[j] * scale;
       }
     });

@@ -1,0 +1,151 @@
+"""Keyed projection y = R w, forward + backward: mlguard (R regenerated in the kernel) vs
+the plain-PyTorch way (R materialized once, `X @ w` with autograd), side by side.
+
+Reports median time and peak extra memory per (M weights, T bits). The materialized way is
+skipped where X would not fit in --max-x-gb. Correctness is checked before timing.
+
+    python benchmarks/bench_projection.py                    # CUDA if present, full grid
+    python benchmarks/bench_projection.py --device cpu --sizes 36864,2359296 --bits 64,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+import mlguard
+from mlguard.ops import keyed_projection
+
+SEED = 0x5EED
+
+
+class Memory:
+    """Peak memory above the level at start: the CUDA allocator's stats, or the process's
+    peak RSS on the CPU (reset through /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def _rss(self, field: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = self._rss("VmRSS")
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self.base
+        return self._rss("VmHWM") - self.base
+
+
+def timed(fn, device, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def materialized_matrix(bits: int, numel: int, device) -> torch.Tensor:
+    """X as a user stores it today (Uchida et al.): random signs / sqrt(M), float32."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randint(0, 2, (bits, numel), generator=g, device=device, dtype=torch.int8)
+    return (x.float() * 2 - 1) / numel ** 0.5
+
+
+def case(numel: int, bits: int, device, reps: int, max_x_gb: float) -> dict:
+    w = torch.randn(numel, device=device, requires_grad=True)
+    g = torch.randn(bits, device=device)
+    row = {"M": numel, "T": bits}
+
+    def ours():
+        w.grad = None
+        keyed_projection(w, SEED, bits).backward(g)
+
+    # correctness: the gradient is R^T g, so g . (R w) == w . grad
+    ours()
+    y = keyed_projection(w.detach(), SEED, bits)
+    assert torch.allclose((g * y).sum(), (w.detach() * w.grad).sum(), rtol=1e-3, atol=1e-3)
+    mem = Memory(device)
+    ours()
+    mem.start()
+    row["mlguard_ms"] = timed(ours, device, reps)
+    row["mlguard_extra_MB"] = mem.peak() / 2**20
+
+    if bits * numel * 4 / 2**30 <= max_x_gb:
+        mem.start()
+        x = materialized_matrix(bits, numel, device)
+
+        def plain():
+            w.grad = None
+            (x @ w).backward(g)
+
+        plain()
+        row["plain_ms"] = timed(plain, device, reps)
+        row["plain_extra_MB"] = mem.peak() / 2**20
+        del x
+    else:
+        row["plain_ms"] = row["plain_extra_MB"] = None
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default=None)
+    p.add_argument("--sizes", default="36864,2359296,16777216")
+    p.add_argument("--bits", default="64,256,1024")
+    p.add_argument("--reps", type=int, default=None, help="default 20 on CUDA, 3 on the CPU")
+    p.add_argument("--max-x-gb", type=float, default=None,
+                   help="largest materialized X to try (default 60 on CUDA, 4 on the CPU)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    reps = args.reps or (20 if cuda else 3)
+    max_x_gb = args.max_x_gb if args.max_x_gb is not None else (60.0 if cuda else 4.0)
+    rows = [case(m, t, device, reps, max_x_gb) for m in map(int, args.sizes.split(","))
+            for t in map(int, args.bits.split(","))]
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"keyed projection forward+backward, {name}, torch {torch.__version__}, "
+          f"mlguard {mlguard.__version__}, median of {reps}")
+    print(f"{'M':>10} {'T':>5} {'mlguard ms':>11} {'extra MB':>9} {'plain ms':>9} "
+          f"{'plain MB':>9} {'speedup':>8}")
+    for r in rows:
+        plain = r["plain_ms"]
+        print(f"{r['M']:>10} {r['T']:>5} {r['mlguard_ms']:>11.2f} {r['mlguard_extra_MB']:>9.1f} "
+              + (f"{plain:>9.2f} {r['plain_extra_MB']:>9.1f} {plain / r['mlguard_ms']:>7.2f}x"
+                 if plain is not None else f"{'(X does not fit)':>28}"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
