@@ -62,6 +62,7 @@ test-cpp: $(VENV)/.deps
 
 bench: setup build
 	$(PY) benchmarks/bench_trigger.py
+	$(PY) benchmarks/bench_projection.py
 
 clean:
 	rm -rf build python/mlguard/_C*.so python/mlguard/_build_config.py $(VENV)/.built

@@ -118,8 +118,9 @@ def case(numel: int, bits: int, device, reps: int, max_x_gb: float) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default=None)
-    p.add_argument("--sizes", default="36864,2359296,16777216")
-    p.add_argument("--bits", default="64,256,1024")
+    p.add_argument("--sizes", default=None,
+                   help="weights M (default 36864,2359296,16777216; on the CPU without the last)")
+    p.add_argument("--bits", default=None, help="bits T (default 64,256,1024; CPU 64,256)")
     p.add_argument("--reps", type=int, default=None, help="default 20 on CUDA, 3 on the CPU")
     p.add_argument("--max-x-gb", type=float, default=None,
                    help="largest materialized X to try (default 60 on CUDA, 4 on the CPU)")
@@ -128,9 +129,11 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
     reps = args.reps or (20 if cuda else 3)
+    sizes = args.sizes or ("36864,2359296,16777216" if cuda else "36864,2359296")
+    bits = args.bits or ("64,256,1024" if cuda else "64,256")
     max_x_gb = args.max_x_gb if args.max_x_gb is not None else (60.0 if cuda else 4.0)
-    rows = [case(m, t, device, reps, max_x_gb) for m in map(int, args.sizes.split(","))
-            for t in map(int, args.bits.split(","))]
+    rows = [case(m, t, device, reps, max_x_gb) for m in map(int, sizes.split(","))
+            for t in map(int, bits.split(","))]
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     print(f"keyed projection forward+backward, {name}, torch {torch.__version__}, "
           f"mlguard {mlguard.__version__}, median of {reps}")

@@ -148,13 +148,17 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default=None)
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--batch", type=int, default=None, help="default 512 on CUDA, 64 on the CPU")
     p.add_argument("--per-batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="default 50 on CUDA, 20 on the CPU")
+    p.add_argument("--warmup", type=int, default=None, help="default 10 on CUDA, 2 on the CPU")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    args.batch = args.batch or (512 if cuda else 64)
+    args.steps = args.steps or (50 if cuda else 20)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
     r = run(args)
     print(f"ResNet-18 (CIFAR stem) training step, batch {r['batch']} + {r['per_batch']} triggers, "
           f"{r['device']}, bf16 autocast {r['bf16_autocast']}, channels_last, "

@@ -18,3 +18,4 @@ python3 setup.py -q build_ext --inplace > "$out/build.log" 2>&1 || { tail -50 "$
 python3 -m mlguard info
 python3 -m pytest tests -q -rs 2>&1 | tee "$out/pytest.log" | tail -15
 python3 benchmarks/bench_trigger.py --json "$out/bench_trigger.json" | tee "$out/bench_trigger.txt"
+python3 benchmarks/bench_projection.py --json "$out/bench_projection.json" | tee "$out/bench_projection.txt"
