@@ -2,9 +2,12 @@
 
 from ._version import __version__
 from ._extension import build_info  # loads the compiled ops first
-from . import ops
+from . import ops, protect
 from .embed import embed
+from .evidence import (check_evidence, check_opening, check_registration, evidence,
+                       evidence_html, register, reveal)
 from .fingerprints import Fingerprints, Identification
+from .identity import Identity
 from .keys import TriggerKey, load_key
 from .mixer import MixedLoader, TriggerMixer, mix
 from .verdict import Verdict
@@ -14,4 +17,6 @@ from .weight_watermark import WeightEmbedReport, WeightWatermark, embed_weights
 
 __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identification",
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
-           "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights"]
+           "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights",
+           "protect", "reveal", "check_opening", "Identity", "register", "check_registration",
+           "evidence", "check_evidence", "evidence_html"]

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_demo)
     p = sub.add_parser("info", help="what this mlguard was built with")
     p.set_defaults(func=_info)
+    from .protect_cli import add_parsers as add_protect_parsers
+    add_protect_parsers(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
