@@ -19,3 +19,4 @@ python3 -m mlguard info
 python3 -m pytest tests -q -rs 2>&1 | tee "$out/pytest.log" | tail -15
 python3 benchmarks/bench_trigger.py --json "$out/bench_trigger.json" | tee "$out/bench_trigger.txt"
 python3 benchmarks/bench_projection.py --json "$out/bench_projection.json" | tee "$out/bench_projection.txt"
+python3 benchmarks/bench_scan.py --models 200 --json "$out/bench_scan.json" | tee "$out/bench_scan.txt"

@@ -10,6 +10,7 @@ from .fingerprints import Fingerprints, Identification
 from .identity import Identity
 from .keys import TriggerKey, load_key
 from .mixer import MixedLoader, TriggerMixer, mix
+from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
 from .verdict import Verdict
 from .verify import verify, verify_weights
 from .weight_keys import WeightKey
@@ -19,4 +20,4 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
            "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights",
            "protect", "reveal", "check_opening", "Identity", "register", "check_registration",
-           "evidence", "check_evidence", "evidence_html"]
+           "evidence", "check_evidence", "evidence_html", "scan"]

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="what this mlguard was built with")
     p.set_defaults(func=_info)
     from .protect_cli import add_parsers as add_protect_parsers
+    from .scan_cli import add_parser as add_scan_parser
+    add_scan_parser(sub)
     add_protect_parsers(sub)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,0 +1,24 @@
+"""Bulk verification: many model files x many keys -> a table of verdicts with p-values.
+
+    rows = mlguard.scan("suspects/", ["owner.key", "customer7.key"],
+                        arch="torchvision.models:resnet18", journal="scan.db")
+
+Modules: loading (finding and safely decoding files), checkers (per-scheme checks and the
+registry weight-space keys plug into), staging (pinned buffers, side CUDA stream),
+pipeline (the streaming loop and ``scan``), journal (SQLite, resumable), rows (p-values
+and the Bonferroni correction), report (JSON, CSV, PNG, HTML), distributed (torchrun),
+buffers and safetensors_view (reused host memory, zero-copy safetensors), weight_checker
+(weight-space keys: batched keyed projections, many models per call).
+"""
+
+from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, register_checker,
+                       register_state_dict_checker, scheme_of)
+from . import weight_checker  # registers the "weight" scheme (weight-space keys)
+from .loading import ModelFileError
+from .pipeline import load_keys, scan
+from .report import write as write_report
+from .rows import COLUMNS, summary_line
+
+__all__ = ["scan", "load_keys", "write_report", "summary_line", "COLUMNS", "CHECKERS",
+           "CheckerOptions", "LoadedModel", "Outcome", "register_checker",
+           "register_state_dict_checker", "scheme_of", "ModelFileError"]

@@ -1,0 +1,99 @@
+"""The scan journal: an SQLite database of finished (file, key) rows, for resuming.
+
+One row per (absolute path, key commitment), holding the file's size and mtime when it was
+read and the row as JSON (before the scan-wide correction, which is recomputed at the end).
+All rows of a file are committed in one transaction as soon as the file is checked, in WAL
+mode: a scan killed at any point (SIGKILL) leaves only whole files behind, and a rerun with
+the same journal skips every file whose rows are all there for the current keys and whose
+size and mtime are unchanged. With synchronous=NORMAL a power loss can drop the last few
+commits (never corrupt the database); those files are simply checked again.
+
+The journal also records the scan settings that change results (architecture, precision,
+TorchScript trust); reusing it with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    path TEXT NOT NULL,
+    commitment TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    file_sha256 TEXT,
+    row TEXT NOT NULL,
+    PRIMARY KEY (path, commitment)
+);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime_ns): what tells the journal a file has not changed since it was read."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+class Journal:
+    """Rows already computed, by (path, commitment); see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict):
+        self.path = os.fspath(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"journal '{self.path}' is not a usable SQLite database: {e}") \
+                from None
+        self._check_settings(settings)
+
+    def _check_settings(self, settings: dict) -> None:
+        wanted = {k: json.dumps(v, sort_keys=True) for k, v in settings.items()}
+        stored = dict(self.db.execute("SELECT name, value FROM settings"))
+        changed = sorted(k for k in wanted.keys() & stored.keys() if wanted[k] != stored[k])
+        if changed:
+            raise ValueError(
+                f"journal '{self.path}' was written by a scan with other settings "
+                f"({', '.join(f'{k}={stored[k]}' for k in changed)}); use a new journal file")
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO settings VALUES (?, ?)", wanted.items())
+
+    def done(self) -> dict[str, tuple[int, int, set[str]]]:
+        """path -> (size, mtime_ns, commitments done) for every file in the journal."""
+        out: dict[str, tuple[int, int, set[str]]] = {}
+        for path, commitment, size, mtime in self.db.execute(
+                "SELECT path, commitment, size, mtime_ns FROM rows"):
+            if path not in out:
+                out[path] = (size, mtime, set())
+            out[path][2].add(commitment)
+        return out
+
+    def rows(self, paths: Iterable[str], commitments: Iterable[str]) -> list[dict]:
+        """The stored rows for these paths and key commitments."""
+        paths, commitments = set(paths), set(commitments)
+        found = self.db.execute("SELECT path, commitment, row FROM rows")
+        return [json.loads(row) for path, commitment, row in found
+                if path in paths and commitment in commitments]
+
+    def record(self, path: str, stamp: tuple[int, int], rows: list[dict]) -> None:
+        """Commits all rows of one file at once (replacing rows from an older version of it)."""
+        size, mtime = stamp
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM rows WHERE path = ? AND (size != ? OR mtime_ns != ?)",
+                            (path, size, mtime))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?)",
+                [(path, r["commitment"], size, mtime, r["file_sha256"],
+                  json.dumps(r, allow_nan=False)) for r in rows])
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,67 @@
+"""Result rows: one per (model file, key), and the scan-wide multiple-testing correction.
+
+A row's p-value is the exact one-sided binomial tail for its own test. A scan runs many
+tests, so the decision uses the Bonferroni-adjusted p-value min(1, m * p), where m is the
+number of (model, key) pairs actually tested in the scan (error rows are not tests):
+``detected`` means adjusted_p_value < alpha, which bounds the chance of even one false
+detection in the whole scan by alpha. Everything is computed in log space, so p-values far
+below the double range (1e-300 and less) stay exact in the log10 columns.
+
+A file that cannot be checked gets one error row per key (same columns, counts and
+p-values None, ``detected`` False), so every scan has exactly files x keys rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import stats
+from .checkers import Outcome
+
+COLUMNS = ("path", "file_sha256", "file_size", "key_id", "commitment", "scheme", "matches",
+           "total", "chance", "p_value", "log10_p_value", "adjusted_p_value",
+           "log10_adjusted_p_value", "detected", "error", "device", "extra")
+
+
+def make_row(path: str, size: int | None, sha256: str | None, commitment: str, scheme: str,
+             outcome: Outcome, device: str) -> dict:
+    """A row before the correction (adjusted columns None until ``adjust``)."""
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=path, file_sha256=sha256, file_size=size, key_id=commitment[:16],
+               commitment=commitment, scheme=scheme, detected=False, device=device, extra={})
+    if outcome.error is not None:
+        row["error"] = outcome.error
+        return row
+    log_p = stats.binomial_log_sf(outcome.matches, outcome.total, outcome.chance)
+    row.update(matches=outcome.matches, total=outcome.total, chance=outcome.chance,
+               p_value=math.exp(log_p), log10_p_value=stats.log10_p(log_p),
+               extra=dict(outcome.extra))
+    return row
+
+
+def adjust(rows: list[dict], alpha: float) -> list[dict]:
+    """Fills the Bonferroni columns and ``detected`` for all rows of a scan (in place)."""
+    tests = sum(1 for r in rows if r["error"] is None)
+    log10_m = math.log10(max(tests, 1))
+    for r in rows:
+        if r["error"] is not None:
+            r.update(adjusted_p_value=None, log10_adjusted_p_value=None, detected=False)
+            continue
+        log10_adj = min(0.0, r["log10_p_value"] + log10_m)
+        r["log10_adjusted_p_value"] = log10_adj
+        # min(1, m p) directly while p is a normal double; from the log once p underflows.
+        r["adjusted_p_value"] = min(1.0, r["p_value"] * tests) if r["p_value"] > 0 \
+            else 10.0 ** log10_adj
+        r["detected"] = log10_adj < math.log10(alpha)
+    return rows
+
+
+def summary_line(rows: list[dict], seconds: float) -> str:
+    """E.g. "scan: 120 models x 3 keys, 4 detections, 2 files with errors, 12.34 s"."""
+    files = {r["path"] for r in rows}
+    keys = {r["commitment"] for r in rows}
+    detections = sum(1 for r in rows if r["detected"])
+    bad = {r["path"] for r in rows if r["error"] is not None}
+    return (f"scan: {len(files)} models x {len(keys)} keys, {detections} detection"
+            f"{'' if detections == 1 else 's'}, {len(bad)} file{'' if len(bad) == 1 else 's'} "
+            f"with errors, {seconds:.2f} s")

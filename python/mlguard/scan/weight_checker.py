@@ -1,0 +1,52 @@
+"""The scan's checker for weight keys: many models x many keys per batched projection.
+
+Works from state_dicts alone (no architecture needed). Keys that share targets, reduction
+and message length form a group; the group's weight vectors of all models in the call are
+stacked and projected with every key's seed in one mlguard::keyed_projection_batched call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops import keyed_projection_batched
+from ..weight_keys import SCHEME, WeightKey
+from .checkers import register_state_dict_checker
+
+
+def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.device) -> list:
+    answers: list[list] = [[None] * len(keys) for _ in state_dicts]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault((key.targets, key.reduce, key.bits), []).append(i)
+    for (_targets, _reduce, bits), members in groups.items():
+        lead = keys[members[0]]
+        vectors: dict[int, torch.Tensor] = {}
+        for n, sd in enumerate(state_dicts):
+            try:
+                w = lead.gather(sd).detach()
+            except ValueError as e:
+                for i in members:
+                    answers[n][i] = f"weight key: {e}"
+                continue
+            if not bool(torch.isfinite(w).all()):
+                for i in members:
+                    answers[n][i] = "weight key: the target weights contain NaN or inf"
+                continue
+            vectors[n] = w
+        by_length: dict[int, list[int]] = {}
+        for n, w in vectors.items():  # models whose targets differ in size cannot be stacked
+            by_length.setdefault(w.numel(), []).append(n)
+        seeds = torch.tensor([keys[i].seed for i in members], device=device)
+        messages = torch.stack([keys[i].message_tensor(device) for i in members])
+        for models in by_length.values():
+            stacked = torch.stack([vectors[n].to(device).reshape(-1) for n in models])
+            read = (keyed_projection_batched(stacked, seeds, bits) > 0).long()  # (N, K, T)
+            matches = (read == messages).sum(dim=2).tolist()
+            for row, n in zip(matches, models):
+                for i, m in zip(members, row):
+                    answers[n][i] = (m, bits, 0.5, {"bit_error_rate": 1 - m / bits})
+    return answers
+
+
+register_state_dict_checker(SCHEME, check_weights, models_per_call=64)
