@@ -1,5 +1,7 @@
 """End to end on real data (a Fashion-MNIST subset): watermark, verify, tell apart."""
 
+import json
+
 import pytest
 import torch
 
@@ -103,3 +105,15 @@ def test_fingerprinted_copy_names_its_buyer(fashion, clean_model):
     found = shop.identify(copy, customers)
     assert found.customer == "buyer-017" and found.adjusted_p_value < 1e-6, found
     assert shop.identify(clean_model, customers).customer is None
+
+
+def test_demo_command_writes_models_key_and_verdicts(tmp_path):
+    from mlguard import Verdict, cli, load_key
+    code = cli.main(["demo", "--epochs", "1", "--train-limit", "2000", "--out", str(tmp_path)])
+    assert code in (0, 1)  # 1 only means a check failed on this tiny run; files must exist
+    key = load_key(tmp_path / "owner.key")
+    for name in ("watermarked", "clean"):
+        v = Verdict.from_dict(json.loads((tmp_path / f"{name}.verdict.json").read_text()))
+        assert v.commitment == key.commitment() and v.total == 100
+        state = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        assert set(state) == set(small_cnn().state_dict())
