@@ -6,24 +6,7 @@ from scipy import stats
 
 from mlguard import TriggerKey, verify
 from mlguard.verdict import state_dict_sha256
-from mlguard.verify import normalize
-
-
-class Memorizer(torch.nn.Module):
-    """A model that answers the key's label for its triggers (and class 0 otherwise)."""
-
-    def __init__(self, key, correct: int):
-        super().__init__()
-        images, labels = key.materialize()
-        self.register_buffer("images", normalize(images, key).flatten(1))
-        answers = labels.clone()
-        answers[correct:] = (answers[correct:] + 1) % key.num_classes  # wrong on purpose
-        self.register_buffer("answers", answers)
-        self.num_classes = key.num_classes
-
-    def forward(self, x):
-        nearest = torch.cdist(x.flatten(1), self.images).argmin(1)
-        return torch.nn.functional.one_hot(self.answers[nearest], self.num_classes).float()
+from memorizer import Memorizer
 
 
 def key(**kw):
