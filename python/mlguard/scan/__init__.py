@@ -13,7 +13,7 @@ buffers and safetensors_view (reused host memory, zero-copy safetensors), weight
 
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, register_checker,
                        register_state_dict_checker, scheme_of)
-from . import weight_checker  # registers the "weight" scheme (weight-space keys)
+from . import weight_checker  # noqa: F401  (registers the "weight" scheme)
 from .loading import ModelFileError
 from .pipeline import load_keys, scan
 from .report import write as write_report
