@@ -66,7 +66,7 @@ class DemoResult:
 
 
 def run(epochs: int = 3, device: str | None = None, out: str | Path = "runs/demo",
-        train_limit: int | None = None, triggers: int = 100, per_batch: int = 8,
+        train_limit: int | None = None, triggers: int = 100, per_batch: int = 16,
         seed: int = 0, log=print) -> list[DemoResult]:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
