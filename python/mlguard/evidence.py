@@ -190,19 +190,26 @@ def register(model_file: str | os.PathLike, keys: Any, identity: Identity, *,
     return sign_document(record, identity)
 
 
+def _load_signed(doc_or_path, fmt: str, what: str, public_key) -> tuple[dict | None, list[str]]:
+    """Loads a signed document of format `fmt`: (doc, signature problems), or (None, why not)."""
+    try:
+        doc = load_document(doc_or_path)
+    except ValueError as e:
+        return None, [str(e)]
+    if doc.get("format") != fmt or doc.get("version") != VERSION:
+        return None, [f"not an mlguard {what} (format {doc.get('format')!r}, "
+                      f"version {doc.get('version')!r})"]
+    return doc, document_signature_problems(doc, public_key)
+
+
 def check_registration(record: Mapping | str | os.PathLike,
                        model_file: str | os.PathLike | None = None, *,
                        public_key: Any = None) -> list[str]:
     """Problems with a registration record (empty list: valid); with `model_file`, also
     checks that it is the registered file."""
-    try:
-        doc = load_document(record)
-    except ValueError as e:
-        return [str(e)]
-    if doc.get("format") != REGISTRATION_FORMAT or doc.get("version") != VERSION:
-        return [f"not an mlguard registration record (format {doc.get('format')!r}, "
-                f"version {doc.get('version')!r})"]
-    problems = document_signature_problems(doc, public_key)
+    doc, problems = _load_signed(record, REGISTRATION_FORMAT, "registration record", public_key)
+    if doc is None:
+        return problems
     if model_file is not None:
         problems += _file_problems(doc.get("model"), os.fspath(model_file), "model file")
     return problems
@@ -370,14 +377,9 @@ def check_evidence(doc_or_path: Mapping | str | os.PathLike,
     weights hash. What cannot be recomputed from these files (the model's answers to the
     triggers) is re-run with the command in doc["rerun"].
     """
-    try:
-        doc = load_document(doc_or_path)
-    except ValueError as e:
-        return [str(e)]
-    if doc.get("format") != EVIDENCE_FORMAT or doc.get("version") != VERSION:
-        return [f"not an mlguard evidence report (format {doc.get('format')!r}, "
-                f"version {doc.get('version')!r})"]
-    problems = document_signature_problems(doc, public_key)
+    doc, problems = _load_signed(doc_or_path, EVIDENCE_FORMAT, "evidence report", public_key)
+    if doc is None:
+        return problems
     problems += _content_problems(doc)
     if suspect_file is not None:
         problems += _file_problems(doc.get("suspect"), os.fspath(suspect_file), "suspect file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -20,15 +21,26 @@ SCHEME = "weight"
 REDUCTIONS = ("none", "mean_out")
 
 
-def _named_tensors(model) -> Mapping[str, torch.Tensor]:
-    """Parameters (differentiable) and then the rest of the state of a module or state_dict."""
-    if isinstance(model, torch.nn.Module):
-        named = dict(model.state_dict(keep_vars=True))
-        named.update(dict(model.named_parameters()))
-        return named
+def _find_tensor(model, name: str) -> torch.Tensor | None:
+    """A parameter (differentiable) or buffer of a module, or an entry of a state_dict.
+
+    Looked up by path, without walking the whole model: this runs every training step.
+    """
     if isinstance(model, Mapping):
-        return model
-    raise TypeError(f"model must be a torch.nn.Module or a state_dict, got {type(model).__name__}")
+        return model.get(name)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a state_dict, got {type(model).__name__}")
+    for candidate in (name, f"module.{name}"):  # DistributedDataParallel / DataParallel
+        for getter in (model.get_parameter, model.get_buffer):
+            try:
+                return getter(candidate)
+            except AttributeError:
+                pass
+    return None
+
+
+def _names(model) -> list[str]:
+    return list(model) if isinstance(model, Mapping) else list(model.state_dict(keep_vars=True))
 
 
 @dataclass(frozen=True)
@@ -76,8 +88,8 @@ class WeightKey:
         return cls(secret=bytes(secret), nonce=bytes(nonce), bits=bits, targets=targets,
                    reduce=reduce, message=message)
 
-    @property
-    def seed(self) -> int:
+    @cached_property
+    def seed(self) -> int:  # cached: the regularizer needs it every training step
         return keyfile.derive_seed(self.secret, "weight/projection")
 
     def message_tensor(self, device="cpu") -> torch.Tensor:
@@ -88,14 +100,11 @@ class WeightKey:
 
         Differentiable when `model` is a module (its parameters are used directly).
         """
-        named = _named_tensors(model)
         parts = []
         for name in self.targets:
-            p = named.get(name)
-            if p is None and isinstance(model, torch.nn.Module) and hasattr(model, "module"):
-                p = named.get(f"module.{name}")  # DistributedDataParallel / DataParallel
+            p = _find_tensor(model, name)
             if p is None:
-                close = [n for n in named if name.split(".")[-1] in n][:5]
+                close = [n for n in _names(model) if name.split(".")[-1] in n][:5]
                 raise ValueError(f"target {name!r} is not a parameter of the model"
                                  + (f"; similar names: {close}" if close else ""))
             if not isinstance(p, torch.Tensor) or not p.is_floating_point():
