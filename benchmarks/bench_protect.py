@@ -32,7 +32,7 @@ import torch
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mlguard import protect
-from mlguard.protect import container
+from mlguard.files import container
 
 MB = 1 << 20
 

@@ -42,7 +42,7 @@ import torchvision
 
 import mlguard
 from mlguard.scan import scan
-from mlguard.verify import normalize, verify_weights_many
+from mlguard.verification import normalize, verify_weights_many
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from mlguard.verify import normalize
+from mlguard.verification import normalize
 
 
 class Memorizer(torch.nn.Module):

@@ -1,6 +1,7 @@
 """End to end on real data (a Fashion-MNIST subset): watermark, verify, tell apart."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,10 +9,10 @@ import torch
 from mlguard import (Fingerprints, TriggerKey, TriggerMixer, WeightKey, WeightWatermark, embed,
                      verify)
 from mlguard import data
-from mlguard.demo import accuracy, batches, small_cnn, train
+from mlguard.cli.demo import accuracy, batches, small_cnn, train
 
 pytestmark = pytest.mark.skipif(
-    not data.Path(data.FASHION_MNIST_DIR).exists(),
+    not os.path.isdir(data.FASHION_MNIST_DIR),
     reason="needs Debian's dataset-fashion-mnist (make setup installs it)")
 
 SUBSET, EPOCHS, PER_BATCH = 12000, 4, 16  # each trigger seen ~120 times

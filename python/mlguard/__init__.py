@@ -1,20 +1,22 @@
-"""mlguard: embed a secret watermark while training, and prove ownership with a p-value."""
+"""mlguard: embed a secret watermark while training, and prove ownership with a p-value.
 
-from ._version import __version__
-from ._extension import build_info  # loads the compiled ops first
+The public API; each capability is a subpackage: keys, triggers (trigger-set watermarks),
+weights (weight-space watermarks and fingerprints), verification, scan (bulk verification),
+ownership (identity, commitments, registration, evidence), protect (encrypted, signed and
+stamped files), ops (the compiled ops), cli.
+"""
+
+from ._version import __version__  # noqa: I001  (the extension must load before the ops)
+from ._extension import build_info
 from . import ops, protect
-from .embed import embed
-from .evidence import (check_evidence, check_opening, check_registration, evidence,
-                       evidence_html, register, reveal)
-from .fingerprints import Fingerprints, Identification
-from .identity import Identity
-from .keys import TriggerKey, load_key
-from .mixer import MixedLoader, TriggerMixer, mix
+from .keys import TriggerKey, WeightKey, load_key
+from .ownership import (Identity, check_evidence, check_opening, check_registration, evidence,
+                        evidence_html, register, reveal)
 from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
-from .verdict import Verdict
-from .verify import verify, verify_weights
-from .weight_keys import WeightKey
-from .weight_watermark import WeightEmbedReport, WeightWatermark, embed_weights
+from .triggers import MixedLoader, TriggerMixer, embed, mix
+from .verification import Verdict, verify, verify_weights
+from .weights import (Fingerprints, Identification, WeightEmbedReport, WeightWatermark,
+                      embed_weights)
 
 __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identification",
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",

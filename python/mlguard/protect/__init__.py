@@ -9,10 +9,10 @@ copyright/licence stamps.
     protect.stamp("model.safetensors", owner="ACME", license="CC-BY-NC-4.0")
 """
 
-from ._io import file_sha256
-from .container import DecryptionError, new_file_key
+from ..files.container import DecryptionError, new_file_key
+from ..files.io import file_sha256
+from ..files.state_dict import load_state_dict_file
 from .encrypted import decrypt_bytes, decrypt_file, encrypt_file, load_encrypted
-from .formats import load_state_dict_file
 from .signing import file_signature_problems, sign_file, verify_file
 from .stamp import read_stamp, stamp
 

@@ -1,6 +1,6 @@
 """Encrypted model files: encrypt, decrypt to a file, or load straight into memory.
 
-The container format is described in mlguard.protect.container. `load_encrypted` never
+The container format is described in mlguard.files.container. `load_encrypted` never
 writes plaintext anywhere: chunks are authenticated and decrypted into the tensors' own
 memory as torch.load (weights_only=True) or the safetensors parser reads them.
 """
@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import container, formats
-from ._io import atomic_write
-from .container import DEFAULT_CHUNK_SIZE, DEFAULT_SCRYPT, DecryptingReader, DecryptionError
+from ..files import container, state_dict
+from ..files.container import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_SCRYPT,
+    DecryptingReader,
+    DecryptionError,
+)
+from ..files.io import atomic_write
 
 
 def _path(name: str, value) -> str:
@@ -83,7 +88,7 @@ def load_encrypted(path: str | os.PathLike, *, passphrase: str | bytes | None = 
     path = _path("path", path)
     with DecryptingReader(path, passphrase, key, _what(path)) as reader:
         try:
-            state = formats.load_state_dict(reader, _what(path), format, map_location)
+            state = state_dict.load_state_dict(reader, _what(path), format, map_location)
         except Exception:
             if reader.failed:  # whatever the loader made of it, the cause is authentication
                 raise DecryptionError(_what(path)) from None

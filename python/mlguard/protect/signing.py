@@ -1,6 +1,6 @@
 """Detached Ed25519 signatures for model files.
 
-A signature is a small signed JSON record (see mlguard.identity.sign_document) holding the
+A signature is a small signed JSON record (see mlguard.ownership.identity.sign_document) holding the
 file's SHA-256 and size, so any change to the file, or to the record, breaks it. The file
 is hashed in 1 MiB blocks, so its size does not matter.
 """
@@ -11,9 +11,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .. import identity as _identity
 from .._version import __version__
-from ._io import file_sha256, read_json
+from ..files.io import file_sha256, read_json
+from ..ownership import identity as _identity
 
 FORMAT = "mlguard-file-signature"
 VERSION = 1

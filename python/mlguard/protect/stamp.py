@@ -18,7 +18,7 @@ import shutil
 import struct
 
 from .._version import __version__
-from ._io import atomic_write, file_sha256, read_json, write_json
+from ..files.io import atomic_write, file_sha256, read_json, write_json
 
 PREFIX = "mlguard."
 SIDECAR_SUFFIX = ".mlguard-stamp.json"

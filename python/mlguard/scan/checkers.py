@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..keys import TriggerKey
-from ..verify import normalize
+from ..verification.verify import normalize
 
 
 @dataclass

@@ -135,7 +135,7 @@ def _p(log10_p: float | None) -> str:
     """A p-value from its log10, exact below the double range (e.g. 3.2e-512)."""
     if log10_p is None:
         return "-"
-    from ..stats import format_p
+    from ..verification.stats import format_p
     return format_p(log10_p * math.log(10.0))
 
 

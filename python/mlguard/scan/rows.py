@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from .. import stats
+from ..verification import stats
 from .checkers import Outcome
 
 COLUMNS = ("path", "file_sha256", "file_size", "key_id", "commitment", "scheme", "matches",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ..keys.weight_key import SCHEME, WeightKey
 from ..ops import keyed_projection_batched
-from ..weight_keys import SCHEME, WeightKey
 from .checkers import register_state_dict_checker
 
 

@@ -1,0 +1,31 @@
+"""The `mlguard` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import demo, protect, scan
+
+
+def _info(_args) -> int:
+    from .._extension import build_info
+    for k, v in build_info().items():
+        print(f"{k:>16}: {v}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlguard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo.add_parser(sub)
+    p = sub.add_parser("info", help="what this mlguard was built with")
+    p.set_defaults(func=_info)
+    scan.add_parser(sub)
+    protect.add_parsers(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""`mlguard scan`: check model files against keys from the command line.
+
+Wired into `mlguard` by cli/main.py (``scan.add_parser(sub)``); also runnable on its own,
+which is how torchrun starts it on every rank:
+
+    torchrun --nproc_per_node=8 -m mlguard.cli.scan suspects/ --keys keys/ --arch ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+EPILOG = """exit status: 0 nothing detected, 1 at least one detection, 2 bad arguments.
+Files that cannot be checked (corrupt, not a model, wrong architecture, NaN weights, unsafe
+pickles) get error rows and do not change the exit status."""
+
+
+def add_parser(subparsers) -> None:
+    """Adds the `scan` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "scan", help="check many model files against many keys (p-values, report)",
+        description="Check every model file (folders recursively) against every key. "
+                    "Detected means the Bonferroni-adjusted p-value is below --alpha.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="model files or folders")
+    p.add_argument("--keys", nargs="+", required=True, metavar="KEY",
+                   help="key files, or folders of *.key files (put PATHs before --keys)")
+    p.add_argument("--arch", default=None, metavar="MODULE:FACTORY",
+                   help="builds the network for state_dict files, e.g. "
+                        "torchvision.models:resnet18 (needed for trigger-set keys)")
+    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    p.add_argument("--journal", default=None, metavar="FILE",
+                   help="SQLite journal: commit rows as they come, resume after a crash")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="write all rows: results.json or results.csv (repeatable)")
+    p.add_argument("--report", action="append", default=[], metavar="FILE",
+                   help="write report.html (heatmap + tables) or report.png (repeatable)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--alpha", type=float, default=1e-6,
+                   help="significance level for the whole scan (default 1e-6)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="trigger images per forward pass (default 1024 on CUDA, 64 on the CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="reader threads (default min(8, CPUs))")
+    p.add_argument("--trust-torchscript", action="store_true",
+                   help="load TorchScript archives (runs code from the files: trusted files only)")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show a progress bar (default: only on a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Runs a parsed `scan` command; returns the exit status (see EPILOG)."""
+    from ..scan import scan, summary_line, write_report
+    from ..scan.distributed import from_env
+
+    for target in args.out:
+        if not target.lower().endswith((".json", ".csv")):
+            return _usage(f"--out must end in .json or .csv, got '{target}'")
+    for target in args.report:
+        if not target.lower().endswith((".html", ".htm", ".png")):
+            return _usage(f"--report must end in .html or .png, got '{target}'")
+    kwargs = None
+    if args.arch_kwargs is not None:
+        try:
+            kwargs = json.loads(args.arch_kwargs)
+        except json.JSONDecodeError as e:
+            return _usage(f"--arch-kwargs is not valid JSON: {e}")
+        if not isinstance(kwargs, dict):
+            return _usage(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+    start = time.perf_counter()
+    try:
+        rows = scan(args.paths, args.keys, arch=args.arch, arch_kwargs=kwargs,
+                    device=args.device, journal=args.journal, alpha=args.alpha,
+                    batch_size=args.batch_size, workers=args.workers,
+                    trust_torchscript=args.trust_torchscript, progress=args.progress)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        return _usage(str(e))
+    if from_env().rank != 0:  # under torchrun, rank 0 writes the outputs
+        return 0
+    for target in args.out + args.report:
+        write_report(rows, target, args.alpha)
+    if not args.out:
+        _print_detections(rows)
+    if not (args.progress or (args.progress is None and sys.stderr.isatty())):
+        print(summary_line(rows, time.perf_counter() - start), file=sys.stderr)  # else scan did
+    return 1 if any(r["detected"] for r in rows) else 0
+
+
+def _print_detections(rows: list[dict]) -> None:
+    from ..verification.stats import format_p
+    for r in rows:
+        if r["detected"]:
+            p = format_p(r["log10_adjusted_p_value"] * math.log(10.0))
+            print(f"DETECTED  {r['path']}  key {r['key_id']}  {r['matches']}/{r['total']}  "
+                  f"adjusted p = {p}")
+
+
+def _usage(message: str) -> int:
+    print(f"mlguard scan: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlguard")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] != "scan":  # `python -m mlguard.cli.scan PATHS...`
+        argv = ["scan", *argv]
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The result of a watermark verification, and the model fingerprint it cites.
+
+A ``Verdict`` records everything needed to re-check or cite a detection: the
+raw counts, the exact p-value (also as a natural log, because it is often far
+below the double range), the significance level, the key commitment and a
+SHA-256 of the model weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from . import stats
+
+__all__ = ["Verdict", "make_verdict", "state_dict_sha256"]
+
+_STR_FIELDS = ("scheme", "commitment", "model_sha256", "device", "mlguard_version", "test")
+_INT_FIELDS = ("matches", "total")
+_FLOAT_FIELDS = ("p_value", "log_p_value", "alpha", "chance")
+_DERIVED_KEYS = ("log10_p_value",)  # written by to_dict, recomputed on load
+
+
+@dataclass
+class Verdict:
+    """Outcome of one verification run (see ``make_verdict``)."""
+
+    scheme: str  # e.g. "trigger-set"
+    matches: int  # trials that agreed with the key
+    total: int  # trials run
+    p_value: float  # P(>= matches | H0); may underflow to 0.0
+    log_p_value: float  # natural log of the p-value; always exact
+    alpha: float  # significance level
+    detected: bool  # p_value < alpha
+    chance: float  # per-trial success probability under H0
+    commitment: str  # hex key commitment (keyfile.commitment)
+    model_sha256: str  # state_dict_sha256 of the checked model
+    device: str  # where the check ran, e.g. "cuda:0"
+    mlguard_version: str
+    test: str  # e.g. "exact one-sided binomial test, H0: P(match)=1/10"
+    extra: dict = field(default_factory=dict)  # scheme-specific figures
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of all fields plus ``log10_p_value``."""
+        d = dataclasses.asdict(self)
+        d["log10_p_value"] = stats.log10_p(self.log_p_value)
+        try:
+            # Round-trip so the result is plain JSON data (tuples -> lists, ...).
+            return json.loads(json.dumps(d, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"Verdict is not JSON-serializable (check extra={self.extra!r}): {e}"
+            ) from e
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """``to_dict()`` as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        """Rebuild a Verdict from ``to_dict()`` output (e.g. a parsed JSON file)."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"d must be a mapping, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names) - set(_DERIVED_KEYS))
+        missing = [n for n in names if n != "extra" and n not in d]
+        if unknown or missing:
+            raise ValueError(
+                f"d is not a Verdict dict: missing fields {missing}, unknown fields {unknown}"
+            )
+        kwargs: dict[str, Any] = {}
+        for name in _STR_FIELDS:
+            kwargs[name] = _expect(name, d[name], str)
+        for name in _INT_FIELDS:
+            kwargs[name] = _as_int(name, d[name])
+        for name in _FLOAT_FIELDS:
+            kwargs[name] = _as_float(name, d[name])
+        kwargs["detected"] = _expect("detected", d["detected"], bool)
+        kwargs["extra"] = dict(_expect("extra", d.get("extra", {}), dict))
+        return cls(**kwargs)
+
+    def __str__(self) -> str:
+        status = "DETECTED" if self.detected else "NOT DETECTED"
+        p = stats.format_p(self.log_p_value)
+        lines = [
+            f"{status}  {self.scheme}  {self.matches}/{self.total} matches  "
+            f"p = {p} (alpha {self.alpha:g})  "
+            f"key {_short_hex(self.commitment)}  model {_short_hex(self.model_sha256)}",
+            f"  test:       {self.test}",
+            f"  chance:     {self.chance:g} per trial "
+            f"({self.chance * self.total:.4g} of {self.total} expected under H0)",
+            f"  p-value:    {p} (log10 p = {stats.log10_p(self.log_p_value):.4f})",
+            f"  key commit: {self.commitment or '-'}",
+            f"  model:      sha256 {self.model_sha256 or '-'}",
+            f"  run on:     {self.device or '-'} with mlguard {self.mlguard_version}",
+        ]
+        lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())]
+        return "\n".join(lines)
+
+
+def make_verdict(
+    scheme: str,
+    matches: int,
+    total: int,
+    chance: float,
+    alpha: float,
+    commitment: str,
+    model_sha256: str,
+    device: str,
+    extra: dict | None = None,
+) -> Verdict:
+    """Run the exact one-sided binomial test and package the result.
+
+    H0: each of `total` trials matches the key independently with probability
+    `chance` (e.g. 1/num_classes for a trigger set).  Detected means
+    p < alpha, compared in log space so that tiny p-values stay exact.
+    """
+    if not isinstance(scheme, str) or not scheme:
+        raise ValueError(f"scheme must be a non-empty str, got {scheme!r}")
+    matches = _as_int("matches", matches)
+    total = _as_int("total", total)
+    if total <= 0:
+        raise ValueError(f"total must be > 0, got {total!r}")
+    if not 0 <= matches <= total:
+        raise ValueError(f"matches must be in [0, total={total}], got {matches!r}")
+    chance = _as_probability("chance", chance)
+    alpha = _as_probability("alpha", alpha)
+    _expect("commitment", commitment, str)
+    _expect("model_sha256", model_sha256, str)
+    _expect("device", device, str)
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__} {extra!r}")
+
+    log_p = stats.binomial_log_sf(matches, total, chance)
+    return Verdict(
+        scheme=scheme,
+        matches=matches,
+        total=total,
+        p_value=math.exp(log_p),
+        log_p_value=log_p,
+        alpha=alpha,
+        detected=log_p < math.log(alpha),
+        chance=chance,
+        commitment=commitment,
+        model_sha256=model_sha256,
+        device=device,
+        mlguard_version=__version__,
+        test=f"exact one-sided binomial test, H0: P(match)={_describe_chance(chance)}",
+        extra=dict(extra or {}),
+    )
+
+
+def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of a state_dict's tensors, independent of device and dict order.
+
+    Hashes, for each tensor entry in sorted name order, a length-prefixed
+    header (name, dtype, shape, byte count) followed by the tensor's raw
+    (little-endian) bytes.  Non-tensor entries such as ``_extra_state`` are
+    skipped.  Tensors are copied to CPU one at a time.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+    bad = [k for k in state_dict if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"state_dict keys must be str, got {bad[:3]!r}")
+
+    h = hashlib.sha256(b"mlguard-state-dict-v1\0")
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            continue
+        t = value.detach()
+        if t.layout != torch.strided:
+            raise TypeError(f"state_dict[{name!r}] has unsupported layout {t.layout}")
+        if t.device.type == "meta":
+            raise ValueError(f"state_dict[{name!r}] is on the meta device and has no data")
+        shape = list(t.shape)
+        # Materialize lazy conj/neg bits so equal values give equal bytes.
+        flat = t.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+        raw = flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)
+        data = raw.numpy()
+        header = json.dumps([name, str(t.dtype), shape, data.nbytes], separators=(",", ":"))
+        header = header.encode()
+        h.update(len(header).to_bytes(8, "big"))
+        h.update(header)
+        h.update(memoryview(data))
+    return h.hexdigest()
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+def _expect(name: str, value: Any, kind: type) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _as_probability(name: str, value: Any) -> float:
+    value = _as_float(name, value)
+    if not 0.0 < value < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
+    return value
+
+
+def _describe_chance(chance: float) -> str:
+    """'1/10' for chance 0.1 (reads naturally for 1/num_classes), else '0.37'."""
+    frac = Fraction(chance).limit_denominator(10**6)
+    if frac.numerator == 1 and abs(float(frac) - chance) <= 1e-12 * chance:
+        return f"1/{frac.denominator}"
+    return f"{chance:.6g}"
+
+
+def _short_hex(value: str) -> str:
+    return value[:4] + "\u2026" if value else "-"

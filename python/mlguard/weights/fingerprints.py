@@ -1,0 +1,73 @@
+"""Customer fingerprints: one key per buyer, all derived from one master secret.
+
+A shop that sells one base model to many customers gives each a copy fine-tuned briefly
+with that customer's key; a leaked copy then names its buyer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..keys import TriggerKey, WeightKey, keyfile
+from ..verification.verdict import Verdict
+from ..verification.verify import verify, verify_weights_many
+
+SCHEMES = {"weight": WeightKey, "trigger": TriggerKey}
+
+
+@dataclass
+class Identification:
+    """The best-matching customer, or None when no key is significant after correction."""
+
+    customer: str | None
+    adjusted_p_value: float  # Bonferroni over the customers tried, capped at 1
+    log_adjusted_p_value: float
+    verdict: Verdict  # the best customer's own (uncorrected) verdict
+    tried: int
+
+
+class Fingerprints:
+    """``reg = Fingerprints(master_secret, scheme="weight", bits=..., targets=...)``.
+
+    Keyword arguments are passed to WeightKey.generate or TriggerKey.generate for every
+    customer. Keys are reproducible: the same master secret and customer id always give
+    the same key (and the same commitment).
+    """
+
+    def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):
+        if isinstance(master_secret, str):
+            master_secret = keyfile.secret_from_hex(master_secret)
+        if len(master_secret) != keyfile.SECRET_BYTES:
+            raise ValueError(f"master_secret must be {keyfile.SECRET_BYTES} bytes, "
+                             f"got {len(master_secret)}")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+        self._master, self.scheme, self.key_args = bytes(master_secret), scheme, key_args
+
+    def key_for(self, customer_id: str) -> WeightKey | TriggerKey:
+        if not isinstance(customer_id, str) or not customer_id:
+            raise ValueError(f"customer_id must be a non-empty str, got {customer_id!r}")
+        secret = keyfile.derive_key_bytes(self._master, f"fingerprint/{customer_id}")
+        key = SCHEMES[self.scheme].generate(secret=secret, **self.key_args)
+        # A derived nonce keeps each customer's commitment reproducible from the master.
+        nonce = keyfile.derive_key_bytes(self._master, f"fingerprint-nonce/{customer_id}")
+        return dataclasses.replace(key, nonce=nonce)
+
+    def identify(self, model, customers: Iterable[str], alpha: float = 1e-6) -> Identification:
+        """Tests every customer's key; names the best if it survives Bonferroni correction."""
+        customers = list(customers)
+        if not customers:
+            raise ValueError("customers must not be empty")
+        keys = [self.key_for(cid) for cid in customers]
+        if self.scheme == "weight":
+            verdicts = verify_weights_many(model, keys, alpha)  # one batched projection
+        else:
+            verdicts = [verify(model, k, alpha=alpha) for k in keys]
+        best_id, best = min(zip(customers, verdicts), key=lambda cv: cv[1].log_p_value)
+        log_adj = min(0.0, best.log_p_value + math.log(len(customers)))
+        return Identification(customer=best_id if log_adj < math.log(alpha) else None,
+                              adjusted_p_value=math.exp(log_adj), log_adjusted_p_value=log_adj,
+                              verdict=best, tried=len(customers))

@@ -1,0 +1,104 @@
+"""CLI smoke tests for the protection and evidence subcommands (via add_parsers)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+import mlguard
+from mlguard import protect
+from mlguard.ownership.identity import Identity
+from mlguard.cli.protect import add_parsers
+
+PASS_ENV = "MLGUARD_TEST_PASSPHRASE"
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="mlguard")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv(PASS_ENV, "cli pass phrase")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_encrypt_decrypt(env, capsys):
+    src = env / "m.pt"
+    torch.save({"w": torch.arange(10.0)}, src)
+    assert run("encrypt", src, env / "m.enc", "--passphrase-env", PASS_ENV) == 0
+    assert run("decrypt", env / "m.enc", env / "out.pt", "--passphrase-env", PASS_ENV) == 0
+    assert "warning: writing the decrypted model in the clear" in capsys.readouterr().err
+    assert (env / "out.pt").read_bytes() == src.read_bytes()
+    assert run("encrypt", src, env / "k.enc", "--new-key-file", env / "k.key") == 0
+    assert len((env / "k.key").read_text().strip()) == 64
+    state = protect.load_encrypted(
+        env / "k.enc", key=bytes.fromhex((env / "k.key").read_text().strip()))
+    assert torch.equal(state["w"], torch.arange(10.0))
+    capsys.readouterr()
+    assert run("decrypt", env / "k.enc", env / "x.pt", "--passphrase-env", PASS_ENV) == 2
+    assert "encrypted with a raw key" in capsys.readouterr().err
+    (env / "wrong.key").write_text(protect.new_file_key().hex())
+    assert run("decrypt", env / "k.enc", env / "x.pt", "--key-file", env / "wrong.key") == 2
+    err = capsys.readouterr().err
+    assert "cannot decrypt: wrong passphrase or key" in err and "cli pass" not in err
+    assert not (env / "x.pt").exists()
+
+
+def test_passphrase_env_must_be_set(env, monkeypatch, capsys):
+    monkeypatch.delenv(PASS_ENV)
+    (env / "f").write_bytes(b"x")
+    assert run("encrypt", env / "f", env / "g", "--passphrase-env", PASS_ENV) == 2
+    assert f"environment variable {PASS_ENV} is not set" in capsys.readouterr().err
+
+
+def test_identity_sign_stamp_register_evidence(env, capsys):
+    ident = env / "me.json"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    public = capsys.readouterr().out.strip()
+    assert run("identity", "public", ident) == 0
+    assert capsys.readouterr().out.strip() == public
+
+    key = mlguard.TriggerKey.generate(num_classes=10, size=20, shape=(1, 8, 8))
+    key.save(env / "k.key")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    suspect = env / "suspect.pt"
+    torch.save(model.state_dict(), suspect)
+
+    assert run("sign", suspect, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("verify-signature", suspect, "--public-key", public) == 0
+    assert run("verify-signature", suspect, "--public-key",
+               Identity.generate().public_key_hex) == 1
+    capsys.readouterr()
+    assert run("stamp", suspect, "--owner", "ACME", "--key", env / "k.key") == 0
+    assert json.loads(capsys.readouterr().out)["commitment"] == key.commitment()
+    assert run("stamp", suspect) == 0 and '"owner": "ACME"' in capsys.readouterr().out
+
+    assert run("register", suspect, "--key", env / "k.key", "--identity", ident,
+               "--passphrase-env", PASS_ENV, "--out", env / "reg.json") == 0
+    assert run("evidence", "check", env / "reg.json", "--suspect", suspect,
+               "--public-key", public) == 0
+
+    verdict = mlguard.verify(model, key)
+    (env / "v.json").write_text(verdict.to_json())
+    assert run("evidence", "build", "--verdict", env / "v.json", "--suspect", suspect,
+               "--reveal", env / "k.key", "--command", "mlguard scan suspect.pt --keys k.key",
+               "--identity", ident, "--passphrase-env", PASS_ENV,
+               "--out", env / "ev.json", "--html", env / "ev.html") == 0
+    assert "all checks pass" in (env / "ev.html").read_text()
+    capsys.readouterr()
+    assert run("evidence", "check", env / "ev.json", "--suspect", suspect,
+               "--public-key", public) == 0
+    assert "OK:" in capsys.readouterr().out
+    doc = json.loads((env / "ev.json").read_text())
+    doc["verdicts"][0]["matches"] += 1
+    (env / "ev.json").write_text(json.dumps(doc))
+    assert run("evidence", "check", env / "ev.json") == 1
+    assert "FAILED: signature does not match" in capsys.readouterr().out
+    assert run("evidence", "html", env / "ev.json", "--out", env / "bad.html") == 0
+    assert "Problems found" in (env / "bad.html").read_text()
