@@ -110,9 +110,15 @@ def test_fingerprinted_copy_names_its_buyer(fashion, clean_model):
 
 def test_demo_command_writes_models_key_and_verdicts(tmp_path):
     from mlguard import Verdict, cli, load_key
+    existing = TriggerKey.generate(num_classes=10, shape=(1, 28, 28), mean=(0.2860,),
+                                   std=(0.3530,))
+    existing.save(tmp_path / "owner.key")  # a key from an earlier run is kept, never replaced
+    before = (tmp_path / "owner.key").read_bytes()
     code = cli.main(["demo", "--epochs", "1", "--train-limit", "2000", "--out", str(tmp_path)])
     assert code in (0, 1)  # 1 only means a check failed on this tiny run; files must exist
+    assert (tmp_path / "owner.key").read_bytes() == before
     key = load_key(tmp_path / "owner.key")
+    assert key == existing
     for name in ("watermarked", "clean"):
         v = Verdict.from_dict(json.loads((tmp_path / f"{name}.verdict.json").read_text()))
         assert v.commitment == key.commitment() and v.total == 100

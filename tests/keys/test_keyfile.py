@@ -82,11 +82,21 @@ def test_file_mode_is_0600(key_path: tuple[Path, dict]) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+def test_existing_key_is_never_replaced_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "wm.key"
+    first = _body()
+    write_key_file(path, first)
+    with pytest.raises(FileExistsError, match="wm.key' already exists.*overwrite=True"):
+        write_key_file(path, _body())
+    assert read_key_file(path) == first
+    assert os.listdir(tmp_path) == ["wm.key"]
+
+
 def test_overwrite_is_atomic_and_leaves_no_temp(tmp_path: Path) -> None:
     path = tmp_path / "wm.key"
     write_key_file(path, _body())
     second = _body()
-    write_key_file(path, second)
+    write_key_file(path, second, overwrite=True)
     assert read_key_file(path) == second
     assert os.listdir(tmp_path) == ["wm.key"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

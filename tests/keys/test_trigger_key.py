@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -66,10 +67,10 @@ def source():
 
 @pytest.mark.parametrize("kind", ["noise", "content", "unrelated"])
 def test_source_kinds(kind, source):
-    k = key(kind=kind)
-    x, y = k.materialize(source=source)
+    k = key(kind=kind, source=source)
+    x, y = k.materialize()
     assert x.shape == (50, 3, 16, 16) and x.min() >= 0 and x.max() <= 1
-    assert torch.equal(x, k.materialize(source=source)[0])
+    assert torch.equal(x, k.materialize()[0])
     chosen = source[keyed_choice(k.seed("select"), 300, 50)]
     if kind == "unrelated":
         assert torch.equal(x, chosen)
@@ -86,10 +87,10 @@ def test_source_kinds(kind, source):
 
 def test_uint8_source_and_user_patch(source, tmp_path):
     u8 = (source * 255).round().to(torch.uint8)
-    x, _ = key(kind="unrelated").materialize(source=u8)
-    assert torch.allclose(x, u8[keyed_choice(key().seed("select"), 300, 50)].float() / 255)
+    x, _ = key(kind="unrelated", source=u8).materialize()
+    assert torch.equal(x, u8[keyed_choice(key().seed("select"), 300, 50)].float() / 255)
     patch = torch.ones(3, 2, 5)
-    k = key(kind="content", patch=patch)
+    k = key(kind="content", patch=patch, source=source)
     assert torch.equal(k.patch(), patch)
     k.save(tmp_path / "patch.key")
     assert torch.equal(load_key(tmp_path / "patch.key").patch(), patch)
@@ -97,13 +98,15 @@ def test_uint8_source_and_user_patch(source, tmp_path):
 
 def test_source_errors(source):
     with pytest.raises(ValueError, match="kind='noise' needs source="):
-        key(kind="noise").materialize()
+        key(kind="noise")
     with pytest.raises(ValueError, match=r"source must be \(N, \*\(3, 16, 16\)\)"):
-        key(kind="noise").materialize(source=torch.rand(300, 1, 16, 16))
+        key(kind="noise", source=torch.rand(300, 1, 16, 16))
     with pytest.raises(ValueError, match="source has 10 images but the key needs 50"):
-        key(kind="unrelated").materialize(source=source[:10])
+        key(kind="unrelated", source=source[:10])
     with pytest.raises(ValueError, match="source must be float in"):
-        key(kind="unrelated").materialize(source=source.long())
+        key(kind="unrelated", source=source.long())
+    with pytest.raises(ValueError, match="source= is only for"):
+        key(source=source)
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -111,18 +114,29 @@ def test_source_errors(source):
     (dict(size=0), "size must be an int >= 1, got 0"),
     (dict(shape=(3, 16)), r"shape must be \(C, H, W\)"),
     (dict(kind="stripes"), "kind must be one of"),
-    (dict(mean=(0.5,)), r"mean needs one value per channel \(3\)"),
+    (dict(mean=(0.5,), std=(1.0,)), r"mean needs one value per channel \(3\)"),
+    (dict(mean=(0.5, 0.5, 0.5)), "mean and std go together"),
+    (dict(std=(0.5, 0.5, 0.5)), "mean and std go together"),
+    (dict(shape=(32, 32, 3)), r"looks like \(H, W, C\): use \(3, 32, 32\)"),
+    (dict(num_classes=10.0), "num_classes must be an int >= 2, got 10.0"),
     (dict(mean=(0, 0, 0), std=(1, 0, 1)), "std must be finite and > 0"),
     (dict(secret=b"short"), "secret must be 32 bytes, got 5"),
-    (dict(kind="content", patch=torch.ones(3, 20, 2)), "patch must be"),
+    (dict(kind="content", patch=torch.ones(3, 20, 2), source=torch.rand(60, 3, 16, 16)),
+     "patch must be"),
 ])
 def test_bad_generate_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         key(**kw)
 
 
-def test_save_load_roundtrip(tmp_path):
-    k = key(kind="noise", mean=(0.1, 0.2, 0.3), std=(0.9, 0.8, 0.7))
+def test_numpy_integers_are_ints():
+    k = key(num_classes=np.int64(10), size=np.int32(50), shape=(np.int64(3), 16, 16))
+    assert (k.num_classes, k.size, k.shape) == (10, 50, (3, 16, 16))
+    assert type(k.num_classes) is int and type(k.shape[0]) is int
+
+
+def test_save_load_roundtrip(tmp_path, source):
+    k = key(kind="noise", mean=(0.1, 0.2, 0.3), std=(0.9, 0.8, 0.7), source=source)
     k.save(tmp_path / "owner.key")
     assert (os.stat(tmp_path / "owner.key").st_mode & 0o777) == 0o600
     loaded = load_key(tmp_path / "owner.key")
@@ -130,9 +144,10 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(loaded.labels, k.labels)
 
 
-def test_commitment_binds_every_field():
+def test_commitment_binds_every_field(source):
     base = key()
-    variants = [key(num_classes=11), key(size=51), key(shape=(3, 16, 17)), key(kind="noise"),
+    variants = [key(num_classes=11), key(size=51), key(shape=(3, 16, 17)),
+                key(kind="noise", source=source),
                 key(mean=(0, 0, 0), std=(1, 1, 1)), key(secret=bytes(32))]
     commitments = {base.commitment()} | {v.commitment() for v in variants}
     assert len(commitments) == len(variants) + 1
@@ -177,10 +192,9 @@ def test_unknown_scheme_is_rejected(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["abstract", "noise", "content"])
 def test_cuda_materialize_bit_identical(kind, source):
-    k = key(kind=kind)
-    src = None if kind == "abstract" else source
-    cpu = k.materialize("cpu", src)
-    gpu = k.materialize("cuda", None if src is None else src.cuda())
+    k = key(kind=kind, source=None if kind == "abstract" else source)
+    cpu = k.materialize("cpu")
+    gpu = k.materialize("cuda")
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
 
 

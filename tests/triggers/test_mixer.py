@@ -78,7 +78,7 @@ def test_works_under_autocast():
 
 def test_source_kind_through_the_mixer():
     source = torch.rand(40, 3, 16, 16)
-    mixer = TriggerMixer(key(kind="noise"), per_batch=2, source=source)
+    mixer = TriggerMixer(key(kind="noise", source=source), per_batch=2)
     assert mixer(*batch())[0].shape == (10, 3, 16, 16)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import data
-from ..keys import TriggerKey
+from ..keys import TriggerKey, load_key
 from ..triggers import TriggerMixer
 from ..verification import Verdict, verify
 
@@ -65,6 +65,19 @@ class DemoResult:
     verdict: Verdict
 
 
+def _owner_key(path: Path, triggers: int) -> tuple[TriggerKey, bool]:
+    """The demo's key: made once, then kept across runs (a key is a secret; never replaced)."""
+    if path.exists():
+        key = load_key(path)
+        if not isinstance(key, TriggerKey) or key.shape != (1, 28, 28) or key.num_classes != 10:
+            raise ValueError(f"{path} is not a Fashion-MNIST trigger key; choose another --out")
+        return key, False
+    key = TriggerKey.generate(num_classes=10, size=triggers, shape=(1, 28, 28), kind="abstract",
+                              mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD)
+    key.save(path)
+    return key, True
+
+
 def run(epochs: int = 3, device: str | None = None, out: str | Path = "runs/demo",
         train_limit: int | None = None, triggers: int = 100, per_batch: int = 16,
         seed: int = 0, log=print) -> list[DemoResult]:
@@ -75,11 +88,10 @@ def run(epochs: int = 3, device: str | None = None, out: str | Path = "runs/demo
     test_x, test_y = data.fashion_mnist("test")
     if train_limit:
         train_x, train_y = train_x[:train_limit], train_y[:train_limit]
-    key = TriggerKey.generate(num_classes=10, size=triggers, shape=(1, 28, 28), kind="abstract",
-                              mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD)
-    key.save(out / "owner.key")
+    key, made = _owner_key(out / "owner.key", triggers)
     log(f"Fashion-MNIST: {len(train_x)} training images, {len(test_x)} test images; "
-        f"device {device}; {epochs} epochs; key {key.key_id} ({triggers} abstract triggers)")
+        f"device {device}; {epochs} epochs; key {key.key_id} ({key.size} abstract triggers, "
+        f"{'new' if made else 'kept from an earlier run'}: {out / 'owner.key'})")
 
     results = []
     for name, mixer in (("watermarked", TriggerMixer(key, per_batch=per_batch)),

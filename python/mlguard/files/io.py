@@ -14,14 +14,19 @@ _READ_BLOCK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: int | None = None) -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike, mode: int | None = None, *,
+                 overwrite: bool = True) -> Iterator[Any]:
     """Yields a binary file that replaces `path` only if the block finishes without error.
 
     The temporary file lives in the destination folder (so the rename is atomic) and is
     removed on failure; readers never see a half-written file. `mode` (e.g. 0o600 for
-    secrets) is set before any data is written.
+    secrets) is set before any data is written. With overwrite=False an existing `path` is
+    never replaced (FileExistsError naming it), checked before and again, atomically, at
+    the end.
     """
     path = os.fspath(path)
+    if not overwrite and os.path.lexists(path):
+        raise _exists(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlguard-", suffix=".partial")
     try:
@@ -33,11 +38,35 @@ def atomic_write(path: str | os.PathLike, mode: int | None = None) -> Iterator[A
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _exists(path: str) -> FileExistsError:
+    return FileExistsError(f"{path!r} already exists; refusing to overwrite it (pass "
+                           "overwrite=True to replace it)")
+
+
+def _place_new(tmp: str, path: str) -> None:
+    """Renames `tmp` to `path` unless `path` exists, atomically (a hard link never clobbers)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists(path) from None
+    except OSError:  # no hard links here: claim the name first, then replace the claim
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise _exists(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _umask() -> int:
@@ -63,10 +92,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
-    """Pretty JSON (sorted keys), written atomically."""
+def write_json(path: str | os.PathLike, obj: Any, mode: int | None = None, *,
+               overwrite: bool = True) -> None:
+    """Pretty JSON (sorted keys), written atomically (see atomic_write for `overwrite`)."""
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    with atomic_write(path, mode) as f:
+    with atomic_write(path, mode, overwrite=overwrite) as f:
         f.write(text.encode("utf-8"))
 
 

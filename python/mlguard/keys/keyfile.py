@@ -23,12 +23,13 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..files.io import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -155,14 +156,13 @@ def _mac(secret: bytes, payload: bytes) -> hmac.HMAC:
     return h
 
 
-def write_key_file(path: str | os.PathLike, body: dict) -> None:
+def write_key_file(path: str | os.PathLike, body: dict, *, overwrite: bool = False) -> None:
     """Write `body` as a MAC-protected key file, atomically, with mode 0o600.
 
-    `body["secret"]` must be the 32-byte secret as hex.  The file is written to
-    a temporary file in the same directory and renamed over `path`, so readers
-    never see a half-written key and an existing key is never left truncated.
+    `body["secret"]` must be the 32-byte secret as hex. Readers never see a half-written
+    key. An existing file is never replaced unless `overwrite=True` (FileExistsError): a
+    key file holds a secret that nothing else can regenerate.
     """
-    path = os.fspath(path)
     if not isinstance(body, dict):
         raise TypeError(f"body must be a dict, got {type(body).__name__}")
     if "secret" not in body:
@@ -172,23 +172,8 @@ def write_key_file(path: str | os.PathLike, body: dict) -> None:
     doc = {"format": FORMAT, "version": VERSION, "body": body,
            "mac": _mac(secret, payload).finalize().hex()}
     data = (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-
-    directory = os.path.dirname(os.path.abspath(path))
-    # mkstemp creates the file with mode 0o600, before any secret is written.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlguard-key-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, mode=0o600, overwrite=overwrite) as f:
+        f.write(data)
 
 
 def read_key_file(path: str | os.PathLike) -> dict:

@@ -1,6 +1,7 @@
 """Trigger-set keys: the secret from which a trigger set and its labels are regenerated.
 
-A key stores a 256-bit secret and parameters, never the images. Everything else is derived:
+A key stores a 256-bit secret and parameters, plus the images for kinds chosen from data or
+given by the user (keys.images). Everything else is derived:
 HKDF sub-seeds per purpose (mlguard.keys.keyfile.derive_seed) drive the keyed Philox generator,
 so the same key gives bit-identical triggers and labels on every device.
 """
@@ -12,34 +13,69 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from ..ops import abstract_triggers, keyed_words
+from . import images as key_images
 from . import keyfile
 from .sampling import keyed_below, keyed_choice
 
 SCHEME = "trigger-set"
-KINDS = ("abstract", "noise", "content", "unrelated")
-_NEEDS_SOURCE = ("noise", "content", "unrelated")
+KINDS = ("abstract", "noise", "content", "unrelated", "custom")
+STORES_IMAGES = ("noise", "content", "unrelated", "custom")  # the rest come from the secret
 
 
-def _as_image_source(source, shape: tuple[int, ...], size: int, kind: str) -> torch.Tensor:
-    if source is None:
-        raise ValueError(f"kind={kind!r} needs source=, a tensor of images (N, *{shape})")
-    if not isinstance(source, torch.Tensor):
-        raise TypeError(f"source must be a torch.Tensor, got {type(source).__name__}")
-    if source.dim() != 4 or tuple(source.shape[1:]) != shape:
-        raise ValueError(f"source must be (N, *{shape}) to match the key, got {tuple(source.shape)}")
-    if source.shape[0] < size:
-        raise ValueError(f"source has {source.shape[0]} images but the key needs {size}")
-    if source.dtype != torch.uint8 and not source.is_floating_point():
-        raise ValueError(f"source must be float in [0, 1] or uint8, got {source.dtype}")
-    return source
+def _as_int(name: str, value, low: int) -> int:
+    """ints, numpy integers and integral tensors are accepted; bools and floats are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if int(value) < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {int(value)}")
+    return int(value)
+
+
+def _check_shape(shape) -> tuple[int, int, int]:
+    shape = tuple(shape)
+    if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                  and s >= 1 for s in shape):
+        raise ValueError(f"shape must be (C, H, W) of positive ints, got {shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if shape[2] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        raise ValueError(f"shape must be (C, H, W), channels first; {shape} looks like "
+                         f"(H, W, C): use {(shape[2], shape[0], shape[1])}")
+    return shape
+
+
+def _check_normalization(mean, std, channels: int) -> tuple[tuple | None, tuple | None]:
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std go together: give both (the per-channel normalization "
+                         "used in training) or neither (inputs in [0, 1]); got "
+                         f"mean={mean!r}, std={std!r}")
+    if mean is None:
+        return None, None
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") \
+                or len(value) != channels:
+            raise ValueError(f"{name} needs one value per channel ({channels}), got {value!r}")
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if not all(math.isfinite(m) for m in mean):
+        raise ValueError(f"mean must be finite, got {mean!r}")
+    if not all(s > 0 and math.isfinite(s) for s in std):
+        raise ValueError(f"std must be finite and > 0, got {std!r}")
+    return mean, std
 
 
 @dataclass(frozen=True)
 class TriggerKey:
-    """A secret trigger set: `size` images of `shape`, labels uniform over `num_classes`."""
+    """A secret trigger set: `size` images of `shape`, with labels over `num_classes`.
+
+    Kinds: "abstract" images are regenerated from the secret (the key stays tiny); "noise",
+    "content" and "unrelated" images are chosen from a data set once, at generate(), and
+    "custom" images are the user's own (from_images): these keys store their images, so the
+    key file alone regenerates the exact trigger set. Labels are drawn from the secret,
+    uniform over the classes, unless the user gave them (from_images(labels=...)).
+    """
 
     secret: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
@@ -50,20 +86,26 @@ class TriggerKey:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     options: dict = field(default_factory=dict)
+    stored_images: dict | None = field(default=None, repr=False)  # images.encode() form
+    user_labels: tuple[int, ...] | None = field(default=None, repr=False)
 
     @classmethod
     def generate(cls, num_classes: int, size: int = 100, shape=(3, 32, 32),
                  kind: str = "abstract", mean=None, std=None, secret: bytes | str | None = None,
-                 *, noise_amplitude: float = 0.25, patch: torch.Tensor | None = None,
-                 patch_size: int | None = None) -> TriggerKey:
-        """A new key. `mean`/`std` are the per-channel input normalization used in training.
+                 *, source: torch.Tensor | None = None, noise_amplitude: float = 0.25,
+                 patch: torch.Tensor | None = None, patch_size: int | None = None) -> TriggerKey:
+        """A new key. `mean`/`std` are the per-channel input normalization used in training
+        (both or neither).
 
-        Kind options: `noise_amplitude` (noise: keyed uniform noise in [-a, a] added to the
-        chosen images); `patch` (content: a (C, h, w) image in [0, 1] to stamp; default a keyed
-        abstract patch of side `patch_size`, default a quarter of the image side).
+        `source` (noise, content, unrelated): images (N, *shape), float in [0, 1] or uint8,
+        from which `size` are chosen by the secret and stored in the key. Kind options:
+        `noise_amplitude` (noise: keyed uniform noise in [-a, a] added to the chosen images);
+        `patch` (content: a (C, h, w) image in [0, 1] to stamp; default a keyed abstract patch
+        of side `patch_size`, default a quarter of the image side).
         """
-        secret = keyfile.new_secret() if secret is None else (
-            keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret))
+        secret = _secret(secret)
+        shape = _check_shape(shape)
+        size = _as_int("size", size, 1)
         options: dict = {}
         if kind == "noise":
             options["noise_amplitude"] = float(noise_amplitude)
@@ -74,38 +116,90 @@ class TriggerKey:
                 options["patch"] = patch.detach().cpu().float().tolist()
             else:
                 options["patch_size"] = int(patch_size or max(1, min(shape[1:]) // 4))
+        elif kind == "custom":
+            raise ValueError("kind='custom' keys are made with TriggerKey.from_images(...)")
+        stored = None
+        if kind in STORES_IMAGES:
+            chosen = _choose(source, shape, size, kind, secret)
+            stored = key_images.encode(chosen)
+        elif source is not None:
+            raise ValueError(f"kind={kind!r} makes its images from the secret; source= is "
+                             "only for 'noise', 'content' and 'unrelated'")
         return cls._checked(secret=secret, nonce=keyfile.new_nonce(), num_classes=num_classes,
                             size=size, shape=shape, kind=kind, mean=mean, std=std,
-                            options=options)
+                            options=options, stored_images=stored)
+
+    @classmethod
+    def from_images(cls, images, labels=None, *, num_classes: int, shape=(3, 32, 32),
+                    resize: str = "center_crop", mean=None, std=None,
+                    secret: bytes | str | None = None) -> TriggerKey:
+        """A key for your own trigger set (e.g. a published one), stored in the key.
+
+        `images`: a uint8 or float ([0, 1]) tensor (N, C, H, W), a list of image files, or a
+        folder (its files in sorted file-name order: 1.jpg, 10.jpg, 100.jpg, 11.jpg, ...).
+        Files are decoded with Pillow by content; see mlguard.keys.images.read_images for
+        `resize` ("center_crop", "resize" or "none"). `labels`: None draws secret labels,
+        uniform over the classes (the exact binomial test); a sequence of ints or a text file
+        with one number per line keeps yours, and verdicts then record the assumption that
+        they were drawn uniformly at random and kept secret.
+        """
+        shape = _check_shape(shape)
+        if resize not in key_images.RESIZE_MODES:
+            raise ValueError(f"resize must be one of {key_images.RESIZE_MODES}, got {resize!r}")
+        if isinstance(images, torch.Tensor):
+            if images.dim() != 4 or images.shape[1] != shape[0]:
+                hint = (" (channels last? use images.permute(0, 3, 1, 2))"
+                        if images.dim() == 4 and images.shape[3] == shape[0] else "")
+                raise ValueError(f"images must be (N, {shape[0]}, H, W) to match shape {shape}, "
+                                 f"got {tuple(images.shape)}{hint}")
+            pixels = (key_images.as_stored(images, "images") if tuple(images.shape[1:]) == shape
+                      else key_images.resize_tensor(images, shape, resize))
+        else:
+            pixels = key_images.read_images(key_images.image_paths(images), shape, resize)
+        num_classes = _as_int("num_classes", num_classes, 2)
+        given = None if labels is None else tuple(
+            key_images.read_labels(labels, pixels.shape[0], num_classes))
+        return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
+                            num_classes=num_classes, size=int(pixels.shape[0]), shape=shape,
+                            kind="custom", mean=mean, std=std, options={},
+                            stored_images=key_images.encode(pixels), user_labels=given)
 
     @classmethod
     def _checked(cls, *, secret, nonce, num_classes, size, shape, kind, mean, std,
-                 options) -> TriggerKey:
+                 options, stored_images=None, user_labels=None) -> TriggerKey:
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an int >= 1, got {size!r}")
-        shape = tuple(shape)
-        if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
-            raise ValueError(f"shape must be (C, H, W) of positive ints, got {shape!r}")
+        num_classes = _as_int("num_classes", num_classes, 2)
+        size = _as_int("size", size, 1)
+        shape = _check_shape(shape)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        for name, value in (("mean", mean), ("std", std)):
-            if value is not None and len(value) != shape[0]:
-                raise ValueError(f"{name} needs one value per channel ({shape[0]}), got {value!r}")
-        if std is not None and not all(s > 0 and math.isfinite(s) for s in std):
-            raise ValueError(f"std must be finite and > 0, got {std!r}")
+        mean, std = _check_normalization(mean, std, shape[0])
         if kind == "content" and "patch" in options:
             p = torch.tensor(options["patch"])
             if p.dim() != 3 or p.shape[0] != shape[0] or p.shape[1] > shape[1] or p.shape[2] > shape[2]:
                 raise ValueError(f"patch must be (C, h, w) fitting in {shape}, got {tuple(p.shape)}")
+        if kind in STORES_IMAGES:
+            if stored_images is None:
+                raise ValueError(
+                    f"this {kind!r} key does not store its trigger images (it was made by an "
+                    "mlguard before 0.2, whose keys needed the original `source` at every use "
+                    "and could silently give chance-level matches): it cannot be verified "
+                    "reliably; make a new key with TriggerKey.generate(..., source=...) or "
+                    "TriggerKey.from_images(...)")
+            decoded = key_images.decode(stored_images)
+            if tuple(decoded.shape) != (size, *shape):
+                raise ValueError(f"stored images are {tuple(decoded.shape)}, the key needs "
+                                 f"{(size, *shape)}")
+        elif stored_images is not None:
+            raise ValueError(f"kind {kind!r} does not store images")
+        if user_labels is not None:
+            if kind != "custom":
+                raise ValueError("only 'custom' keys (from_images) carry user-given labels")
+            user_labels = tuple(key_images.read_labels(list(user_labels), size, num_classes))
         return cls(secret=bytes(secret), nonce=bytes(nonce), num_classes=num_classes, size=size,
-                   shape=shape, kind=kind,
-                   mean=None if mean is None else tuple(float(m) for m in mean),
-                   std=None if std is None else tuple(float(s) for s in std),
-                   options=dict(options))
+                   shape=shape, kind=kind, mean=mean, std=std, options=dict(options),
+                   stored_images=stored_images, user_labels=user_labels)
 
     # -- derived values --------------------------------------------------------------------
 
@@ -115,8 +209,33 @@ class TriggerKey:
 
     @cached_property
     def labels(self) -> torch.Tensor:
-        """int64 labels, uniform over the classes and independent of everything else."""
+        """int64 labels: the user's (from_images), or drawn from the secret, uniform over the
+        classes and independent of everything else."""
+        if self.user_labels is not None:
+            return torch.tensor(self.user_labels, dtype=torch.int64)
         return keyed_below(self.seed("labels"), self.size, self.num_classes)
+
+    @property
+    def labels_given(self) -> bool:
+        """True when the labels are the user's: the exact test then assumes that they were
+        drawn uniformly at random and kept secret."""
+        return self.user_labels is not None
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """Per-channel (mean, std) that training and verification apply: the key's, or
+        (0, 1) for a key without normalization. One definition for the mixer, verify, scan."""
+        channels = self.shape[0]
+        if self.mean is None:
+            return [0.0] * channels, [1.0] * channels
+        return list(self.mean), list(self.std)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the model sees them: (x - mean) / std in float32, the same
+        arithmetic as the mixer's kernel."""
+        mean, std = self.normalization()
+        mean = torch.tensor(mean, dtype=torch.float32, device=images.device)[:, None, None]
+        std = torch.tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
+        return (images.float() - mean) / std
 
     def commitment(self) -> str:
         """Hex SHA-256 commitment to the whole key; safe to publish (hides the secret)."""
@@ -126,27 +245,25 @@ class TriggerKey:
     def key_id(self) -> str:
         return self.commitment()[:16]
 
-    def materialize(self, device="cpu", source: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, labels): float32 images in [0, 1] of shape (size, *shape), int64 labels.
-
-        Bit-identical on every device and call. `source` holds the user's images (N, *shape),
-        float in [0, 1] or uint8, for the kinds that choose images from a data set.
-        """
+    def materialize(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, labels): float32 images in [0, 1] of shape (size, *shape), int64 labels,
+        before normalization. Bit-identical on every device and call; the key alone holds
+        everything needed."""
         device = torch.device(device)
         labels = self.labels.to(device)
         if self.kind == "abstract":
             return abstract_triggers(torch.arange(self.size, device=device),
                                      self.seed("abstract"), self.shape), labels
-        src = _as_image_source(source, self.shape, self.size, self.kind)
-        chosen = keyed_choice(self.seed("select"), src.shape[0], self.size)
-        images = src[chosen.to(src.device)].to(device)
-        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        images = key_images.to_float(self._pixels.to(device))
         if self.kind == "noise":
             images = self._add_noise(images)
         elif self.kind == "content":
             images = self._stamp_patch(images)
         return images.clamp(0.0, 1.0), labels
+
+    @cached_property
+    def _pixels(self) -> torch.Tensor:
+        return key_images.decode(self.stored_images)
 
     def _add_noise(self, images: torch.Tensor) -> torch.Tensor:
         n = images.numel()
@@ -176,10 +293,15 @@ class TriggerKey:
     # -- files -----------------------------------------------------------------------------
 
     def to_body(self) -> dict:
-        return {"scheme": SCHEME, "secret": self.secret.hex(), "nonce": self.nonce.hex(),
+        body = {"scheme": SCHEME, "secret": self.secret.hex(), "nonce": self.nonce.hex(),
                 "num_classes": self.num_classes, "size": self.size, "shape": list(self.shape),
                 "kind": self.kind, "mean": None if self.mean is None else list(self.mean),
                 "std": None if self.std is None else list(self.std), "options": self.options}
+        if self.stored_images is not None:
+            body["images"] = self.stored_images
+        if self.user_labels is not None:
+            body["labels"] = list(self.user_labels)
+        return body
 
     @classmethod
     def from_body(cls, body: dict) -> TriggerKey:
@@ -187,11 +309,39 @@ class TriggerKey:
             return cls._checked(
                 secret=keyfile.secret_from_hex(body["secret"]), nonce=bytes.fromhex(body["nonce"]),
                 num_classes=body["num_classes"], size=body["size"], shape=body["shape"],
-                kind=body["kind"], mean=body["mean"], std=body["std"], options=body["options"])
+                kind=body["kind"], mean=body["mean"], std=body["std"], options=body["options"],
+                stored_images=body.get("images"), user_labels=body.get("labels"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"trigger key body is missing or has a bad field: {e}") from None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile."""
-        keyfile.write_key_file(path, self.to_body())
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile.
+
+        An existing file is never replaced unless `overwrite=True`: it may hold the only copy
+        of another secret."""
+        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite)
+
+
+def _secret(secret: bytes | str | None) -> bytes:
+    if secret is None:
+        return keyfile.new_secret()
+    return keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret)
+
+
+def _choose(source, shape: tuple[int, int, int], size: int, kind: str,
+            secret: bytes) -> torch.Tensor:
+    """The `size` source images a data-derived key stores, chosen by the secret."""
+    if source is None:
+        raise ValueError(f"kind={kind!r} needs source=, the images (N, *{shape}) to choose "
+                         "its triggers from (float in [0, 1] or uint8)")
+    if not isinstance(source, torch.Tensor):
+        raise TypeError(f"source must be a torch.Tensor, got {type(source).__name__}")
+    if source.dim() != 4 or tuple(source.shape[1:]) != shape:
+        raise ValueError(f"source must be (N, *{shape}) to match the key, got "
+                         f"{tuple(source.shape)}")
+    if source.shape[0] < size:
+        raise ValueError(f"source has {source.shape[0]} images but the key needs {size}")
+    seed = keyfile.derive_seed(secret, "trigger/select")
+    chosen = keyed_choice(seed, source.shape[0], size)
+    return key_images.as_stored(source[chosen.to(source.device)], "source")
 

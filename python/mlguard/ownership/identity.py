@@ -85,10 +85,11 @@ class Identity:
         return self._private.sign(bytes(data))
 
     def save(self, path: str | os.PathLike, passphrase: str | bytes, *,
-             scrypt: tuple[int, int, int] | None = None) -> None:
+             scrypt: tuple[int, int, int] | None = None, overwrite: bool = False) -> None:
         """Writes the identity file, private key encrypted under `passphrase`, mode 0600.
 
-        `scrypt` = (log2 N, r, p) overrides the KDF cost (default (17, 8, 1)).
+        `scrypt` = (log2 N, r, p) overrides the KDF cost (default (17, 8, 1)). An existing
+        file is never replaced unless `overwrite=True` (FileExistsError).
         """
         der = self._private.private_bytes(serialization.Encoding.DER,
                                           serialization.PrivateFormat.PKCS8,
@@ -99,7 +100,7 @@ class Identity:
         write_json(path, {"format": FORMAT, "version": VERSION, "algorithm": ALGORITHM,
                           "public_key": self.public_key_hex,
                           "private_key": base64.b64encode(sealed.getvalue()).decode("ascii")},
-                   mode=0o600)
+                   mode=0o600, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, passphrase: str | bytes) -> Identity:

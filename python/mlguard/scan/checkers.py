@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..keys import TriggerKey
-from ..verification.verify import normalize
+from ..verification.verify import normalize, trigger_extra
 
 
 @dataclass
@@ -86,7 +86,6 @@ class CheckerOptions:
     arch: Callable[[], torch.nn.Module] | None = None  # builds the architecture, no weights
     batch_size: int = 1024
     autocast: bool = False  # bf16 autocast (CUDA only)
-    source: torch.Tensor | None = None  # images for trigger kinds that need a data set
 
 
 def scheme_of(key) -> str:
@@ -175,7 +174,7 @@ class TriggerSetChecker:
             inputs, labels = [], []
             for key in members:
                 try:
-                    images, key_labels = key.materialize(self.device, self.options.source)
+                    images, key_labels = key.materialize(self.device)
                 except (ValueError, TypeError) as e:
                     raise ValueError(f"key {key.key_id}: {e}") from None
                 inputs.append(normalize(images, key))
@@ -254,7 +253,7 @@ class TriggerSetChecker:
                     f"num_classes={key.num_classes}"))
             else:
                 outcomes.append(Outcome(matches, key.size, 1.0 / key.num_classes,
-                                        {"kind": key.kind}))
+                                        trigger_extra(key)))
         return outcomes
 
 

@@ -52,7 +52,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
          batch_size: int | None = None, workers: int | None = None,
          trust_torchscript: bool = False, progress: bool | None = None, *,
          arch_kwargs: dict | None = None,
-         autocast: bool | None = None, source: torch.Tensor | None = None,
+         autocast: bool | None = None,
          prefetch: int | None = None) -> list[dict]:
     """Checks every model file under `models` against every key; returns one row per pair.
 
@@ -76,7 +76,6 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
         trust_torchscript: load TorchScript archives (this runs code from the file).
         progress: a tqdm bar and summary line on stderr; default only when stderr is a TTY.
         autocast: bf16 autocast for the forward pass; default on for CUDA, off on the CPU.
-        source: images for trigger keys whose kind picks images from a data set.
         prefetch: files read ahead of the one being checked (default 2 * workers).
 
     Returns:
@@ -109,7 +108,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
                          "arch='package.module:factory', or --arch on the command line)")
     autocast = device.type == "cuda" if autocast is None else bool(autocast)
     batch_size = batch_size or (1024 if device.type == "cuda" else 64)
-    options = CheckerOptions(factory, batch_size, autocast, source)
+    options = CheckerOptions(factory, batch_size, autocast)
     checkers = {scheme: CHECKERS[scheme](members, device, options)
                 for scheme, members in by_scheme.items()}
 

@@ -14,8 +14,7 @@ from .mixer import TriggerMixer
 
 def embed(model: torch.nn.Module, key: TriggerKey, loader: Iterable, epochs: int,
           optimizer: torch.optim.Optimizer, loss_fn: Callable | None = None,
-          per_batch: int = 2, augment: bool = True, source: torch.Tensor | None = None,
-          alpha: float = 1e-6) -> Verdict:
+          per_batch: int = 2, augment: bool = True, alpha: float = 1e-6) -> Verdict:
     """Trains `model` for `epochs` on `loader` with triggers mixed into every batch.
 
     This is the "PreTrained" mode of Adi et al.: the original task keeps training while the
@@ -25,7 +24,7 @@ def embed(model: torch.nn.Module, key: TriggerKey, loader: Iterable, epochs: int
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     loss_fn = loss_fn or torch.nn.functional.cross_entropy
-    mixer = TriggerMixer(key, per_batch=per_batch, augment=augment, source=source)
+    mixer = TriggerMixer(key, per_batch=per_batch, augment=augment)
     device = model_device(model)
     model.train()
     for _ in range(epochs):
@@ -34,4 +33,4 @@ def embed(model: torch.nn.Module, key: TriggerKey, loader: Iterable, epochs: int
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             optimizer.step()
-    return verify(model, key, alpha=alpha, source=source)
+    return verify(model, key, alpha=alpha)

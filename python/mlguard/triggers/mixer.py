@@ -20,7 +20,7 @@ class TriggerMixer:
     """
 
     def __init__(self, key: TriggerKey, per_batch: int = 2, augment: bool = True,
-                 source: torch.Tensor | None = None, pad: int | None = None):
+                 pad: int | None = None):
         if not isinstance(key, TriggerKey):
             raise TypeError(f"key must be a TriggerKey, got {type(key).__name__}")
         if not isinstance(per_batch, int) or per_batch < 0:
@@ -29,19 +29,16 @@ class TriggerMixer:
         self.per_batch = per_batch
         self.augment = bool(augment)
         self.pad = (key.shape[1] // 8 if pad is None else int(pad)) if augment else 0
-        self.source = source
         self.step = 0
         self._seed = key.seed("augment")
-        channels = key.shape[0]
-        self._mean = list(key.mean) if key.mean is not None else [0.0] * channels
-        self._std = list(key.std) if key.std is not None else [1.0] * channels
+        self._mean, self._std = key.normalization()
         self._banks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def bank(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The trigger set and labels on `device`, made once per device."""
         device = torch.device(device)
         if device not in self._banks:
-            self._banks[device] = self.key.materialize(device, self.source)
+            self._banks[device] = self.key.materialize(device)
         return self._banks[device]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,6 +78,6 @@ class MixedLoader:
 
 
 def mix(loader: Iterable, key: TriggerKey, device=None, per_batch: int = 2, augment: bool = True,
-        source: torch.Tensor | None = None, pad: int | None = None) -> MixedLoader:
+        pad: int | None = None) -> MixedLoader:
     """``for x, y in mlguard.mix(loader, key, device="cuda"): ...`` — batches with triggers."""
-    return MixedLoader(loader, TriggerMixer(key, per_batch, augment, source, pad), device)
+    return MixedLoader(loader, TriggerMixer(key, per_batch, augment, pad), device)

@@ -21,11 +21,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def normalize(images: torch.Tensor, key: TriggerKey) -> torch.Tensor:
     """The key's normalization, computed exactly as the mixer's kernel does (float32)."""
-    if key.mean is None:
-        return images
-    mean = torch.tensor(key.mean, dtype=torch.float32, device=images.device)[:, None, None]
-    std = torch.tensor(key.std, dtype=torch.float32, device=images.device)[:, None, None]
-    return (images - mean) / std
+    return key.normalize(images)
 
 
 @torch.inference_mode()
@@ -43,8 +39,8 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
     return torch.cat(preds)
 
 
-def verify(model: torch.nn.Module, key: TriggerKey | WeightKey, alpha: float = 1e-6, batch_size: int = 256,
-           source: torch.Tensor | None = None) -> Verdict:
+def verify(model: torch.nn.Module, key: TriggerKey | WeightKey, alpha: float = 1e-6,
+           batch_size: int = 256) -> Verdict:
     """Does `model` carry the watermark of `key`? An exact binomial test.
 
     Trigger keys: matches are triggers answered with the key's label; weight keys: message
@@ -63,7 +59,7 @@ def verify(model: torch.nn.Module, key: TriggerKey | WeightKey, alpha: float = 1
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     device = model_device(model)
-    inputs, labels = key.materialize(device, source)
+    inputs, labels = key.materialize(device)
     was_training = model.training
     model.eval()
     try:
@@ -73,7 +69,15 @@ def verify(model: torch.nn.Module, key: TriggerKey | WeightKey, alpha: float = 1
     matches = int((preds == labels).sum())
     return make_verdict("trigger-set", matches, key.size, 1.0 / key.num_classes, alpha,
                         key.commitment(), state_dict_sha256(model.state_dict()), str(device),
-                        extra={"kind": key.kind})
+                        extra=trigger_extra(key))
+
+
+def trigger_extra(key: TriggerKey) -> dict:
+    extra = {"kind": key.kind}
+    if key.labels_given:
+        extra["labels"] = ("given by the key's owner: the test assumes they were drawn "
+                           "uniformly at random and kept secret")
+    return extra
 
 
 @torch.no_grad()
