@@ -1,9 +1,10 @@
 """Typed wrappers of the compiled ops in torch.ops.mlguard, one module per op."""
 
 from .abstract_triggers import abstract_triggers
+from .augment_batch import augment_batch
 from .keyed_projection import keyed_projection, keyed_projection_batched
 from .keyed_words import keyed_words
 from .mix_triggers import mix_triggers
 
-__all__ = ["abstract_triggers", "keyed_projection", "keyed_projection_batched", "keyed_words",
-           "mix_triggers"]
+__all__ = ["abstract_triggers", "augment_batch", "keyed_projection", "keyed_projection_batched",
+           "keyed_words", "mix_triggers"]

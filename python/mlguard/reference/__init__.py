@@ -89,6 +89,23 @@ def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labe
     return torch.cat([x.cpu(), t]), torch.cat([y.cpu(), lab])
 
 
+def augment_batch(images: torch.Tensor, index: Sequence[int], offsets: Sequence[Sequence[int]],
+                  flip: Sequence[bool], pad: int, mean: Sequence[float], std: Sequence[float],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """mlguard::augment_batch one image at a time: zero-pad, crop, flip, ToTensor, Normalize."""
+    c_, h_, w_ = images.shape[1:]
+    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    out = []
+    for n, (dy, dx), f in zip(index, offsets, flip):
+        image = F.pad(images[int(n)].cpu(), (pad, pad, pad, pad))[:, dy:dy + h_, dx:dx + w_]
+        if f:
+            image = image.flip(-1)
+        out.append(((image.float() / 255.0 - mean_t) / std_t).to(dtype))
+    stacked = torch.stack(out) if out else torch.empty((0, c_, h_, w_), dtype=dtype)
+    return stacked.contiguous(memory_format=torch.channels_last)
+
+
 def projection_matrix(seed: int, bits: int, numel: int) -> torch.Tensor:
     """R (bits x numel) of mlguard::keyed_projection, materialized, in float64."""
     chunks = max((numel + 127) // 128, 1)
