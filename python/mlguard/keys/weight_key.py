@@ -78,7 +78,8 @@ def _as_targets(targets) -> tuple[str, ...]:
             raise TypeError("targets must be a parameter name or a sequence of them, got "
                             f"{type(t).__name__} {t!r} among {targets!r}")
     if not targets or not all(targets):
-        raise ValueError(f"targets must be a non-empty sequence of parameter names, got {targets!r}")
+        raise ValueError("targets must be a non-empty sequence of parameter names, got "
+                         f"{targets!r}")
     for t in targets:
         if targets.count(t) > 1:
             raise ValueError(f"targets name {t!r} twice: {targets!r}")

@@ -17,11 +17,12 @@ from ..ops.keyed_projection import _acc_dtype
 
 # The training-free embedding needs EMBED_WEIGHTS_PER_BIT carrying weights per bit. Why: the
 # singular values of R (T x M, entries +-1/sqrt(M)) lie near [1 - sqrt(T/M), 1 + sqrt(T/M)]
-# (Marchenko-Pastur); at T <= M/4 the smallest is >= 1/2, so setting every bit with a margin
-# costs at most twice the projections' shortfall. Above M no method can set all messages
-# (rank M), and at T = M the smallest singular value reaches 0. Measured with
-# benchmarks/embed_capacity.py; the weight change grows like sqrt(T/M) and is already about
-# the size of the weights at the limit, so far fewer bits are the practical choice.
+# (Marchenko-Pastur); at T <= M/4 the smallest is about 1/2 or more, so moving the bits short
+# of the margin costs at most about twice their shortfall, and conjugate gradients converge in
+# ~20 steps. Above M no method can set every message (rank M); near T = M the smallest
+# singular value approaches 0. benchmarks/embed_capacity.py (M = 16..4096, 5 trials each):
+# every trial succeeds up to T = M/2, none at T = 2M; the weight change grows like
+# 1.5 sqrt(T/M) (0.71-0.83 of the weights' norm at the limit), so fewer bits are kinder.
 EMBED_WEIGHTS_PER_BIT = 4
 
 
@@ -83,6 +84,8 @@ class WeightWatermark:
 
 @dataclass
 class WeightEmbedReport:
+    # The change as a multiple of the classic spread-spectrum direction R^T (2b - 1) that
+    # fits it best (least squares); the change itself is the minimum-norm one (embed_weights).
     alpha: float
     relative_weight_change: float  # ||change|| / ||weights|| over the target parameters
     bit_errors_before: int
@@ -101,11 +104,13 @@ class WeightEmbedReport:
 @torch.no_grad()
 def embed_weights(model: torch.nn.Module, key: WeightKey, strength: float = 1.0,
                   evaluate: Callable[[torch.nn.Module], float] | None = None) -> WeightEmbedReport:
-    """Training-free spread-spectrum embedding: w <- w + alpha * R^T (2b - 1).
+    """Training-free embedding: the smallest change w <- w + R^T z that reads every bit
+    correctly with a margin of `strength` times the weights' RMS.
 
-    alpha is the smallest value that makes every bit read correctly with a margin of
-    `strength` times the weights' RMS; as R R^T is only nearly the identity, a few small
-    corrective steps along single bits' directions follow where needed. The targets must be
+    Only the bits short of the margin are moved, each by its shortfall d; z solves
+    (R R^T) z = d by conjugate gradients, so the change is the minimum-norm one for that
+    shift (the classic w + alpha R^T (2b - 1) changes the weights several to hundreds of
+    times more: benchmarks/embed_capacity.py). A few rounds mop up rounding. The targets must be
     parameters with at least EMBED_WEIGHTS_PER_BIT (4) carrying weights per bit (after the
     key's reduction); the relative change grows like sqrt(bits / weights), so far fewer bits
     are kinder to the model. `evaluate(model) -> accuracy`, if given, is called before and
@@ -148,27 +153,18 @@ def _embed(params: list[torch.nn.Parameter], key: WeightKey, strength: float,
     signs = message.to(acc) * 2 - 1
     y = keyed_projection(w, key.seed, key.bits)
     errors_before = int(((y > 0).long() != message).sum())
-    back = torch.ops.mlguard._keyed_projection_backward
-    direction = back(signs, key.seed, w.numel())
-    gain = signs * keyed_projection(direction, key.seed, key.bits)  # ~1 each: R R^T ~ I
     margin = strength * _rms(w).to(acc)
-    usable = gain > 0
-    alpha = float(((margin - signs * y) / gain)[usable].clamp_min(0).max()) * 1.001 \
-        if bool(usable.any()) else 0.0
-    _add_to_targets(params, key, alpha * direction)
 
     def read() -> torch.Tensor:
         return keyed_projection(key.reduce_cat(params), key.seed, key.bits)
 
-    y_after = read()
-    # R R^T is only nearly I (and updates are rounded): push the bits still short of the
-    # margin along their own directions until all are met (a Richardson iteration).
-    for _ in range(50):
-        short = (margin - signs * y_after).clamp_min(0)
-        if not bool((short > 0).any()):
+    y_after = y
+    for _ in range(_ROUNDS):
+        if not bool((signs * y_after < margin).any()) or not bool(y_after.isfinite().all()):
             break
-        step = back(signs * short * 1.01, key.seed, w.numel())
-        _add_to_targets(params, key, step)
+        # Aim a little past the margin so that rounding the weights keeps it.
+        short = (margin * (1 + 1e-3) - signs * y_after).clamp_min(0)
+        _add_to_targets(params, key, _min_norm_change(signs * short, key, w.numel()))
         y_after = read()
     if not all(bool(p.isfinite().all()) for p in params) or not bool(y_after.isfinite().all()):
         raise ValueError(f"embed_weights: the result is not finite (strength={strength!r} "
@@ -180,9 +176,39 @@ def _embed(params: list[torch.nn.Parameter], key: WeightKey, strength: float,
                          f"{key.bits} bits in {list(key.targets)} ({params[0].dtype} rounds the "
                          "steps away?); the model is unchanged")
     return WeightEmbedReport(
-        alpha=alpha, relative_weight_change=_relative_change(params, originals),
+        alpha=_fit_along(params, originals, key, signs),
+        relative_weight_change=_relative_change(params, originals),
         bit_errors_before=errors_before, bit_errors_after=errors_after,
         min_margin=float((signs * y_after).min() / _rms(w)))
+
+
+_ROUNDS = 5  # solves; the first does the work, the rest mop up rounding to the weights' dtype
+_CG_STEPS = 500  # at the capacity limit (condition number <= 9) about 20 are needed
+
+
+def _min_norm_change(d: torch.Tensor, key: WeightKey, numel: int) -> torch.Tensor:
+    """R^T z with (R R^T) z = d (conjugate gradients): the smallest change moving y by d."""
+    back = torch.ops.mlguard._keyed_projection_backward
+    z = torch.zeros_like(d)
+    r, p = d.clone(), d.clone()
+    rr, tol = r @ r, float(d.norm()) * (1e-10 if d.dtype == torch.float64 else 1e-6)
+    for _ in range(_CG_STEPS):
+        if not float(rr.sqrt()) > tol:  # converged, or not finite (caught by the caller)
+            break
+        ap = keyed_projection(back(p, key.seed, numel), key.seed, key.bits)
+        step = rr / (p @ ap)
+        z += step * p
+        r -= step * ap
+        rr, rr_old = r @ r, rr
+        p = r + (rr / rr_old) * p
+    return back(z, key.seed, numel)
+
+
+def _fit_along(params, originals, key: WeightKey, signs: torch.Tensor) -> float:
+    """The least-squares multiple of R^T (2b - 1) closest to the change made."""
+    change = key.reduce_cat(params).to(signs.dtype) - key.reduce_cat(originals).to(signs.dtype)
+    direction = torch.ops.mlguard._keyed_projection_backward(signs, key.seed, change.numel())
+    return float((change @ direction) / (direction @ direction).clamp_min(1e-30))
 
 
 def _relative_change(after: list[torch.Tensor], before: list[torch.Tensor]) -> float:
