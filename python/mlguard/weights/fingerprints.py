@@ -34,17 +34,28 @@ class Fingerprints:
 
     Keyword arguments are passed to WeightKey.generate or TriggerKey.generate for every
     customer. Keys are reproducible: the same master secret and customer id always give
-    the same key (and the same commitment).
+    the same key (and the same commitment). Weight keys need `targets`: parameter names, or
+    "auto" with `model=` (resolved here, once, to the model's largest weight matrix; the
+    model itself is not kept). The arguments are checked here, not at the first key_for.
     """
 
     def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):
         if isinstance(master_secret, str):
             master_secret = keyfile.secret_from_hex(master_secret)
+        if not isinstance(master_secret, (bytes, bytearray)):
+            raise TypeError(f"master_secret must be bytes or a hex str, got "
+                            f"{type(master_secret).__name__}")
         if len(master_secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"master_secret must be {keyfile.SECRET_BYTES} bytes, "
                              f"got {len(master_secret)}")
-        if scheme not in SCHEMES:
+        if not isinstance(scheme, str) or scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+        if scheme == "weight":
+            # One check key (a throwaway secret) resolves "auto" and validates every argument
+            # against the model, if given; customers' keys then record the resolved names.
+            model = key_args.pop("model", None)
+            check = WeightKey.generate(secret=bytes(keyfile.SECRET_BYTES), model=model, **key_args)
+            key_args["targets"] = check.targets
         self._master, self.scheme, self.key_args = bytes(master_secret), scheme, key_args
 
     def key_for(self, customer_id: str) -> WeightKey | TriggerKey:
