@@ -20,7 +20,7 @@ from ..ops.keyed_projection import _acc_dtype
 # (Marchenko-Pastur); at T <= M/4 the smallest is about 1/2 or more, so moving the bits short
 # of the margin costs at most about twice their shortfall, and conjugate gradients converge in
 # ~20 steps. Above M no method can set every message (rank M); near T = M the smallest
-# singular value approaches 0. benchmarks/embed_capacity.py (M = 16..4096, 5 trials each):
+# singular value approaches 0. benchmarks/bench_embed_capacity.py (M = 16..4096, 5 trials each):
 # every trial succeeds up to T = M/2, none at T = 2M; the weight change grows like
 # 1.5 sqrt(T/M) (0.71-0.83 of the weights' norm at the limit), so fewer bits are kinder.
 EMBED_WEIGHTS_PER_BIT = 4
@@ -110,7 +110,7 @@ def embed_weights(model: torch.nn.Module, key: WeightKey, strength: float = 1.0,
     Only the bits short of the margin are moved, each by its shortfall d; z solves
     (R R^T) z = d by conjugate gradients, so the change is the minimum-norm one for that
     shift (the classic w + alpha R^T (2b - 1) changes the weights several to hundreds of
-    times more: benchmarks/embed_capacity.py). A few rounds mop up rounding. The targets must be
+    times more: benchmarks/bench_embed_capacity.py). A few rounds mop up rounding. The targets must be
     parameters with at least EMBED_WEIGHTS_PER_BIT (4) carrying weights per bit (after the
     key's reduction); the relative change grows like sqrt(bits / weights), so far fewer bits
     are kinder to the model. `evaluate(model) -> accuracy`, if given, is called before and

@@ -9,8 +9,8 @@ correctly with that margin (finite result), and ||change|| / ||weights||, for:
 - the classic spread-spectrum step w + alpha R^T (2b - 1) with alpha set by the worst bit,
   then Richardson corrections (mlguard's algorithm before issue 9), for comparison.
 
-    python benchmarks/embed_capacity.py                        # M = 256, 1024, 4096; 5 trials
-    python benchmarks/embed_capacity.py --sizes 64,256 --ratios 0.25,1,2 --trials 10
+    python benchmarks/bench_embed_capacity.py                        # M = 256, 1024, 4096; 5 trials
+    python benchmarks/bench_embed_capacity.py --sizes 64,256 --ratios 0.25,1,2 --trials 10
 """
 
 from __future__ import annotations
