@@ -14,7 +14,7 @@ from ..verification.verify import model_device, verify
 from .mixer import DEFAULT_PER_BATCH, TriggerMixer, _as_int, split_batch
 
 # embed() stops once the key is detected and the model answers at least this fraction of the
-# triggers with the key's label: a margin over the bare detection threshold (about 27 of 100
+# triggers with the key's label: a margin over the bare detection threshold (28 of 100
 # triggers at alpha 1e-6 with 10 classes) that later fine-tuning can eat into.
 EMBED_MIN_RETENTION = 0.8
 
