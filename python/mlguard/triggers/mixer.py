@@ -11,9 +11,9 @@ import torch.distributed as dist
 from ..keys import TriggerKey
 from ..ops import mix_triggers
 
-# Triggers appended to every batch unless told otherwise. Measured in
-# benchmarks/RESULTS.md (bench_retention.py): 2 left a 5,000-image CIFAR-10 subset near chance
-# after 4 epochs; this value watermarks the README Quick start in its 3 epochs.
+# Triggers appended to every batch unless told otherwise, picked from the measurements in
+# benchmarks/RESULTS.md (bench_retention.py): 2 left the README's 5,000-image CIFAR-10 subset
+# near chance for 6 epochs; 16 watermarks the README Quick start in its 4 epochs (84-88%).
 DEFAULT_PER_BATCH = 16
 
 
