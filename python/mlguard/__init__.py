@@ -15,11 +15,12 @@ from .ownership import (Identity, check_evidence, check_opening, check_registrat
 from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
 from .triggers import MixedLoader, TriggerMixer, embed, mix
 from .verification import Verdict, verify, verify_weights
+from .verification.retention import retention
 from .weights import (Fingerprints, Identification, WeightEmbedReport, WeightWatermark,
                       embed_weights)
 
 __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identification",
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
-           "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights",
-           "protect", "reveal", "check_opening", "Identity", "register", "check_registration",
-           "evidence", "check_evidence", "evidence_html", "scan"]
+           "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
+           "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
+           "check_registration", "evidence", "check_evidence", "evidence_html", "scan"]

@@ -2,7 +2,8 @@
 key into an already trained model by fine-tuning. The trigger images themselves come from
 the key (mlguard.keys.TriggerKey.materialize) and the compiled ops."""
 
-from .embed import embed
-from .mixer import MixedLoader, TriggerMixer, mix
+from .embed import EMBED_MIN_RETENTION, embed
+from .mixer import DEFAULT_PER_BATCH, MixedLoader, TriggerMixer, mix
 
-__all__ = ["embed", "MixedLoader", "TriggerMixer", "mix"]
+__all__ = ["DEFAULT_PER_BATCH", "EMBED_MIN_RETENTION", "embed", "MixedLoader", "TriggerMixer",
+           "mix"]
