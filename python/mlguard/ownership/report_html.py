@@ -47,7 +47,7 @@ pre{{background:#f4f4f4;padding:.5em;white-space:pre-wrap}}</style></head><body>
 <h2>Suspect model file</h2>
 <p>{e(str(suspect.get('file')))} &mdash; {e(str(suspect.get('size')))} bytes<br>
 SHA-256 <code>{e(str(suspect.get('sha256')))}</code><br>
-weights hash <code>{e(str(suspect.get('state_dict_sha256')))}</code></p>
+weights hash <code>{e(str(suspect.get('weights_sha256', suspect.get('state_dict_sha256'))))}</code></p>
 <h2>Verdicts</h2>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>
 {''.join(rows)}</table>
