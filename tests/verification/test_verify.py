@@ -148,3 +148,10 @@ def test_verify_weights_reads_wrapped_prefixed_and_half_state_dicts(tmp_path):
     v = verify(path, k)  # a weight key needs no architecture
     assert (v.matches, v.weights_sha256) == (base.matches, base.weights_sha256)
     assert v.file_sha256 is not None and verify_weights(path, k) == v
+    arch = lambda: torch.nn.Sequential(  # noqa: E731
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    assert verify(path, k, arch=arch) == v  # loaded into the architecture: the same reading
+    with pytest.raises(ValueError, match="wrong architecture"):
+        verify(path, k, arch=lambda: torch.nn.Linear(64, 32))
+    with pytest.raises(ValueError, match="arch and arch_kwargs are only for a model given as"):
+        verify(net, k, arch=arch)

@@ -33,8 +33,7 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
 def weights_sha256(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
     """The verdicts' weights hash: of the state_dict, with DDP / torch.compile prefixes
     removed as from a file (so a compiled model hashes as its saved weights do)."""
-    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    return state_dict_sha256(strip_prefixes(state, "the model"))
+    return state_dict_sha256(_weights_of(model))
 
 
 def normalize(images: torch.Tensor, key: TriggerKey) -> torch.Tensor:
@@ -76,23 +75,24 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
     H0 (the model never saw the key) each trigger matches with probability exactly
     1/num_classes, because the labels are uniform and secret.
     """
-    if isinstance(key, WeightKey):
-        if arch_kwargs is not None and arch is None:
-            raise ValueError("arch_kwargs were given without arch")
-        return verify_weights(model, key, alpha)
+    if not isinstance(key, (TriggerKey, WeightKey)):
+        raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
     file_sha = None
     if isinstance(model, (str, os.PathLike)):
-        if not isinstance(key, TriggerKey):
-            raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
+        if isinstance(key, WeightKey) and arch is None and arch_kwargs is None:
+            return verify_weights(model, key, alpha)  # the file's state_dict is enough
         model, file_sha = load_model_file(model, arch, arch_kwargs=arch_kwargs)
     elif arch is not None or arch_kwargs is not None:
         raise ValueError("arch and arch_kwargs are only for a model given as a file path, "
                          f"got a {type(model).__name__} and arch={arch!r}")
+    if isinstance(key, WeightKey):
+        if not isinstance(model, (torch.nn.Module, Mapping)):
+            raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file "
+                            f"path, got {type(model).__name__}")
+        return _read_weights(_weights_of(model), [key], alpha, file_sha)[0]
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a model file path, got "
                         f"{type(model).__name__}")
-    if not isinstance(key, TriggerKey):
-        raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     device, dtype = model_device(model), model_dtype(model)
@@ -134,16 +134,25 @@ def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor] | st
                         keys: list[WeightKey], alpha: float = 1e-6) -> list[Verdict]:
     """verify_weights for many keys at once: keys that share targets, reduction and length
     are read with one batched projection, and the model is hashed once."""
-    file_sha = None
     if isinstance(model, (str, os.PathLike)):
         state, file_sha = read_checkpoint(model)
-    elif isinstance(model, torch.nn.Module):
-        state = strip_prefixes(model.state_dict(), "the model")
-    elif isinstance(model, Mapping):
-        state = unwrap(model, "the model")
-    else:
+        return _read_weights(state, keys, alpha, file_sha)
+    if not isinstance(model, (torch.nn.Module, Mapping)):
         raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file path, "
                         f"got {type(model).__name__}")
+    return _read_weights(_weights_of(model), keys, alpha, None)
+
+
+def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
+    """A module's or a state_dict's tensors under the names a file of them would give."""
+    if isinstance(model, torch.nn.Module):
+        return strip_prefixes(model.state_dict(), "the model")
+    return unwrap(model, "the model")
+
+
+@torch.no_grad()
+def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alpha: float,
+                  file_sha: str | None) -> list[Verdict]:
     model_sha = state_dict_sha256(state)
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
