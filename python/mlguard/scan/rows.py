@@ -74,6 +74,8 @@ def row_verdict(row: Mapping, *, alpha: float, tests: int) -> Verdict:
         raise TypeError(f"row must be a scan row (a dict), got {type(row).__name__}")
     if row.get("error") is not None:
         raise ValueError(f"row has no verdict: the check failed ({row['error']})")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in the open interval (0, 1), got {alpha!r}")
     if isinstance(tests, bool) or not isinstance(tests, int) or tests < 1:
         raise ValueError(f"tests must be an int >= 1 (the scan's tests), got {tests!r}")
     if not row.get("weights_sha256"):
