@@ -114,7 +114,7 @@ def test_verify_a_model_file(tmp_path):
     leaked = Memorizer(k, 100).half()
     path = tmp_path / "suspect.safetensors"
     safetensors.torch.save_file({"module." + n: t for n, t in leaked.state_dict().items()}, path)
-    arch = lambda: Memorizer(stranger, 100)  # noqa: E731  (the architecture, other weights)
+    arch = lambda: Memorizer(stranger, 100)  # the architecture, with other weights
     v = verify(path, k, arch=arch)
     assert v.detected and v.matches == 100 and v.extra["dtype"] == "float16"
     assert v.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -148,7 +148,7 @@ def test_verify_weights_reads_wrapped_prefixed_and_half_state_dicts(tmp_path):
     v = verify(path, k)  # a weight key needs no architecture
     assert (v.matches, v.weights_sha256) == (base.matches, base.weights_sha256)
     assert v.file_sha256 is not None and verify_weights(path, k) == v
-    arch = lambda: torch.nn.Sequential(  # noqa: E731
+    arch = lambda: torch.nn.Sequential(
         torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     assert verify(path, k, arch=arch) == v  # loaded into the architecture: the same reading
     with pytest.raises(ValueError, match="wrong architecture"):

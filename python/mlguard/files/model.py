@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import listing, read_checkpoint
 
-__all__ = ["resolve_arch", "load_into", "load_model", "load_model_file"]
+__all__ = ["load_into", "load_model", "load_model_file", "resolve_arch"]
 
 
 def resolve_arch(arch, arch_kwargs: Mapping | None = None) -> Callable[[], torch.nn.Module] | None:

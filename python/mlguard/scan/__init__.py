@@ -6,9 +6,10 @@
 Modules: loading (finding and safely decoding files), checkers (per-scheme checks and the
 registry weight-space keys plug into), staging (pinned buffers, side CUDA stream),
 pipeline (the streaming loop and ``scan``), journal (SQLite, resumable), rows (p-values,
-the Bonferroni correction, ``row_verdict`` for evidence reports), report (JSON, CSV, PNG, HTML), distributed (torchrun),
-buffers and safetensors_view (reused host memory, zero-copy safetensors), weight_checker
-(weight-space keys: batched keyed projections, many models per call).
+the Bonferroni correction, ``row_verdict`` for evidence reports), report (JSON, CSV, PNG,
+HTML), distributed (torchrun), buffers and safetensors_view (reused host memory, zero-copy
+safetensors), weight_checker (weight-space keys: batched keyed projections, many models per
+call).
 """
 
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, register_checker,

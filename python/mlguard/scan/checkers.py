@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..files.model import load_into, resolve_arch
+from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
 from ..keys import TriggerKey
 from ..verification.verify import dtype_name, model_dtype, normalize
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..files.checkpoint import WRAPPER_KEYS, CheckpointError, is_torchscript, unwrap
+from ..files.checkpoint import CheckpointError, is_torchscript, unwrap
 from . import safetensors_view
 from .buffers import BufferPool, MemoryStream
 
