@@ -153,7 +153,7 @@ def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alpha: float,
                   file_sha: str | None) -> list[Verdict]:
-    model_sha = state_dict_sha256(state)
+    weights_sha = state_dict_sha256(state)
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
@@ -167,7 +167,7 @@ def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alph
         for row, i in zip(read, members):
             matches = int((row.long() == keys[i].message_tensor(w.device)).sum())
             verdicts[i] = make_verdict(
-                "weight", matches, bits, 0.5, alpha, keys[i].commitment(), model_sha,
+                "weight", matches, bits, 0.5, alpha, keys[i].commitment(), weights_sha,
                 str(w.device), extra={"bit_error_rate": 1 - matches / bits,
                                       "targets": list(targets), "reduce": reduce},
                 file_sha256=file_sha)
