@@ -3,6 +3,7 @@
 import copy
 import sys
 import types
+import warnings
 
 import pytest
 import safetensors.torch
@@ -77,6 +78,32 @@ def test_tied_weights_stay_tied_when_the_dtype_changes(tmp_path):
     assert model.head.weight is model.embed.weight
     assert model.head.weight.dtype == torch.float16
     assert torch.equal(model.embed.weight, half.embed.weight)
+
+
+class Wrapper(nn.Module):
+    """An architecture whose own names all start with "module."."""
+
+    def __init__(self):
+        super().__init__()
+        self.module = net()
+
+    def forward(self, x):
+        return self.module(x)
+
+
+def test_wrapped_architectures_take_unwrapped_files(tmp_path, trained):
+    path = tmp_path / "m.pt"
+    torch.save(Wrapper().state_dict(), path)  # "module.0.weight", ...: read as "0.weight"
+    model = mlguard.load_model(path, Wrapper)
+    assert state_dict_sha256(model.state_dict()) == \
+        state_dict_sha256(torch.load(path, weights_only=True))
+    torch.save(trained.state_dict(), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DataParallel without GPUs just runs the module
+        into = nn.DataParallel(net())
+    mlguard.load_model(path, into)
+    x = torch.randn(2, 4)
+    assert torch.equal(into.module(x), trained(x))
 
 
 def test_wrong_architecture_names_missing_and_unexpected_keys(tmp_path, trained):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .checkpoint import listing, read_checkpoint
+from .checkpoint import listing, read_checkpoint, strip_prefixes
 
 __all__ = ["load_into", "load_model", "load_model_file", "resolve_arch"]
 
@@ -48,10 +48,16 @@ def resolve_arch(arch, arch_kwargs: Mapping | None = None) -> Callable[[], torch
 def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
               what: str = "state_dict") -> torch.nn.Module:
     """Loads `state_dict` strictly into `module`, in place, giving each parameter and buffer
-    the dtype it has in `state_dict` (tied weights stay tied). Raises ValueError starting
-    "wrong architecture:" that names a few missing and unexpected names, or the size
+    the dtype it has in `state_dict` (tied weights stay tied). Names are matched as files
+    are read, without DDP / torch.compile prefixes, so a wrapped `module` (or an architecture
+    whose own names all start with "module.") takes an unwrapped file. Raises ValueError
+    starting "wrong architecture:" that names a few missing and unexpected names, or the size
     mismatch."""
     own = module.state_dict()
+    if set(state_dict) != set(own):
+        plain_to_own = strip_prefixes({name: name for name in own}, f"{type(module).__name__}")
+        if set(state_dict) == set(plain_to_own):
+            state_dict = {plain_to_own[name]: t for name, t in state_dict.items()}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
