@@ -17,7 +17,6 @@ code from the file).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import zipfile
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from .state_dict import load_state_dict as load_stream
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 DDP_PREFIX = "module."  # DistributedDataParallel / DataParallel: on every name or on none
 COMPILE_PART = "_orig_mod"  # torch.compile: "_orig_mod.<name>", also inside a submodule's name
+_READ_BLOCK = 1 << 20
 _MAX_DEPTH = 4  # {"model": {"state_dict": ...}} at most this deep
 _SHOWN = 5  # names listed in an error message
 
@@ -99,36 +99,57 @@ def is_torchscript(names: list[str]) -> bool:
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
-    """(unwrapped state_dict on the CPU, SHA-256 of the file's bytes), both from one read of
-    the file, so the hash names exactly the bytes the weights came from."""
-    path = os.fspath(path)
-    what = f"model file {path!r}"
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CheckpointError(f"{what} cannot be read ({e.strerror or e})") from None
-    sha = hashlib.sha256(data).hexdigest()
-    if data[:4] == b"PK\x03\x04":
-        try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except (zipfile.BadZipFile, ValueError) as e:
-            raise CheckpointError(f"{what}: truncated or corrupt zip archive ({e})") from None
-        if is_torchscript(names):
-            raise CheckpointError(f"{what} is a TorchScript archive: refused, because loading "
-                                  "it runs code from the file; save its state_dict instead")
-    try:
-        obj = load_stream(io.BytesIO(data), what, map_location="cpu")
-    except ValueError as e:
-        raise CheckpointError(str(e)) from None
-    return unwrap(obj, what), sha
+    """(unwrapped state_dict on the CPU, SHA-256 of the file's bytes).
+
+    Both come from one open file, so a file replaced meanwhile (renamed over) cannot give
+    weights from one version and a hash of another; the file is read twice (loading, then
+    hashing) rather than held in memory beside its tensors.
+    """
+    return _read(path, with_hash=True)  # type: ignore[return-value]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The weights in a model file as a flat state_dict on the CPU, in the file's dtypes:
     unwrapped from checkpoint dicts, DDP / torch.compile prefixes removed, never unpickling
     code (see the module docstring). Raises CheckpointError (a ValueError) naming the file."""
-    return read_checkpoint(path)[0]
+    return _read(path, with_hash=False)[0]
+
+
+def _read(path, with_hash: bool) -> tuple[dict[str, torch.Tensor], str | None]:
+    path = os.fspath(path)
+    what = f"model file {path!r}"
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                f.seek(0)
+                try:
+                    names = zipfile.ZipFile(f).namelist()
+                except (zipfile.BadZipFile, ValueError) as e:
+                    raise CheckpointError(f"{what}: truncated or corrupt zip archive ({e})") \
+                        from None
+                if is_torchscript(names):
+                    raise CheckpointError(f"{what} is a TorchScript archive: refused, because "
+                                          "loading it runs code from the file; save its "
+                                          "state_dict instead")
+            f.seek(0)
+            try:
+                obj = load_stream(f, what, map_location="cpu")
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
+            sha = _sha256(f) if with_hash else None
+    except OSError as e:
+        raise CheckpointError(f"{what} cannot be read ({e.strerror or e})") from None
+    return unwrap(obj, what), sha
+
+
+def _sha256(f) -> str:
+    f.seek(0)
+    h = hashlib.sha256()
+    block = bytearray(_READ_BLOCK)
+    view = memoryview(block)
+    while n := f.readinto(block):
+        h.update(view[:n])
+    return h.hexdigest()
 
 
 def listing(names) -> str:
