@@ -16,7 +16,8 @@ import safetensors.torch
 import torch
 
 import mlguard
-from mlguard.ownership import check_evidence, check_registration, evidence, reveal
+from mlguard.ownership import (check_evidence, check_registration, evidence, evidence_html,
+                               reveal)
 from mlguard.ownership.documents import file_facts
 from mlguard.ownership.identity import Identity, sign_document
 from mlguard.scan import rows as scan_rows
@@ -80,6 +81,8 @@ def _evidence_checks(verdict, path, owner):
                    command="mlguard scan leak")
     assert doc["summary"]["detected"] is True
     assert check_evidence(doc, path, public_key=owner["identity"].public_key_hex) == []
+    page = evidence_html(doc, path)
+    assert "all checks pass" in page and doc["suspect"]["weights_sha256"] in page
     return doc
 
 
