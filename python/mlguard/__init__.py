@@ -3,12 +3,15 @@
 The public API; each capability is a subpackage: keys, triggers (trigger-set watermarks),
 weights (weight-space watermarks and fingerprints), verification, scan (bulk verification),
 ownership (identity, commitments, registration, evidence), protect (encrypted, signed and
-stamped files), ops (the compiled ops), cli.
+stamped files), files (file formats; `load_model` and `load_state_dict` read model files as
+they leak), ops (the compiled ops), cli.
 """
 
 from ._version import __version__  # noqa: I001  (the extension must load before the ops)
 from ._extension import build_info
 from . import ops, protect
+from .files.checkpoint import load_state_dict
+from .files.model import load_model
 from .keys import TriggerKey, WeightKey, load_key
 from .ownership import (Identity, check_evidence, check_opening, check_registration, evidence,
                         evidence_html, register, reveal)
@@ -23,4 +26,5 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
            "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
-           "check_registration", "evidence", "check_evidence", "evidence_html", "scan"]
+           "check_registration", "evidence", "check_evidence", "evidence_html", "scan",
+           "load_model", "load_state_dict"]

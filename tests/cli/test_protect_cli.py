@@ -10,6 +10,9 @@ import mlguard
 from mlguard import protect
 from mlguard.ownership.identity import Identity
 from mlguard.cli.protect import add_parsers
+from mlguard.scan import write_report
+
+from memorizer import Memorizer
 
 PASS_ENV = "MLGUARD_TEST_PASSPHRASE"
 
@@ -102,3 +105,32 @@ def test_identity_sign_stamp_register_evidence(env, capsys):
     assert "FAILED: signature does not match" in capsys.readouterr().out
     assert run("evidence", "html", env / "ev.json", "--out", env / "bad.html") == 0
     assert "Problems found" in (env / "bad.html").read_text()
+
+
+def test_evidence_from_scan_results(env, capsys):
+    """`mlguard scan --out results.json`, then `mlguard evidence build --verdict results.json`
+    for a leaked fp16 checkpoint: the suspect's rows become the report's verdicts."""
+    ident = env / "me.json"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    key = mlguard.TriggerKey.generate(num_classes=10, size=30, shape=(1, 8, 8))
+    other = mlguard.TriggerKey.generate(num_classes=10, size=30, shape=(1, 8, 8))
+    suspect, clean = env / "leak.pt", env / "clean.pt"
+    torch.save({"model_state_dict": Memorizer(key, 30).half().state_dict(), "epoch": 9}, suspect)
+    torch.save(Memorizer(other, 30).state_dict(), clean)
+    rows = mlguard.scan([suspect, clean], [key], arch=lambda: Memorizer(other, 30),
+                        device="cpu")
+    write_report(rows, env / "results.json", 1e-6)
+    assert run("evidence", "build", "--verdict", env / "results.json", "--suspect", suspect,
+               "--command", "mlguard scan leak.pt clean.pt --keys k.key", "--identity", ident,
+               "--passphrase-env", PASS_ENV, "--out", env / "ev.json") == 0
+    doc = json.loads((env / "ev.json").read_text())
+    assert [v["detected"] for v in doc["verdicts"]] == [True]
+    assert doc["verdicts"][0]["alpha"] == 1e-6 / 2 and doc["verdicts"][0]["extra"]["dtype"] \
+        == "float16"
+    assert run("evidence", "check", env / "ev.json", "--suspect", suspect) == 0
+    capsys.readouterr()
+    (env / "stranger.pt").write_bytes(b"not scanned")
+    assert run("evidence", "build", "--verdict", env / "results.json", "--suspect",
+               env / "stranger.pt", "--command", "x", "--identity", ident,
+               "--passphrase-env", PASS_ENV) == 2
+    assert "have no checked row for the suspect file" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def test_registration_record(case, tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"w": torch.zeros(1)}, other)
     problems = check_registration(record, other)
-    assert any("SHA-256" in p for p in problems) and any("state_dict hash" in p for p in problems)
+    assert any("SHA-256" in p for p in problems) and any("weights hash" in p for p in problems)
 
 
 # -- evidence ------------------------------------------------------------------------------

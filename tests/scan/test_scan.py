@@ -132,7 +132,7 @@ def test_every_pair_has_one_row_with_the_right_columns(corpus, rows):
     assert marked["file_sha256"] == hashlib.sha256(data).hexdigest()
     assert marked["file_size"] == len(data) and marked["scheme"] == "trigger-set"
     assert marked["key_id"] == keys[0].key_id and marked["device"] == "cpu"
-    assert marked["extra"] == {"kind": "abstract"} and marked["chance"] == 0.1
+    assert marked["extra"] == {"kind": "abstract", "dtype": "float32"} and marked["chance"] == 0.1
 
 
 def test_matches_agree_with_verify_for_every_key(corpus, rows):

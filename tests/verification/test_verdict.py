@@ -34,8 +34,8 @@ def test_numbers_match_stats() -> None:
     assert v.test == "exact one-sided binomial test, H0: P(match)=1/10"
     assert v.mlguard_version == __version__
     assert v.extra == {"bit_error_rate": 0.03}
-    assert (v.scheme, v.commitment, v.model_sha256) == ("trigger-set", COMMIT, MODEL)
-    assert v.device == "cpu"
+    assert (v.scheme, v.commitment, v.weights_sha256) == ("trigger-set", COMMIT, MODEL)
+    assert v.device == "cpu" and v.file_sha256 is None
 
 
 def test_not_detected_at_chance_level() -> None:
@@ -138,12 +138,37 @@ def test_from_dict_rejects_bad_input() -> None:
     assert Verdict.from_dict({k: v for k, v in d.items() if k != "extra"}).extra == {}
 
 
+def test_weights_and_file_hashes_round_trip() -> None:
+    file_sha = "ab" * 32
+    v = _verdict(file_sha256=file_sha)
+    d = json.loads(v.to_json())
+    assert d["weights_sha256"] == MODEL and d["file_sha256"] == file_sha
+    assert "model_sha256" not in d
+    assert Verdict.from_dict(d) == v
+    assert f"file:       sha256 {file_sha}" in str(v)
+    with pytest.raises(TypeError, match="file_sha256 must be a str, got int"):
+        Verdict.from_dict({**d, "file_sha256": 3})
+
+
+def test_reads_verdict_json_written_before_the_rename() -> None:
+    """Verdict JSON from before weights_sha256 has model_sha256 and no file_sha256."""
+    new = _verdict().to_dict()
+    old = {k: v for k, v in new.items() if k not in ("weights_sha256", "file_sha256")}
+    old["model_sha256"] = MODEL
+    v = Verdict.from_dict(json.loads(json.dumps(old)))
+    assert v.weights_sha256 == MODEL and v.file_sha256 is None
+    assert v == _verdict() and v.model_sha256 == MODEL  # the old attribute name still reads
+    assert Verdict.from_dict({**new, "model_sha256": MODEL}) == v  # both names, one value
+    with pytest.raises(ValueError, match="both weights_sha256=.* and its old name model_sha256"):
+        Verdict.from_dict({**new, "model_sha256": "0" * 64})
+
+
 def test_str_shows_tiny_p_values() -> None:
     v = _verdict(matches=100, total=100, extra={"bit_error_rate": 0.0})
     text = str(v)
     first = text.splitlines()[0]
     assert first.startswith("DETECTED  trigger-set  100/100 matches  p = 1.0e-100 (alpha 1e-06)")
-    assert "key 4f2a\u2026" in first and "model 9c1d\u2026" in first
+    assert "key 4f2a\u2026" in first and "weights 9c1d\u2026" in first
     assert COMMIT in text and MODEL in text
     assert "P(match)=1/10" in text
     assert "bit_error_rate: 0.0" in text

@@ -78,3 +78,80 @@ def test_verdict_serializes():
     d = v.to_dict()
     assert d["matches"] == 90 and d["detected"] and d["commitment"] == k.commitment()
     assert "DETECTED" in str(v)
+
+
+# -- models as they leak: half precision, files, wrapped state_dicts -----------------------
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_models_are_verified_in_their_dtype(dtype):
+    """A model watermarked in fp32 and cast with .half() / .bfloat16() is still detected."""
+    k = key()
+    leaked = Memorizer(k, 90).to(dtype)
+    v = verify(leaked, k)
+    assert v.detected and v.matches == 90 and v.extra["dtype"] == str(dtype)[6:]
+    assert v.weights_sha256 == state_dict_sha256(leaked.state_dict())
+    assert v.weights_sha256 != verify(Memorizer(k, 90), k).weights_sha256  # dtype counts
+    assert verify(Memorizer(k, 90), k).extra["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_conv_net_gets_triggers_in_its_dtype(dtype):
+    k = key(mean=None, std=None)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(400, 10)).to(dtype).eval()
+    images, labels = k.materialize()
+    expected = int((net(images.to(dtype)).argmax(1) == labels).sum())
+    assert verify(net, k).matches == expected
+
+
+def test_verify_a_model_file(tmp_path):
+    """verify(path, key, arch=...) loads with load_model and cites the file's SHA-256."""
+    import hashlib
+
+    import safetensors.torch
+    k, stranger = key(), key()
+    leaked = Memorizer(k, 100).half()
+    path = tmp_path / "suspect.safetensors"
+    safetensors.torch.save_file({"module." + n: t for n, t in leaked.state_dict().items()}, path)
+    arch = lambda: Memorizer(stranger, 100)  # the architecture, with other weights
+    v = verify(path, k, arch=arch)
+    assert v.detected and v.matches == 100 and v.extra["dtype"] == "float16"
+    assert v.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert v.weights_sha256 == state_dict_sha256(leaked.state_dict())
+    assert not verify(str(path), stranger, arch=arch).detected
+    with pytest.raises(ValueError, match="arch is required"):
+        verify(path, k)
+    with pytest.raises(ValueError, match="arch and arch_kwargs are only for a model given as a "
+                                         "file path"):
+        verify(leaked, k, arch=arch)
+
+
+def test_verify_weights_reads_wrapped_prefixed_and_half_state_dicts(tmp_path):
+    from mlguard import WeightKey, verify_weights
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    k = WeightKey.generate(bits=32, targets=("0.weight",))
+    base = verify_weights(net, k)
+    sd = net.state_dict()
+    for leaked in ({"module." + n: t for n, t in sd.items()},
+                   {"_orig_mod." + n: t for n, t in sd.items()},
+                   {"state_dict": sd, "epoch": 3, "optimizer": {"lr": 0.1}},
+                   {"model_state_dict": sd}, {"module": sd}):
+        v = verify_weights(leaked, k)
+        assert (v.matches, v.weights_sha256) == (base.matches, base.weights_sha256)
+        assert v.file_sha256 is None
+    half = {n: t.half() for n, t in sd.items()}
+    assert verify_weights(half, k).weights_sha256 == state_dict_sha256(half)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {"module." + n: t for n, t in sd.items()}, "step": 9}, path)
+    v = verify(path, k)  # a weight key needs no architecture
+    assert (v.matches, v.weights_sha256) == (base.matches, base.weights_sha256)
+    assert v.file_sha256 is not None and verify_weights(path, k) == v
+    arch = lambda: torch.nn.Sequential(
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    assert verify(path, k, arch=arch) == v  # loaded into the architecture: the same reading
+    with pytest.raises(ValueError, match="wrong architecture"):
+        verify(path, k, arch=lambda: torch.nn.Linear(64, 32))
+    with pytest.raises(ValueError, match="arch and arch_kwargs are only for a model given as"):
+        verify(net, k, arch=arch)

@@ -210,22 +210,40 @@ def _register(args) -> int:
     return OK
 
 
-def _load_verdicts(paths: list[str]) -> list[dict]:
+def _load_verdicts(paths: list[str], suspect: str) -> list[dict]:
     from ..files.io import read_json
     out = []
     for path in paths:
         data = read_json(path, "verdict file")
+        if isinstance(data, dict) and isinstance(data.get("rows"), list):
+            out += _scan_verdicts(data, path, suspect)
+            continue
         if isinstance(data, dict) and isinstance(data.get("verdicts"), list):
             data = data["verdicts"]
         out += data if isinstance(data, list) else [data]
     return out
 
 
+def _scan_verdicts(results: dict, path: str, suspect: str) -> list[dict]:
+    """The verdicts of a scan's JSON results (`mlguard scan --out results.json`) for the
+    suspect file: its checked rows, each at the scan's Bonferroni level alpha / tests."""
+    from ..files.io import file_sha256
+    from ..scan import row_verdict
+    sha = file_sha256(suspect)
+    rows = [r for r in results["rows"] if isinstance(r, dict) and r.get("file_sha256") == sha
+            and r.get("error") is None]
+    if not rows:
+        raise ValueError(f"scan results {path!r} have no checked row for the suspect file "
+                         f"{suspect!r} (SHA-256 {sha})")
+    return [row_verdict(r, alpha=results.get("alpha"), tests=results.get("tests")).to_dict()
+            for r in rows]
+
+
 @_guard
 def _evidence_build(args) -> int:
     from ..ownership import evidence, evidence_html, reveal
     openings = [reveal(b) for b in _key_bodies(args.reveal)]
-    doc = evidence(_load_verdicts(args.verdict), args.suspect, opening=openings,
+    doc = evidence(_load_verdicts(args.verdict, args.suspect), args.suspect, opening=openings,
                    identity=_identity(args), command=args.command_line)
     _write_json(args.out, doc)
     if args.html:
@@ -322,7 +340,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     q = sub.add_parser("build", help="signed report from verdict JSON files")
     q.add_argument("--verdict", action="append", required=True,
-                   help="JSON file with a verdict, a list of them, or {'verdicts': [...]}")
+                   help="JSON file with a verdict, a list of them, {'verdicts': [...]}, or "
+                        "scan results (mlguard scan --out results.json: the suspect's rows)")
     q.add_argument("--suspect", required=True, help="the suspect model file")
     q.add_argument("--reveal", action="append",
                    help="key file to open in the report (reveals the key; repeatable)")

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..files.checkpoint import read_checkpoint
 from ..files.io import file_sha256, read_json
 from ..files.state_dict import load_state_dict_file
 from ..verification.verdict import state_dict_sha256
@@ -56,15 +57,27 @@ def now() -> str:
 
 
 def file_facts(path: str) -> dict:
-    """Size, SHA-256 of the bytes, and the state_dict hash when the file loads safely."""
+    """Size, SHA-256 of the bytes, and, when the file loads safely, the weights hash that
+    verdicts cite (``weights_sha256``: of the unwrapped state_dict, see files.checkpoint),
+    both from one read of the file."""
+    try:
+        state, sha = read_checkpoint(path)
+        weights = state_dict_sha256(state)
+    except (ValueError, TypeError):
+        sha, weights = file_sha256(path), None
+    return {"file": os.path.basename(path), "size": os.path.getsize(path),
+            "sha256": sha, "weights_sha256": weights}
+
+
+def legacy_state_dict_sha256(path: str) -> str | None:
+    """The hash documents written before ``weights_sha256`` recorded as
+    ``state_dict_sha256``: of the file's top-level tensors, nothing unwrapped."""
     try:
         state = load_state_dict_file(path)
-        sd_hash = state_dict_sha256(state) if isinstance(state, Mapping) and all(
+        return state_dict_sha256(state) if isinstance(state, Mapping) and all(
             isinstance(k, str) for k in state) else None
     except (ValueError, TypeError):
-        sd_hash = None
-    return {"file": os.path.basename(path), "size": os.path.getsize(path),
-            "sha256": file_sha256(path), "state_dict_sha256": sd_hash}
+        return None
 
 
 def load_document(doc_or_path: Mapping | str | os.PathLike) -> dict:
@@ -99,8 +112,13 @@ def file_problems(facts: Any, path: str, name: str) -> list[str]:
     if actual != facts.get("sha256"):
         problems.append(f"{name} {path!r} has SHA-256 {actual}, the document says "
                         f"{facts.get('sha256')}")
-    if facts.get("state_dict_sha256") is not None:
-        recomputed = file_facts(path)["state_dict_sha256"]
+    if facts.get("weights_sha256") is not None:
+        recomputed = file_facts(path)["weights_sha256"]
+        if recomputed != facts["weights_sha256"]:
+            problems.append(f"{name} {path!r} has weights hash {recomputed}, the document "
+                            f"says {facts['weights_sha256']}")
+    elif facts.get("state_dict_sha256") is not None:  # a document from an older mlguard
+        recomputed = legacy_state_dict_sha256(path)
         if recomputed != facts["state_dict_sha256"]:
             problems.append(f"{name} {path!r} has state_dict hash {recomputed}, the document "
                             f"says {facts['state_dict_sha256']}")

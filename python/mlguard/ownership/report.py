@@ -34,7 +34,7 @@ def _verdict_problems(d: Any, label: str) -> list[str]:
     try:
         v = Verdict.from_dict(d)
         ref = make_verdict(v.scheme, v.matches, v.total, v.chance, v.alpha, v.commitment,
-                           v.model_sha256, v.device, v.extra)
+                           v.weights_sha256, v.device, v.extra, v.file_sha256)
     except (TypeError, ValueError) as e:
         return [f"{label}: not a valid verdict ({e})"]
     problems = []
@@ -107,7 +107,7 @@ def evidence(verdicts: Iterable[Verdict | Mapping], suspect_file: str | os.PathL
     if not isinstance(identity, Identity):
         raise TypeError(f"identity must be an mlguard.Identity to sign the report, got "
                         f"{type(identity).__name__}")
-    vds = [v.to_dict() if isinstance(v, Verdict) else dict(v) for v in verdicts]
+    vds = [_as_verdict_dict(v) for v in verdicts]
     if not vds:
         raise ValueError("verdicts must not be empty")
     openings = [] if opening is None else [opening] if isinstance(opening, Mapping) \
@@ -131,6 +131,26 @@ def evidence(verdicts: Iterable[Verdict | Mapping], suspect_file: str | os.PathL
     return sign_document(doc, identity)
 
 
+def _as_verdict_dict(v: Verdict | Mapping) -> dict:
+    """A verdict as the report stores it: current field names (older verdict JSON has
+    model_sha256); a dict that is no verdict is kept as is for the checks to name."""
+    if isinstance(v, Verdict):
+        return v.to_dict()
+    try:
+        return Verdict.from_dict(v).to_dict()
+    except (TypeError, ValueError):
+        return dict(v) if isinstance(v, Mapping) else v
+
+
+def _weights_hashes(facts: Mapping, verdict: Mapping) -> tuple[object, object]:
+    """(the verdict's weights hash, the suspect file's): the current fields, or for a report
+    written before the rename, model_sha256 against the state_dict_sha256 of its time."""
+    ours = verdict.get("weights_sha256", verdict.get("model_sha256"))
+    if facts.get("weights_sha256") is not None:
+        return ours, facts["weights_sha256"]
+    return ours, facts.get("state_dict_sha256")
+
+
 def _content_problems(doc: Mapping) -> list[str]:
     """Everything checkable without the signature or the files."""
     verdicts = doc.get("verdicts")
@@ -147,12 +167,14 @@ def _content_problems(doc: Mapping) -> list[str]:
     suspect = doc.get("suspect")
     if not isinstance(suspect, Mapping) or not HEX64.fullmatch(str(suspect.get("sha256"))):
         problems.append("the suspect record is missing or has no SHA-256")
-    elif suspect.get("state_dict_sha256") is not None:
+    elif suspect.get("weights_sha256", suspect.get("state_dict_sha256")) is not None:
         for i, v in enumerate(verdicts):
-            if isinstance(v, Mapping) and v.get("model_sha256") != suspect["state_dict_sha256"]:
-                problems.append(f"verdict {i}: checked a model with weights hash "
-                                f"{v.get('model_sha256')}, but the suspect file's is "
-                                f"{suspect['state_dict_sha256']}")
+            if not isinstance(v, Mapping):
+                continue
+            ours, theirs = _weights_hashes(suspect, v)
+            if ours != theirs:
+                problems.append(f"verdict {i}: checked a model with weights hash {ours}, but "
+                                f"the suspect file's is {theirs}")
     summary = doc.get("summary", {})
     if isinstance(summary, Mapping) and summary.get("detected") != any(
             isinstance(v, Mapping) and v.get("detected") is True for v in verdicts):

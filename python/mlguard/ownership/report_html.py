@@ -31,6 +31,7 @@ def evidence_html(doc: Mapping, suspect_file: str | os.PathLike | None = None) -
             f"{v.get('matches')}/{v.get('total')}", v.get("chance"), p, v.get("alpha"),
             v.get("test"), v.get("commitment"), v.get("device"))) + "</tr>")
     suspect = doc.get("suspect", {})
+    weights = suspect.get("weights_sha256", suspect.get("state_dict_sha256"))  # older reports
     signer = doc.get("signer", {})
     env = doc.get("environment", {})
     opened = ", ".join(str(o.get("scheme")) for o in doc.get("openings", [])) or "none"
@@ -47,7 +48,7 @@ pre{{background:#f4f4f4;padding:.5em;white-space:pre-wrap}}</style></head><body>
 <h2>Suspect model file</h2>
 <p>{e(str(suspect.get('file')))} &mdash; {e(str(suspect.get('size')))} bytes<br>
 SHA-256 <code>{e(str(suspect.get('sha256')))}</code><br>
-weights hash <code>{e(str(suspect.get('state_dict_sha256')))}</code></p>
+weights hash <code>{e(str(weights))}</code></p>
 <h2>Verdicts</h2>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>
 {''.join(rows)}</table>

@@ -5,10 +5,11 @@
 
 Modules: loading (finding and safely decoding files), checkers (per-scheme checks and the
 registry weight-space keys plug into), staging (pinned buffers, side CUDA stream),
-pipeline (the streaming loop and ``scan``), journal (SQLite, resumable), rows (p-values
-and the Bonferroni correction), report (JSON, CSV, PNG, HTML), distributed (torchrun),
-buffers and safetensors_view (reused host memory, zero-copy safetensors), weight_checker
-(weight-space keys: batched keyed projections, many models per call).
+pipeline (the streaming loop and ``scan``), journal (SQLite, resumable), rows (p-values,
+the Bonferroni correction, ``row_verdict`` for evidence reports), report (JSON, CSV, PNG,
+HTML), distributed (torchrun), buffers and safetensors_view (reused host memory, zero-copy
+safetensors), weight_checker (weight-space keys: batched keyed projections, many models per
+call).
 """
 
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, register_checker,
@@ -17,8 +18,8 @@ from . import weight_checker  # noqa: F401  (registers the "weight" scheme)
 from .loading import ModelFileError
 from .pipeline import load_keys, scan
 from .report import write as write_report
-from .rows import COLUMNS, summary_line
+from .rows import COLUMNS, row_verdict, summary_line
 
-__all__ = ["scan", "load_keys", "write_report", "summary_line", "COLUMNS", "CHECKERS",
-           "CheckerOptions", "LoadedModel", "Outcome", "register_checker",
+__all__ = ["scan", "load_keys", "write_report", "summary_line", "COLUMNS", "row_verdict",
+           "CHECKERS", "CheckerOptions", "LoadedModel", "Outcome", "register_checker",
            "register_state_dict_checker", "scheme_of", "ModelFileError"]

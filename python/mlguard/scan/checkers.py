@@ -42,14 +42,14 @@ Key files are read with ``mlguard.load_key``, so a new scheme's files load once
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
 from ..keys import TriggerKey
-from ..verification.verify import normalize, trigger_extra
+from ..verification.verify import model_dtype, normalize, trigger_extra
 
 
 @dataclass
@@ -62,6 +62,7 @@ class LoadedModel:
     state_dict: dict[str, torch.Tensor]
     module: torch.nn.Module | None = None  # set for (trusted) TorchScript files
     buffer: torch.Tensor | None = None  # the file's bytes, while state_dict views them
+    weights_sha256: str | None = None  # state_dict_sha256 of the file's (unwrapped) weights
 
 
 @dataclass
@@ -99,30 +100,6 @@ def scheme_of(key) -> str:
     return scheme
 
 
-def resolve_arch(arch, arch_kwargs: Mapping | None = None) -> Callable[[], torch.nn.Module] | None:
-    """A zero-argument factory from "package.module:factory" or a callable (plus kwargs)."""
-    kwargs = dict(arch_kwargs or {})
-    if arch is None:
-        if kwargs:
-            raise ValueError("arch_kwargs were given without arch")
-        return None
-    if isinstance(arch, str):
-        module_name, sep, attr = arch.partition(":")
-        if not sep or not module_name or not attr:
-            raise ValueError(f"arch must look like 'package.module:factory', got {arch!r}")
-        try:
-            factory = importlib.import_module(module_name)
-            for part in attr.split("."):
-                factory = getattr(factory, part)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"arch {arch!r} cannot be imported: {e}") from None
-    else:
-        factory = arch
-    if not callable(factory):
-        raise TypeError(f"arch must name a callable, got {type(factory).__name__}")
-    return lambda: factory(**kwargs)
-
-
 def arch_name(arch, arch_kwargs: Mapping | None = None) -> str | None:
     """A stable description of the architecture, recorded in the journal."""
     if arch is None:
@@ -149,9 +126,11 @@ class TriggerSetChecker:
     """All trigger keys in one forward pass per model (per input shape).
 
     Triggers are materialized and normalized exactly as ``mlguard.verify`` does, once per
-    scan, on the scan device. State_dict files are loaded in place into one module built
-    from `arch` (strict: a name or shape mismatch is "wrong architecture"); TorchScript
-    files bring their own module. Autocast (bf16) is used on CUDA when asked.
+    scan, on the scan device, and cast to each model's dtype as verify does. State_dict
+    files are loaded in place into one module built from `arch`, as ``load_model`` loads
+    them (strict: a name or shape mismatch is "wrong architecture"; each tensor keeps its
+    dtype from the file); TorchScript files bring their own module. Autocast (bf16) is used
+    on CUDA when asked.
     """
 
     needs_module = True
@@ -217,23 +196,16 @@ class TriggerSetChecker:
         return [results[id(key)] for key in self.keys]
 
     def _load(self, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-        module = self.module()
-        try:
-            with torch.no_grad():
-                module.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:
-            detail = " ".join(ln.strip() for ln in str(e).splitlines()[1:] if ln.strip())
-            if len(detail) > 300:
-                detail = detail[:299] + "\u2026"
-            raise ValueError(f"wrong architecture: {detail}") from None
-        return module
+        return load_into(self.module(), state_dict, "the file")
 
     def _run_group(self, module: torch.nn.Module, group: _TriggerGroup) -> list[Outcome]:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
             if self.options.autocast and self.device.type == "cuda" else contextlib.nullcontext()
+        dtype = model_dtype(module)
         try:
             with torch.inference_mode(), autocast:
-                logits = [module(batch) for batch in group.inputs.split(self.options.batch_size)]
+                logits = [module(batch.to(dtype))
+                          for batch in group.inputs.split(self.options.batch_size)]
         except Exception as e:
             message = f"forward pass failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
             return [Outcome.failed(message)] * len(group.keys)
@@ -253,7 +225,7 @@ class TriggerSetChecker:
                     f"num_classes={key.num_classes}"))
             else:
                 outcomes.append(Outcome(matches, key.size, 1.0 / key.num_classes,
-                                        trigger_extra(key)))
+                                        trigger_extra(key, dtype)))
         return outcomes
 
 

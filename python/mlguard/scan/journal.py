@@ -19,6 +19,8 @@ import os
 import sqlite3
 from collections.abc import Iterable
 
+from .rows import COLUMNS
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
     path TEXT NOT NULL,
@@ -80,7 +82,8 @@ class Journal:
         """The stored rows for these paths and key commitments."""
         paths, commitments = set(paths), set(commitments)
         found = self.db.execute("SELECT path, commitment, row FROM rows")
-        return [json.loads(row) for path, commitment, row in found
+        # Columns added since a row was journaled (weights_sha256) read as None.
+        return [{**dict.fromkeys(COLUMNS), **json.loads(row)} for path, commitment, row in found
                 if path in paths and commitment in commitments]
 
     def record(self, path: str, stamp: tuple[int, int], rows: list[dict]) -> None:

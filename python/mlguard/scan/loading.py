@@ -28,13 +28,12 @@ from pathlib import Path
 
 import torch
 
+from ..files.checkpoint import CheckpointError, is_torchscript, unwrap
 from . import safetensors_view
 from .buffers import BufferPool, MemoryStream
 
 # Suffixes picked up when walking a folder; files named explicitly are always scanned.
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pts", ".ptl", ".jit")
-# Checkpoint dicts often wrap the weights: {"state_dict": {...}, "epoch": 3, ...}.
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _HASH_CHUNK = 8 << 20  # hashlib releases the GIL for each chunk
 
 
@@ -131,7 +130,7 @@ def decode(data, trust_torchscript: bool = False) -> Decoded:
     if data[:4] == b"PK\x03\x04":
         return _decode_zip(data, trust_torchscript)
     if safetensors_view.looks_like_safetensors(data):
-        return Decoded("safetensors", _load_safetensors(data))
+        return Decoded("safetensors", as_state_dict(_load_safetensors(data)))
     if data[:1] == b"\x80":  # pickle protocol marker: a legacy torch.save file
         return Decoded("torch.save", as_state_dict(_torch_load(MemoryStream(data))))
     raise ModelFileError("not a model file: unrecognized format "
@@ -155,19 +154,12 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 def as_state_dict(obj) -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} dict, unwrapping {"state_dict": {...}, ...} checkpoints."""
-    if isinstance(obj, Mapping):
-        for key in WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise ModelFileError(f"not a state_dict: the file holds a {type(obj).__name__}")
-    for name, value in obj.items():
-        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise ModelFileError(f"not a state_dict: entry {str(name)[:80]!r} is a "
-                                 f"{type(value).__name__}, not a tensor")
-    return dict(obj)
+    """A flat {name: tensor} dict: checkpoint dicts unwrapped and DDP / torch.compile
+    prefixes removed, exactly as everywhere else (files.checkpoint.unwrap)."""
+    try:
+        return unwrap(obj, "the file")
+    except CheckpointError as e:
+        raise ModelFileError(str(e)) from None
 
 
 # -- formats -------------------------------------------------------------------------------
@@ -186,7 +178,7 @@ def _decode_zip(data: memoryview, trust_torchscript: bool) -> Decoded:
         names = zipfile.ZipFile(stream).namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ModelFileError(f"truncated or corrupt zip archive: {_first_line(e)}") from None
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+    if is_torchscript(names):
         if not trust_torchscript:
             raise ModelFileError("TorchScript archive refused: loading it runs code from the "
                                  "file; pass trust_torchscript=True (--trust-torchscript) "

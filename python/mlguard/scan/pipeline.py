@@ -4,8 +4,9 @@ The pipeline, per rank:
 
     reader threads (ThreadPoolExecutor)             main thread
     read file + SHA-256, decode safely,     --->    load weights in place into one module,
-    reject NaN/inf, stage to the device             one forward pass for all trigger keys,
-    (pinned buffer + side CUDA stream)              p-values, journal commit, progress
+    reject NaN/inf, hash the weights,               one forward pass for all trigger keys,
+    stage to the device (pinned buffer +            p-values, journal commit, progress
+    side CUDA stream)
 
 At most `prefetch` files (and MAX_INFLIGHT_BYTES) are in flight, so memory stays bounded
 while reading model i+1 overlaps checking model i; file buffers are reused (BufferPool).
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..keys import load_key
+from ..verification.verify import weights_sha256
 from . import distributed, loading
 from .buffers import BufferPool
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, arch_name,
@@ -46,6 +48,7 @@ class _Failed:
     size: int | None
     sha256: str | None
     error: str
+    weights_sha256: str | None = None
 
 
 def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6,
@@ -80,7 +83,8 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
 
     Returns:
         Rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``) ordered by path, then key.
-        Each has the file's SHA-256, the key's id and commitment, matches/total, the exact
+        Each has the file's SHA-256 and its weights hash (``weights_sha256``, the hash
+        verdicts and evidence reports cite), the key's id and commitment, matches/total, the exact
         p-value (and log10), the adjusted p-value, ``detected`` and ``error``: a file that
         cannot be checked gets one row per key with ``error`` naming the problem. Under
         torchrun every rank returns all rows.
@@ -269,11 +273,12 @@ class _Runner:
 
     def _prepare(self, path: str) -> LoadedModel | _Failed:
         """Runs on a reader thread: read, hash, decode, validate, stage to the device."""
-        size = sha = file = None
+        size = sha = weights_sha = file = None
         try:
             file = loading.read_model_file(path, self.pool)
             size, sha = file.size, file.sha256
             decoded = loading.decode(file.data, self.trust_torchscript)
+            weights_sha = weights_sha256(decoded.state_dict)  # as verify and evidence hash it
             loading.check_finite(decoded.state_dict)
             if decoded.module is not None:
                 module = self.stager.module(decoded.module)
@@ -283,7 +288,7 @@ class _Runner:
             # Safetensors tensors on the CPU view the file's buffer until they are checked.
             keep = decoded.format == "safetensors" and self.device.type == "cpu"
             model = LoadedModel(path, size, sha, state, module,
-                                buffer=file.buffer if keep else None)
+                                buffer=file.buffer if keep else None, weights_sha256=weights_sha)
             if not keep:
                 self.pool.release(file.buffer)
             return model
@@ -291,9 +296,10 @@ class _Runner:
             if file is not None:
                 self.pool.release(file.buffer)
             if isinstance(e, loading.ModelFileError):
-                return _Failed(path, size, sha, str(e))
+                return _Failed(path, size, sha, str(e), weights_sha)
             # Anything unforeseen in a hostile file: report it and go on.
-            return _Failed(path, size, sha, f"cannot load: {type(e).__name__}: {e}"[:300])
+            return _Failed(path, size, sha, f"cannot load: {type(e).__name__}: {e}"[:300],
+                           weights_sha)
 
     def _check(self, batch: list[LoadedModel], stamps: dict) -> list[dict]:
         """Runs every scheme's checker on a batch; commits each file's rows at once."""
@@ -309,7 +315,7 @@ class _Runner:
             per_key = {id(k): o for scheme, members in self.by_scheme.items()
                        for k, o in zip(members, outcomes[scheme][i])}
             file_rows = [make_row(model.path, model.size, model.sha256, commitment, scheme,
-                                  per_key[id(k)], str(self.device))
+                                  per_key[id(k)], str(self.device), model.weights_sha256)
                          for k, (commitment, scheme) in zip(self.keys, self.labels)]
             rows += self._commit(model.path, stamps[model.path], file_rows)
             if model.buffer is not None:  # checked: nothing views the file's bytes any more
@@ -320,7 +326,8 @@ class _Runner:
     def _error_rows(self, failed: _Failed) -> list[dict]:
         outcome = Outcome.failed(failed.error)
         return [make_row(failed.path, failed.size, failed.sha256, commitment, scheme, outcome,
-                         str(self.device)) for commitment, scheme in self.labels]
+                         str(self.device), failed.weights_sha256)
+                for commitment, scheme in self.labels]
 
     def _commit(self, path: str, stamp, rows: list[dict]) -> list[dict]:
         """Journals all rows of one file in one transaction, then hands them on."""

@@ -9,26 +9,32 @@ below the double range (1e-300 and less) stay exact in the log10 columns.
 
 A file that cannot be checked gets one error row per key (same columns, counts and
 p-values None, ``detected`` False), so every scan has exactly files x keys rows.
+
+``row_verdict(row, alpha=..., tests=...)`` turns a row into a ``Verdict`` (for an evidence
+report) whose decision is the scan's: the pair's exact test at level alpha / tests.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from ..verification import stats
+from ..verification.verdict import Verdict, make_verdict
 from .checkers import Outcome
 
-COLUMNS = ("path", "file_sha256", "file_size", "key_id", "commitment", "scheme", "matches",
-           "total", "chance", "p_value", "log10_p_value", "adjusted_p_value",
-           "log10_adjusted_p_value", "detected", "error", "device", "extra")
+COLUMNS = ("path", "file_sha256", "weights_sha256", "file_size", "key_id", "commitment",
+           "scheme", "matches", "total", "chance", "p_value", "log10_p_value",
+           "adjusted_p_value", "log10_adjusted_p_value", "detected", "error", "device", "extra")
 
 
 def make_row(path: str, size: int | None, sha256: str | None, commitment: str, scheme: str,
-             outcome: Outcome, device: str) -> dict:
+             outcome: Outcome, device: str, weights_sha256: str | None = None) -> dict:
     """A row before the correction (adjusted columns None until ``adjust``)."""
     row = dict.fromkeys(COLUMNS)
-    row.update(path=path, file_sha256=sha256, file_size=size, key_id=commitment[:16],
-               commitment=commitment, scheme=scheme, detected=False, device=device, extra={})
+    row.update(path=path, file_sha256=sha256, weights_sha256=weights_sha256, file_size=size,
+               key_id=commitment[:16], commitment=commitment, scheme=scheme, detected=False,
+               device=device, extra={})
     if outcome.error is not None:
         row["error"] = outcome.error
         return row
@@ -54,6 +60,32 @@ def adjust(rows: list[dict], alpha: float) -> list[dict]:
             else 10.0 ** log10_adj
         r["detected"] = log10_adj < math.log10(alpha)
     return rows
+
+
+def row_verdict(row: Mapping, *, alpha: float, tests: int) -> Verdict:
+    """The Verdict of one scan row, e.g. for ``mlguard.evidence``.
+
+    `alpha` and `tests` are the scan's significance level and its number of tests (rows
+    without an error; a JSON report holds both): the verdict is the pair's exact test at
+    level alpha / tests, so it decides as the row's Bonferroni-adjusted p-value did. It cites
+    the row's file SHA-256 and weights hash.
+    """
+    if not isinstance(row, Mapping):
+        raise TypeError(f"row must be a scan row (a dict), got {type(row).__name__}")
+    if row.get("error") is not None:
+        raise ValueError(f"row has no verdict: the check failed ({row['error']})")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in the open interval (0, 1), got {alpha!r}")
+    if isinstance(tests, bool) or not isinstance(tests, int) or tests < 1:
+        raise ValueError(f"tests must be an int >= 1 (the scan's tests), got {tests!r}")
+    if not row.get("weights_sha256"):
+        raise ValueError(f"row has no weights_sha256 (written by an older mlguard?): "
+                         f"scan {row.get('path')!r} again")
+    extra = dict(row.get("extra") or {})
+    extra.update(scan_alpha=alpha, scan_tests=tests)
+    return make_verdict(row["scheme"], row["matches"], row["total"], row["chance"],
+                        alpha / tests, row["commitment"], row["weights_sha256"], row["device"],
+                        extra=extra, file_sha256=row["file_sha256"])
 
 
 def summary_line(rows: list[dict], seconds: float) -> str:

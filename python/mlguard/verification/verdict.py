@@ -2,8 +2,11 @@
 
 A ``Verdict`` records everything needed to re-check or cite a detection: the
 raw counts, the exact p-value (also as a natural log, because it is often far
-below the double range), the significance level, the key commitment and a
-SHA-256 of the model weights.
+below the double range), the significance level, the key commitment, the
+weights hash of the checked model (``weights_sha256``, see ``state_dict_sha256``)
+and, when the model came from a file, the SHA-256 of the file's bytes.
+
+``weights_sha256`` was called ``model_sha256`` before; ``from_dict`` reads either.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from . import stats
 
 __all__ = ["Verdict", "make_verdict", "state_dict_sha256"]
 
-_STR_FIELDS = ("scheme", "commitment", "model_sha256", "device", "mlguard_version", "test")
+_STR_FIELDS = ("scheme", "commitment", "weights_sha256", "device", "mlguard_version", "test")
+_OPTIONAL_STR_FIELDS = ("file_sha256",)
+_RENAMED = {"model_sha256": "weights_sha256"}  # old name -> new name, read by from_dict
 _INT_FIELDS = ("matches", "total")
 _FLOAT_FIELDS = ("p_value", "log_p_value", "alpha", "chance")
 _DERIVED_KEYS = ("log10_p_value",)  # written by to_dict, recomputed on load
@@ -44,11 +49,17 @@ class Verdict:
     detected: bool  # p_value < alpha
     chance: float  # per-trial success probability under H0
     commitment: str  # hex key commitment (keyfile.commitment)
-    model_sha256: str  # state_dict_sha256 of the checked model
+    weights_sha256: str  # state_dict_sha256 of the checked weights, in their dtypes
     device: str  # where the check ran, e.g. "cuda:0"
     mlguard_version: str
     test: str  # e.g. "exact one-sided binomial test, H0: P(match)=1/10"
+    file_sha256: str | None = None  # SHA-256 of the model file's bytes, if read from a file
     extra: dict = field(default_factory=dict)  # scheme-specific figures
+
+    @property
+    def model_sha256(self) -> str:
+        """The old name of ``weights_sha256``."""
+        return self.weights_sha256
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of all fields plus ``log10_p_value``."""
@@ -68,12 +79,21 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
-        """Rebuild a Verdict from ``to_dict()`` output (e.g. a parsed JSON file)."""
+        """Rebuild a Verdict from ``to_dict()`` output (e.g. a parsed JSON file), also as
+        written by older versions (``model_sha256``, no ``file_sha256``)."""
         if not isinstance(d, Mapping):
             raise TypeError(f"d must be a mapping, got {type(d).__name__}")
+        d = dict(d)
+        for old, new in _RENAMED.items():
+            if old in d:
+                if new in d and d[new] != d[old]:
+                    raise ValueError(f"d has both {new}={d[new]!r} and its old name "
+                                     f"{old}={d[old]!r}, and they differ")
+                d[new] = d.pop(old)
         names = [f.name for f in dataclasses.fields(cls)]
+        optional = ("extra", *_OPTIONAL_STR_FIELDS)
         unknown = sorted(set(d) - set(names) - set(_DERIVED_KEYS))
-        missing = [n for n in names if n != "extra" and n not in d]
+        missing = [n for n in names if n not in optional and n not in d]
         if unknown or missing:
             raise ValueError(
                 f"d is not a Verdict dict: missing fields {missing}, unknown fields {unknown}"
@@ -81,6 +101,9 @@ class Verdict:
         kwargs: dict[str, Any] = {}
         for name in _STR_FIELDS:
             kwargs[name] = _expect(name, d[name], str)
+        for name in _OPTIONAL_STR_FIELDS:
+            if d.get(name) is not None:
+                kwargs[name] = _expect(name, d[name], str)
         for name in _INT_FIELDS:
             kwargs[name] = _as_int(name, d[name])
         for name in _FLOAT_FIELDS:
@@ -95,13 +118,14 @@ class Verdict:
         lines = [
             f"{status}  {self.scheme}  {self.matches}/{self.total} matches  "
             f"p = {p} (alpha {self.alpha:g})  "
-            f"key {_short_hex(self.commitment)}  model {_short_hex(self.model_sha256)}",
+            f"key {_short_hex(self.commitment)}  weights {_short_hex(self.weights_sha256)}",
             f"  test:       {self.test}",
             f"  chance:     {self.chance:g} per trial "
             f"({self.chance * self.total:.4g} of {self.total} expected under H0)",
             f"  p-value:    {p} (log10 p = {stats.log10_p(self.log_p_value):.4f})",
             f"  key commit: {self.commitment or '-'}",
-            f"  model:      sha256 {self.model_sha256 or '-'}",
+            f"  weights:    sha256 {self.weights_sha256 or '-'}",
+            f"  file:       sha256 {self.file_sha256 or '-'}",
             f"  run on:     {self.device or '-'} with mlguard {self.mlguard_version}",
         ]
         lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())]
@@ -115,9 +139,10 @@ def make_verdict(
     chance: float,
     alpha: float,
     commitment: str,
-    model_sha256: str,
+    weights_sha256: str,
     device: str,
     extra: dict | None = None,
+    file_sha256: str | None = None,
 ) -> Verdict:
     """Run the exact one-sided binomial test and package the result.
 
@@ -136,8 +161,10 @@ def make_verdict(
     chance = _as_probability("chance", chance)
     alpha = _as_probability("alpha", alpha)
     _expect("commitment", commitment, str)
-    _expect("model_sha256", model_sha256, str)
+    _expect("weights_sha256", weights_sha256, str)
     _expect("device", device, str)
+    if file_sha256 is not None:
+        _expect("file_sha256", file_sha256, str)
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__} {extra!r}")
 
@@ -152,10 +179,11 @@ def make_verdict(
         detected=log_p < math.log(alpha),
         chance=chance,
         commitment=commitment,
-        model_sha256=model_sha256,
+        weights_sha256=weights_sha256,
         device=device,
         mlguard_version=__version__,
         test=f"exact one-sided binomial test, H0: P(match)={_describe_chance(chance)}",
+        file_sha256=file_sha256,
         extra=dict(extra or {}),
     )
 
@@ -167,6 +195,12 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     header (name, dtype, shape, byte count) followed by the tensor's raw
     (little-endian) bytes.  Non-tensor entries such as ``_extra_state`` are
     skipped.  Tensors are copied to CPU one at a time.
+
+    This is the verdicts' ``weights_sha256``: it identifies the weights as they are
+    stored, so the dtype is part of it (an fp16 copy of a model hashes differently from the
+    fp32 original). For a file it is taken over the file's unwrapped state_dict
+    (files.checkpoint), which is also what ``load_model`` puts in the model: scan rows,
+    ``verify`` on ``load_model(file)`` and evidence file records agree.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")

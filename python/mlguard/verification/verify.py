@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import torch
 
+from ..files.checkpoint import read_checkpoint, strip_prefixes, unwrap
+from ..files.model import load_model_file
 from ..keys import TriggerKey, WeightKey
 from ..ops import keyed_projection_batched
 from .verdict import Verdict, make_verdict, state_dict_sha256
@@ -17,6 +20,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype inputs must have: that of the first floating-point parameter (or buffer)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def weights_sha256(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """The verdicts' weights hash: of the state_dict, with DDP / torch.compile prefixes
+    removed as from a file (so a compiled model hashes as its saved weights do)."""
+    return state_dict_sha256(_weights_of(model))
 
 
 def normalize(images: torch.Tensor, key: TriggerKey) -> torch.Tensor:
@@ -39,51 +56,83 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
     return torch.cat(preds)
 
 
-def verify(model: torch.nn.Module, key: TriggerKey | WeightKey, alpha: float = 1e-6,
-           batch_size: int = 256) -> Verdict:
+def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightKey,
+           alpha: float = 1e-6, batch_size: int = 256, *,
+           arch=None, arch_kwargs: Mapping | None = None) -> Verdict:
     """Does `model` carry the watermark of `key`? An exact binomial test.
 
     Trigger keys: matches are triggers answered with the key's label; weight keys: message
     bits read correctly (see verify_weights).
 
-    The triggers run on the model's device in eval mode without gradients; the model's
-    previous mode is restored. Under H0 (the model never saw the key) each trigger matches
-    with probability exactly 1/num_classes, because the labels are uniform and secret.
+    `model` may be a model file: it is loaded with ``load_model(model, arch)`` (trigger keys
+    need `arch`; weight keys read the file's state_dict) and the verdict records the file's
+    SHA-256. The triggers run on the model's device and in its dtype (normalized in float32,
+    then cast), in eval mode without gradients; the model's previous mode is restored. Under
+    H0 (the model never saw the key) each trigger matches with probability exactly
+    1/num_classes, because the labels are uniform and secret.
     """
-    if isinstance(key, WeightKey):
-        return verify_weights(model, key, alpha)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(key, TriggerKey):
+    if not isinstance(key, (TriggerKey, WeightKey)):
         raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
+    file_sha = None
+    if isinstance(model, (str, os.PathLike)):
+        if isinstance(key, WeightKey) and arch is None and arch_kwargs is None:
+            return verify_weights(model, key, alpha)  # the file's state_dict is enough
+        model, file_sha = load_model_file(model, arch, arch_kwargs=arch_kwargs)
+    elif arch is not None or arch_kwargs is not None:
+        raise ValueError("arch and arch_kwargs are only for a model given as a file path, "
+                         f"got a {type(model).__name__} and arch={arch!r}")
+    if isinstance(key, WeightKey):
+        if not isinstance(model, (torch.nn.Module, Mapping)):
+            raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file "
+                            f"path, got {type(model).__name__}")
+        return _read_weights(_weights_of(model), [key], alpha, file_sha)[0]
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a model file path, got "
+                        f"{type(model).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    device = model_device(model)
+    preds, labels, device, dtype = trigger_predictions(model, key, batch_size)
+    matches = int((preds == labels).sum())
+    return make_verdict("trigger-set", matches, key.size, 1.0 / key.num_classes, alpha,
+                        key.commitment(), weights_sha256(model), str(device),
+                        extra=trigger_extra(key, dtype), file_sha256=file_sha)
+
+
+def trigger_predictions(model: torch.nn.Module, key: TriggerKey, batch_size: int = 256):
+    """(predictions, labels, device, dtype): the model's answers to the key's triggers, on its
+    device and in its dtype (normalized in float32, then cast), in eval mode without
+    gradients; the model's previous mode is restored. verify and retention both use it."""
+    device, dtype = model_device(model), model_dtype(model)
     inputs, labels = key.materialize(device)
     was_training = model.training
     model.eval()
     try:
-        preds = predict(model, normalize(inputs, key), key.num_classes, batch_size)
+        preds = predict(model, normalize(inputs, key).to(dtype), key.num_classes, batch_size)
     finally:
         model.train(was_training)
-    matches = int((preds == labels).sum())
-    return make_verdict("trigger-set", matches, key.size, 1.0 / key.num_classes, alpha,
-                        key.commitment(), state_dict_sha256(model.state_dict()), str(device),
-                        extra=trigger_extra(key))
+    return preds, labels, device, dtype
 
 
-def trigger_extra(key: TriggerKey) -> dict:
-    extra = {"kind": key.kind}
+def trigger_extra(key: TriggerKey, dtype: torch.dtype) -> dict:
+    """What a trigger-set verdict records beside its counts."""
+    extra = {"kind": key.kind, "dtype": dtype_name(dtype)}
     if key.labels_given:
         extra["labels"] = ("given by the key's owner: the test assumes they were drawn "
                            "uniformly at random and kept secret")
     return extra
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float16' for torch.float16: how verdicts and scan rows name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 @torch.no_grad()
-def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], key: WeightKey,
-                   alpha: float = 1e-6) -> Verdict:
-    """Reads the key's message from the model's weights (a module or a state_dict).
+def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
+                   key: WeightKey, alpha: float = 1e-6) -> Verdict:
+    """Reads the key's message from the model's weights: a module, a state_dict (also a
+    checkpoint dict or DDP / torch.compile names, unwrapped as from a file) or a model file
+    (its SHA-256 goes into the verdict).
 
     Under H0 (weights independent of the secret projection) each bit reads correctly with
     probability 1/2, so the test is exact binomial with p = 1/2; the bit error rate is in
@@ -93,14 +142,30 @@ def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], key: Wei
 
 
 @torch.no_grad()
-def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor],
+def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
                         keys: list[WeightKey], alpha: float = 1e-6) -> list[Verdict]:
     """verify_weights for many keys at once: keys that share targets, reduction and length
     are read with one batched projection, and the model is hashed once."""
+    if isinstance(model, (str, os.PathLike)):
+        state, file_sha = read_checkpoint(model)
+        return _read_weights(state, keys, alpha, file_sha)
     if not isinstance(model, (torch.nn.Module, Mapping)):
-        raise TypeError(f"model must be a torch.nn.Module or a state_dict, got {type(model).__name__}")
-    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    model_sha = state_dict_sha256(state)
+        raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file path, "
+                        f"got {type(model).__name__}")
+    return _read_weights(_weights_of(model), keys, alpha, None)
+
+
+def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
+    """A module's or a state_dict's tensors under the names a file of them would give."""
+    if isinstance(model, torch.nn.Module):
+        return strip_prefixes(model.state_dict(), "the model")
+    return unwrap(model, "the model")
+
+
+@torch.no_grad()
+def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alpha: float,
+                  file_sha: str | None) -> list[Verdict]:
+    weights_sha = state_dict_sha256(state)
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
@@ -108,13 +173,14 @@ def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor],
         groups.setdefault((key.targets, key.reduce, key.bits), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(keys)
     for (targets, reduce, bits), members in groups.items():
-        w = keys[members[0]].gather(model).detach()
+        w = keys[members[0]].gather(state).detach()
         seeds = torch.tensor([keys[i].seed for i in members], device=w.device)
         read = keyed_projection_batched(w.reshape(1, -1), seeds, bits)[0] > 0
         for row, i in zip(read, members):
             matches = int((row.long() == keys[i].message_tensor(w.device)).sum())
             verdicts[i] = make_verdict(
-                "weight", matches, bits, 0.5, alpha, keys[i].commitment(), model_sha,
+                "weight", matches, bits, 0.5, alpha, keys[i].commitment(), weights_sha,
                 str(w.device), extra={"bit_error_rate": 1 - matches / bits,
-                                      "targets": list(targets), "reduce": reduce})
+                                      "targets": list(targets), "reduce": reduce},
+                file_sha256=file_sha)
     return verdicts  # type: ignore[return-value]
