@@ -2,13 +2,15 @@
 
 The public API; each capability is a subpackage: keys, triggers (trigger-set watermarks),
 weights (weight-space watermarks and fingerprints), verification, scan (bulk verification),
-ownership (identity, commitments, registration, evidence), protect (encrypted, signed and
+ownership (identity, commitments, registration, evidence), attacks (removal attacks) and
+evaluation (robustness tables, false-positive calibration), protect (encrypted, signed and
 stamped files), ops (the compiled ops), cli.
 """
 
 from ._version import __version__  # noqa: I001  (the extension must load before the ops)
 from ._extension import build_info
-from . import ops, protect
+from . import attacks, ops, protect
+from .evaluation import RobustnessReport, evaluate
 from .keys import TriggerKey, WeightKey, load_key
 from .ownership import (Identity, check_evidence, check_opening, check_registration, evidence,
                         evidence_html, register, reveal)
@@ -22,4 +24,5 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
            "verify_weights", "WeightKey", "WeightWatermark", "WeightEmbedReport", "embed_weights",
            "protect", "reveal", "check_opening", "Identity", "register", "check_registration",
-           "evidence", "check_evidence", "evidence_html", "scan"]
+           "evidence", "check_evidence", "evidence_html", "scan", "attacks", "evaluate",
+           "RobustnessReport"]
