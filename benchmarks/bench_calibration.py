@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_models import (TRIGGER_KINDS, WEIGHT_TARGETS, cifar_gray,  # noqa: E402
+from fashion_models import (TRIGGER_KINDS, WEIGHT_TARGETS, cifar_gray,
                                 fine_tuned, fresh_trigger_key, null_counts, owner_model,
                                 secret_for, sources, train_clean)
 
-from mlguard import WeightKey, data, verify  # noqa: E402
-from mlguard.cli.demo import accuracy  # noqa: E402
-from mlguard.evaluation.calibration import binomial_fit  # noqa: E402
+from mlguard import WeightKey, data, verify
+from mlguard.cli.demo import accuracy
+from mlguard.evaluation.calibration import binomial_fit
 
 
 def summarize(counts: dict[str, list]) -> dict:
@@ -47,8 +47,8 @@ def summarize(counts: dict[str, list]) -> dict:
 
 def table(title: str, summary: dict) -> str:
     lines = [f"**{title}**", "",
-             "| keys | verifications | n | mean (expected) | variance (expected) | "
-             "chi-square / dof | goodness-of-fit p | smallest p | detections at 1e-6 |",
+             ("| keys | verifications | n | mean (expected) | variance (expected) | "
+              "chi-square / dof | goodness-of-fit p | smallest p | detections at 1e-6 |"),
              "|---|---:|---:|---|---|---|---:|---:|---:|"]
     for scheme, s in summary.items():
         f = s["fit"]
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--triggers", type=int, default=100)
     p.add_argument("--bits", type=int, default=256)
     p.add_argument("--owner-subset", type=int, default=12000)
+    p.add_argument("--owner-epochs", type=int, default=10)
+    p.add_argument("--owner-triggers", type=int, default=50, help="triggers per owner key")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write all counts and fits as JSON")
     args = p.parse_args(argv)
@@ -77,11 +79,12 @@ def main(argv=None) -> int:
     images, labels = data.fashion_mnist("train")
     test_x, test_y = data.fashion_mnist("test")
     source = sources(test_x[:2000], cifar_gray(2000))
-    owner_keys = [fresh_trigger_key(kind, args.triggers, secret_for(777, i), source.get(kind))
+    owner_keys = [fresh_trigger_key(kind, args.owner_triggers, secret_for(777, i), source.get(kind))
                   for i, kind in enumerate(TRIGGER_KINDS) if kind == "abstract" or source.get(kind) is not None]
     owner_keys.append(WeightKey.generate(bits=args.bits, targets=WEIGHT_TARGETS[0],
                                          secret=secret_for(777, 99)))
-    owner = owner_model(images, labels, owner_keys, epochs=3, subset=args.owner_subset)
+    owner = owner_model(images, labels, owner_keys, epochs=args.owner_epochs,
+                        subset=args.owner_subset)
     owner_verdicts = [verify(owner, k) for k in owner_keys]
     plain, tuned, against_owner, accs = {}, {}, {}, []
     for i in range(args.models):

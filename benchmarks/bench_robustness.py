@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_models import (TRIGGER_KINDS, cifar_gray, fresh_trigger_key,  # noqa: E402
+from fashion_models import (TRIGGER_KINDS, cifar_gray, fresh_trigger_key,
                                 owner_model, secret_for, sources)
 
-from mlguard import WeightKey, data, evaluate  # noqa: E402
-from mlguard.cli.demo import batches  # noqa: E402
+from mlguard import RobustnessReport, WeightKey, data, evaluate
+from mlguard.cli.demo import batches
+
+TITLE = "Fashion-MNIST CNN: accuracy vs evidence after each attack"
 
 
 def attack_list(epochs: int, distill_epochs: int) -> list:
@@ -53,13 +55,19 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="attacker's epochs (fine-tuning etc.)")
     p.add_argument("--distill-epochs", type=int, default=5)
     p.add_argument("--triggers", type=int, default=50, help="triggers per key")
-    p.add_argument("--owner-epochs", type=int, default=5)
+    p.add_argument("--owner-epochs", type=int, default=10)
     p.add_argument("--per-batch", type=int, default=16, help="owner's triggers per batch, per key")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--md", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
+    p.add_argument("--replot", default=None, metavar="JSON",
+                   help="only draw --plot again from a saved --json (no training)")
     args = p.parse_args(argv)
+    if args.replot:
+        saved = RobustnessReport.from_dict(json.loads(Path(args.replot).read_text()))
+        saved.plot(args.plot, title=TITLE)
+        return 0
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     images, labels = data.fashion_mnist("train")
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
     if args.json:
         report.to_json(args.json)
     if args.plot:
-        report.plot(args.plot, title="Fashion-MNIST CNN: accuracy vs evidence after each attack")
+        report.plot(args.plot, title=TITLE)
     return 0
 
 

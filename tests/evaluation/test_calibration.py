@@ -12,7 +12,7 @@ from mlguard import data
 from mlguard.evaluation import binomial_fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import fashion_models  # noqa: E402  (shared with the benchmark)
+import fashion_models  # shared with the benchmark
 
 
 def test_binomial_fit_accepts_binomial_counts_and_rejects_others():

@@ -135,6 +135,9 @@ def test_report_formats(tmp_path):
     assert len(table) == 2 and table[1]["attack"] == "prune" and table[1]["detected"] == "False"
     loaded = json.loads(report.to_json(tmp_path / "r.json"))
     assert loaded["rows"][1]["info"] == {"pruned_fraction": 0.9} and loaded["alpha"] == 1e-6
+    assert RobustnessReport.from_dict(loaded) == report
+    with pytest.raises(ValueError, match="not a RobustnessReport"):
+        RobustnessReport.from_dict({"rows": []})
     html = report._repr_html_()
     assert html.count("<tr") == 3 and "amount=0.9" in html
     report.plot(tmp_path / "f.png")

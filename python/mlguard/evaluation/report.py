@@ -52,6 +52,16 @@ class RobustnessReport:
                 "attacker": self.attacker, "test": self.test,
                 "rows": [r.to_dict() for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RobustnessReport:
+        """A report from to_dict() / to_json() output (e.g. to re-draw a saved run's plot)."""
+        try:
+            return cls(rows=[Row(**r) for r in d["rows"]], alpha=float(d["alpha"]),
+                       base_accuracy=float(d["base_accuracy"]), attacker=str(d["attacker"]),
+                       test=str(d["test"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a RobustnessReport dict: {e}") from None
+
     def to_json(self, path: str | Path | None = None, indent: int = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         _write(path, text + "\n")
@@ -67,8 +77,8 @@ class RobustnessReport:
         return buffer.getvalue()
 
     def to_markdown(self, path: str | Path | None = None) -> str:
-        lines = [f"Attacker data: {self.attacker}. Test data: {self.test}. Unattacked "
-                 f"accuracy {100 * self.base_accuracy:.2f}%. Detected: p < {self.alpha:g}.",
+        lines = [(f"Attacker data: {self.attacker}. Test data: {self.test}. Unattacked "
+                  f"accuracy {100 * self.base_accuracy:.2f}%. Detected: p < {self.alpha:g}."),
                  "",
                  "| attack | params | key | test acc | Δ acc | matches | p-value | detected | s |",
                  "|---|---|---|---:|---:|---:|---:|:---:|---:|"]
