@@ -79,8 +79,10 @@ def main(argv=None) -> int:
     images, labels = data.fashion_mnist("train")
     test_x, test_y = data.fashion_mnist("test")
     source = sources(test_x[:2000], cifar_gray(2000))
-    owner_keys = [fresh_trigger_key(kind, args.owner_triggers, secret_for(777, i), source.get(kind))
-                  for i, kind in enumerate(TRIGGER_KINDS) if kind == "abstract" or source.get(kind) is not None]
+    owner_keys = [fresh_trigger_key(kind, args.owner_triggers, secret_for(777, i),
+                                    source.get(kind))
+                  for i, kind in enumerate(TRIGGER_KINDS)
+                  if kind == "abstract" or source.get(kind) is not None]
     owner_keys.append(WeightKey.generate(bits=args.bits, targets=WEIGHT_TARGETS[0],
                                          secret=secret_for(777, 99)))
     owner = owner_model(images, labels, owner_keys, epochs=args.owner_epochs,

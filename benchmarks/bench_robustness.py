@@ -7,7 +7,8 @@ Budget (CPU): the owner trains on the first `--train` training images (`--owner-
 of 256 bits, strength 0.01, on 7.weight); the attacker has
 a fixed third of those images (the toolbox's protocol); accuracy is on `--test` test images.
 
-    PYTHONPATH=python python benchmarks/bench_robustness.py --md table.md --plot docs/robustness_frontier.png
+    PYTHONPATH=python python benchmarks/bench_robustness.py --md robust.md --json robust.json \
+        --plot robustness_frontier.png
 """
 
 from __future__ import annotations
