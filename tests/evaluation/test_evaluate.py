@@ -104,6 +104,12 @@ def test_attack_specs_are_checked(setup):
         evaluate(model, [], ["cast"], data, data, progress=False)
     with pytest.raises(ValueError, match="amount"):
         evaluate(model, key, [("prune", {"amount": 2.0})], data, data, progress=False)
+    with pytest.raises(ValueError, match=r"attacker_data is None, but attacks \['ftal'\]"):
+        evaluate(model, key, ["cast", "ftal"], None, data, progress=False)
+    with pytest.raises(TypeError, match="test_data must be a torch DataLoader"):
+        evaluate(model, key, ["cast"], data, [1, 2], progress=False)
+    no_data = evaluate(model, key, ["cast"], None, data, progress=False)
+    assert no_data.attacker == "no data (no attack here uses any)" and len(no_data.rows) == 2
 
 
 def test_parse_cli():

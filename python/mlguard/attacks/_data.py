@@ -18,10 +18,11 @@ class Batches:
     used as it is, a Dataset or a tensor pair is batched with a seeded shuffle.
     """
 
-    def __init__(self, data, batch_size: int = 128, seed: int = 0, shuffle: bool = True):
+    def __init__(self, data, batch_size: int = 128, seed: int = 0, shuffle: bool = True,
+                 name: str = "data"):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self.name = int(seed), name
         if isinstance(data, DataLoader):
             self.loader = data
             self.size = _length(data.dataset)
@@ -32,18 +33,18 @@ class Batches:
                 and all(isinstance(t, torch.Tensor) for t in data):
             x, y = data
             if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
-                raise ValueError(f"data as (x, y) needs x of shape (N, ...) and labels y of "
+                raise ValueError(f"{name} as (x, y) needs x of shape (N, ...) and labels y of "
                                  f"shape (N,), got x {tuple(x.shape)} and y {tuple(y.shape)}")
             if not x.is_floating_point():
-                raise ValueError(f"data x must be float tensors as the model takes them "
+                raise ValueError(f"{name} x must be float tensors as the model takes them "
                                  f"(normalized), got dtype {x.dtype}")
             self.loader = self._loader(TensorDataset(x, y), batch_size, shuffle)
             self.size = len(x)
         else:
-            raise TypeError("data must be a torch DataLoader, a Dataset or an (x, y) pair of "
+            raise TypeError(f"{name} must be a torch DataLoader, a Dataset or an (x, y) pair of "
                             f"tensors, got {type(data).__name__}")
         if self.size == 0:
-            raise ValueError("data is empty: the attacker needs at least one sample")
+            raise ValueError(f"{name} is empty: it needs at least one sample")
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -53,7 +54,7 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in self.loader:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError("data must yield (x, y) batches, got "
+                raise ValueError(f"{self.name} must yield (x, y) batches, got "
                                  f"{type(batch).__name__}")
             yield batch[0], batch[1]
 

@@ -17,7 +17,7 @@ from .registry import QUERY_SIDE, Run, expand
 from .report import RobustnessReport, Row
 
 
-def evaluate(model: nn.Module, keys, attacks, attacker_data, test_data, *,
+def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None, *,
              alpha: float = 1e-6, attacker: str | None = None, progress: bool | None = None,
              seed: int = 0) -> RobustnessReport:
     """Runs every attack on `model` and verifies every key on each attacked model.
@@ -25,8 +25,9 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data, test_data, *,
     `keys`: a key, a list of keys, or a {name: key} mapping. `attacks`: names ("ftal",
     "prune", ...), (name, params) pairs, callables model -> model, or (callable, params);
     a list value in params is a sweep (`("prune", {"amount": [0.1, 0.5, 0.9]})`).
-    `attacker_data` is what data-using attacks train on; `test_data` gives the accuracy;
-    both are a DataLoader, a Dataset or an (x, y) pair as the model takes them.
+    `attacker_data` is what data-using attacks train on (None if no attack uses data);
+    `test_data` gives the accuracy; both are a DataLoader, a Dataset or an (x, y) pair as
+    the model takes them.
     `attacker` describes the attacker's data in the report (default: its size).
 
     Query-side attacks (jpeg, blur) get the trigger keys' mean/std unless given; overwrite
@@ -40,8 +41,15 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data, test_data, *,
     if isinstance(attacks, (str, tuple)) or callable(attacks):
         attacks = [attacks]
     runs = [r for i, spec in enumerate(attacks) for r in expand(spec, i)]
-    attack_batches = Batches(attacker_data, seed=seed)
-    test_batches = Batches(test_data, batch_size=512, shuffle=False)
+    test_batches = Batches(test_data, batch_size=512, shuffle=False, name="test_data")
+    users = [r.name for r in runs if r.needs_data]
+    if attacker_data is None:
+        if users:
+            raise ValueError(f"attacker_data is None, but attacks {users} train on the "
+                             "attacker's data: give a DataLoader, a Dataset or an (x, y) pair")
+        described = "no data (no attack here uses any)"
+    else:
+        described = f"{Batches(attacker_data, seed=seed, name='attacker_data').describe()}"
     for run in runs:
         _complete(run, named, attacker_data)
     model.eval()
@@ -65,7 +73,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data, test_data, *,
         rows += _score(attacked, named, run.name, run.label, acc, base_accuracy, seconds,
                        getattr(attacked, "attack_info", {}), alpha)
     return RobustnessReport(rows=rows, alpha=alpha, base_accuracy=base_accuracy,
-                            attacker=attacker or f"{attack_batches.describe()} (attacker data)",
+                            attacker=attacker or described,
                             test=test_batches.describe())
 
 
