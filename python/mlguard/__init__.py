@@ -2,14 +2,16 @@
 
 The public API; each capability is a subpackage: keys, triggers (trigger-set watermarks),
 weights (weight-space watermarks and fingerprints), verification, scan (bulk verification),
-ownership (identity, commitments, registration, evidence), protect (encrypted, signed and
+ownership (identity, commitments, registration, evidence), attacks (removal attacks) and
+evaluation (robustness tables, false-positive calibration), protect (encrypted, signed and
 stamped files), files (file formats; `load_model` and `load_state_dict` read model files as
 they leak), ops (the compiled ops), cli.
 """
 
 from ._version import __version__  # noqa: I001  (the extension must load before the ops)
 from ._extension import build_info
-from . import ops, protect
+from . import attacks, ops, protect
+from .evaluation import RobustnessReport, evaluate
 from .files.checkpoint import load_state_dict
 from .files.model import load_model
 from .keys import TriggerKey, WeightKey, load_key
@@ -27,4 +29,4 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
            "check_registration", "evidence", "check_evidence", "evidence_html", "scan",
-           "load_model", "load_state_dict"]
+           "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport"]

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import demo, protect, scan
+from . import evaluate  # the `evaluate` verb
 
 
 def _info(_args) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_info)
     scan.add_parser(sub)
     protect.add_parsers(sub)
+    evaluate.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,19 @@
+"""Removal attacks a thief would use on a watermarked model; each returns a new model and
+never changes its input (what it did is in the result's `attack_info`).
+
+Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
+weight_noise, distill, overwrite. Query-side (a model behind an API): jpeg, blur.
+Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
+"""
+
+from ._data import last_conv, last_linear
+from .distill import distill
+from .fine_tune import MODES, fine_tune
+from .noise import weight_noise
+from .overwrite import overwrite
+from .prune import fine_prune, prune
+from .quantize import cast, quantize
+from .query import blur, jpeg
+
+__all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
+           "distill", "overwrite", "jpeg", "blur", "last_linear", "last_conv"]

@@ -1,0 +1,163 @@
+"""What every attack shares: the attacker's data in any common form, a private copy of the
+model, and the layers that the literature's attacks name ("the last layer", "the last conv")."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+
+class Batches:
+    """Re-iterable (x, y) batches from a DataLoader, a Dataset or an (x, y) tensor pair.
+
+    x must already be what the model takes (normalized float tensors); a DataLoader is
+    used as it is, a Dataset or a tensor pair is batched with a seeded shuffle.
+    """
+
+    def __init__(self, data, batch_size: int = 128, seed: int = 0, shuffle: bool = True,
+                 name: str = "data"):
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.seed, self.name = int(seed), name
+        if isinstance(data, DataLoader):
+            self.loader = data
+            self.size = _length(data.dataset)
+        elif isinstance(data, Dataset):
+            self.loader = self._loader(data, batch_size, shuffle)
+            self.size = _length(data)
+        elif isinstance(data, (tuple, list)) and len(data) == 2 \
+                and all(isinstance(t, torch.Tensor) for t in data):
+            x, y = data
+            if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+                raise ValueError(f"{name} as (x, y) needs x of shape (N, ...) and labels y of "
+                                 f"shape (N,), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+            if not x.is_floating_point():
+                raise ValueError(f"{name} x must be float tensors as the model takes them "
+                                 f"(normalized), got dtype {x.dtype}")
+            self.loader = self._loader(TensorDataset(x, y), batch_size, shuffle)
+            self.size = len(x)
+        else:
+            raise TypeError(f"{name} must be a torch DataLoader, a Dataset or an (x, y) pair of "
+                            f"tensors, got {type(data).__name__}")
+        if self.size == 0:
+            raise ValueError(f"{name} is empty: it needs at least one sample")
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        self._generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                          generator=self._generator)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError(f"{self.name} must yield (x, y) batches, got "
+                                 f"{type(batch).__name__}")
+            yield batch[0], batch[1]
+
+    def describe(self) -> str:
+        return f"{self.size} samples" if self.size is not None else "a DataLoader"
+
+
+def _length(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an IterableDataset
+        return None
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy that shares no tensor with `model`: attacks never change their input."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return copy.deepcopy(model)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def last_linear(model: nn.Module, name: str | None = None) -> tuple[str, nn.Module]:
+    """The classifier head: the module called `name`, or the last nn.Linear registered
+    (for Sequential models and torchvision's classifiers, the final one applied)."""
+    if name is not None:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"last_layer={name!r} is not a submodule of the model; its modules "
+                             f"are {[n for n, _ in model.named_modules() if n][:20]}") from None
+        if not isinstance(module, (nn.Linear, nn.Conv2d)) or \
+                not hasattr(module, "reset_parameters"):
+            raise ValueError(f"last_layer={name!r} is a {type(module).__name__}; it must be an "
+                             "nn.Linear (or a 1x1 nn.Conv2d head)")
+        return name, module
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError("the model has no nn.Linear layer: name its last layer with "
+                         "last_layer='...'")
+    return found[-1]
+
+
+def last_conv(model: nn.Module, name: str | None = None) -> tuple[str, nn.Conv2d]:
+    """The last nn.Conv2d registered, or the one called `name` (fine-pruning's layer)."""
+    if name is not None:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"layer={name!r} is not a submodule of the model") from None
+        if not isinstance(module, nn.Conv2d):
+            raise ValueError(f"layer={name!r} is a {type(module).__name__}, not an nn.Conv2d")
+        return name, module
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not found:
+        raise ValueError("the model has no nn.Conv2d layer to fine-prune: name one with layer=")
+    return found[-1]
+
+
+def weight_tensors(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weights that magnitude pruning and quantization act on: floating parameters
+    with at least 2 dimensions (conv kernels, linear matrices), not biases or norms."""
+    return [(n, p) for n, p in model.named_parameters() if p.is_floating_point() and p.dim() >= 2]
+
+
+def check_positive(name: str, value, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+        what = "an int >= 1" if integer else "a number > 0"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def check_fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
+
+
+def train_epochs(model: nn.Module, data: Batches, epochs: int, optimizer, loss_fn,
+                 after_step=None) -> None:
+    """The attacker's plain training loop: `loss_fn(model, x, y)` per batch."""
+    device = device_of(model)
+    model.train()
+    for _ in range(epochs):
+        for x, y in data:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, x.to(device), y.to(device))
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+    model.eval()
+
+
+def info(model: nn.Module, **figures) -> nn.Module:
+    """Attaches what the attack did (e.g. the exact pruned fraction) as `model.attack_info`."""
+    model.attack_info = figures
+    return model
+

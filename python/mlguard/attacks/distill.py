@@ -1,0 +1,69 @@
+"""Knowledge distillation (Hinton et al. 2015) into a fresh student from the teacher's soft
+labels only: the attack that carries the function over but not the weights, so it removes
+weight-space watermarks and tests whether trigger behaviour is learned from outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._data import Batches, check_positive, device_of, info, private_copy, train_epochs
+
+
+def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = None,
+            epochs: int = 2, temperature: float = 4.0, lr: float = 1e-3,
+            batch_size: int = 128, seed: int = 0) -> nn.Module:
+    """A new student trained to match the teacher's temperature-softened outputs on the
+    attacker's inputs (their labels are not used): loss T^2 KL(teacher_T || student_T).
+
+    `student`: a zero-argument factory; by default the teacher's architecture, every layer
+    re-initialized with its reset_parameters() under `seed` (no tensor is shared).
+    """
+    check_positive("epochs", epochs, integer=True)
+    check_positive("temperature", temperature)
+    check_positive("lr", lr)
+    batches = Batches(data, batch_size, seed)
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if student is None:
+            pupil = private_copy(model)
+            reset = [m for m in pupil.modules() if hasattr(m, "reset_parameters")]
+            for m in reset:
+                m.reset_parameters()
+            if any(p.is_floating_point() and p.numel() > 0 and not _covered(pupil, reset, p)
+                   for p in pupil.parameters()):
+                raise ValueError("the teacher has parameters that no reset_parameters() "
+                                 "re-initializes; give student= a factory")
+        else:
+            if not callable(student):
+                raise TypeError(f"student must be a zero-argument factory, got "
+                                f"{type(student).__name__}")
+            pupil = student()
+            if not isinstance(pupil, nn.Module):
+                raise TypeError(f"student() must return an nn.Module, got {type(pupil).__name__}")
+    pupil.to(device)
+    teacher_mode = model.training
+    model.eval()
+    t = float(temperature)
+
+    def loss(m, x, _y):
+        with torch.no_grad():
+            soft = F.log_softmax(model(x) / t, dim=1)
+        return F.kl_div(F.log_softmax(m(x) / t, dim=1), soft, log_target=True,
+                        reduction="batchmean") * t * t
+
+    try:
+        train_epochs(pupil, batches, epochs, torch.optim.Adam(pupil.parameters(), lr=lr), loss)
+    finally:
+        model.train(teacher_mode)
+    return info(pupil, epochs=epochs, temperature=t, lr=lr, attacker_samples=batches.size,
+                student="teacher's architecture, re-initialized" if student is None
+                else getattr(student, "__name__", repr(student)))
+
+
+def _covered(model: nn.Module, reset: list[nn.Module], param: torch.Tensor) -> bool:
+    return any(param is p for m in reset for p in m.parameters(recurse=False))

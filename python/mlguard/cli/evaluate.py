@@ -1,0 +1,195 @@
+"""`mlguard evaluate`: attack a watermarked model file and tabulate what survives.
+
+    mlguard evaluate model.pt --arch mlguard.cli.demo:small_cnn --keys owner.key \\
+        --attacks "ftal,prune:0.5,quantize:4,distill" --out report.md --plot frontier.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
+(prune:0.5 amount, quantize:4 bits, cast:bf16, noise:0.5 sigma, jpeg:50 quality, blur:1.0
+sigma, ftal:3 / distill:5 epochs), further ':k=v' other ones (fine_prune:0.5:epochs=2).
+Names: ftll ftal rtll rtal fine_tune prune fine_prune quantize cast weight_noise (noise)
+distill overwrite jpeg blur. overwrite embeds a fresh attacker key of its own.
+
+data: 'fashion-mnist' (the installed data set), or a folder with train/ and test/ in
+ImageFolder layout (train/<class>/*.jpg), read at the key's shape. The attacker gets a fixed
+third of the training set (--attacker-fraction), as the Watermark-Robustness-Toolbox does.
+
+exit status: 0 report written, 2 bad arguments or unusable inputs."""
+
+OUT_SUFFIXES = (".md", ".csv", ".json")
+
+
+def add_parser(subparsers) -> None:
+    """Adds the `evaluate` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "evaluate", help="run removal attacks on a watermarked model; table of what survives",
+        description="Run removal attacks on a watermarked model and verify every key on "
+                    "each attacked model (never by swapping parts of the original back in).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="state_dict file (torch.save or safetensors; "
+                   "loaded with weights_only, never unpickling code)")
+    p.add_argument("--arch", required=True, metavar="MODULE:FACTORY",
+                   help="builds the network, e.g. mlguard.cli.demo:small_cnn")
+    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
+    p.add_argument("--attacks", required=True, metavar="LIST",
+                   help='e.g. "ftal,prune:0.5,distill" (see below)')
+    p.add_argument("--data", default="fashion-mnist", metavar="DATA",
+                   help="fashion-mnist (default) or an ImageFolder root with train/ and test/")
+    p.add_argument("--attacker-fraction", type=float, default=1 / 3, metavar="F",
+                   help="the attacker's share of the training set (default 1/3)")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N",
+                   help="use only the first N training images (before the attacker's share)")
+    p.add_argument("--test-limit", type=int, default=None, metavar="N",
+                   help="measure accuracy on the first N test images")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="write the table: report.md, report.csv or report.json (repeatable)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="write the accuracy vs -log10 p frontier (png, svg or pdf)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
+    p.add_argument("--seed", type=int, default=0, help="the attacker's split and shuffles")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show a progress bar (default: only on a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Runs a parsed `evaluate` command; returns the exit status (see EPILOG)."""
+    from ..evaluation import evaluate, parse_cli
+    from ..files.state_dict import load_state_dict_file
+    from ..keys import TriggerKey, load_key
+    from ..scan.checkers import resolve_arch
+
+    for target in args.out:
+        if not target.lower().endswith(OUT_SUFFIXES):
+            return _usage(f"--out must end in .md, .csv or .json, got '{target}'")
+    if args.plot is not None and not args.plot.lower().endswith((".png", ".svg", ".pdf")):
+        return _usage(f"--plot must end in .png, .svg or .pdf, got '{args.plot}'")
+    if not 0 < args.attacker_fraction <= 1:
+        return _usage(f"--attacker-fraction must be in (0, 1], got {args.attacker_fraction}")
+    for name in ("train_limit", "test_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return _usage(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not 0 < args.alpha < 1:
+        return _usage(f"--alpha must be in (0, 1), got {args.alpha}")
+    try:
+        specs = parse_cli(args.attacks)
+        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+        keys = [load_key(k) for k in args.keys]
+        factory = resolve_arch(args.arch, kwargs)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = factory()
+        state = load_state_dict_file(args.model, map_location="cpu")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{args.model} does not fit --arch {args.arch}: "
+                             f"{str(e).splitlines()[0]}") from None
+        model.to(device)
+        triggers = [k for k in keys if isinstance(k, TriggerKey)]
+        shape = triggers[0].shape if triggers else None
+        attacker, test, described = _data(args, triggers, shape)
+    except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
+        return _usage(str(e))
+    try:
+        report = evaluate(model, keys, specs, attacker, test, alpha=args.alpha,
+                          attacker=described, progress=args.progress, seed=args.seed)
+    except (ValueError, TypeError) as e:  # e.g. an attack parameter out of range
+        return _usage(str(e))
+    for target in args.out:
+        suffix = Path(target).suffix.lower()
+        {".md": report.to_markdown, ".csv": report.to_csv, ".json": report.to_json}[suffix](
+            target)
+    if args.plot:
+        report.plot(args.plot)
+    if not args.out:
+        print(report.to_markdown())
+    return 0
+
+
+def _data(args, triggers, shape):
+    """(attacker data, test data, description) as the model takes them."""
+    from torch.utils.data import Subset
+
+    from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
+
+    norms = {(k.mean, k.std) for k in triggers}
+    if len(norms) > 1:
+        raise ValueError("the trigger keys use different normalizations; evaluate them "
+                         "separately")
+    mean, std = next(iter(norms)) if norms else (None, None)
+    if args.data == "fashion-mnist":
+        if shape not in (None, (1, 28, 28)):
+            raise ValueError(f"--data fashion-mnist is (1, 28, 28) images; the keys are {shape}")
+        if mean is None and not triggers:
+            mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
+        (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
+        x, y = x[:args.train_limit], y[:args.train_limit]
+        tx, ty = tx[:args.test_limit], ty[:args.test_limit]
+        pick = _share(len(x), args.attacker_fraction, args.seed)
+        attacker = (_normalize(x[pick], mean, std), y[pick])
+        test = (_normalize(tx, mean, std), ty)
+        total = len(x)
+    else:
+        root = Path(args.data)
+        if not (root / "train").is_dir() or not (root / "test").is_dir():
+            raise ValueError(f"--data must be 'fashion-mnist' or a folder with train/ and "
+                             f"test/ subfolders, got '{args.data}'")
+        if shape is None:
+            raise ValueError("--data FOLDER needs a trigger key to tell the image shape")
+        train_set, test_set = (_image_folder(root / s, shape, mean, std) for s in ("train", "test"))
+        if args.train_limit:
+            train_set = Subset(train_set, range(min(args.train_limit, len(train_set))))
+        if args.test_limit:
+            test_set = Subset(test_set, range(min(args.test_limit, len(test_set))))
+        pick = _share(len(train_set), args.attacker_fraction, args.seed)
+        attacker, test, total = Subset(train_set, pick.tolist()), test_set, len(train_set)
+    described = (f"{len(pick)} of {total} training images of {args.data} "
+                 f"(fraction {args.attacker_fraction:.3g}, seed {args.seed}), with labels")
+    return attacker, test, described
+
+
+def _share(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """A fixed random `fraction` of n indices: the attacker's data."""
+    count = max(1, round(n * fraction))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    x = images.float() / 255.0
+    if mean is None:
+        return x
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def _image_folder(path: Path, shape, mean, std):
+    from torchvision import datasets, transforms
+
+    steps = [transforms.Resize(shape[1:])]
+    if shape[0] == 1:
+        steps.append(transforms.Grayscale(1))
+    steps.append(transforms.ToTensor())
+    if mean is not None:
+        steps.append(transforms.Normalize(mean, std))
+    return datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
+
+
+def _usage(message: str) -> int:
+    print(f"mlguard evaluate: error: {message}", file=sys.stderr)
+    return 2

@@ -1,0 +1,165 @@
+"""evaluate(): run attacks on a watermarked model and score each attacked model itself."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..attacks._data import Batches, device_of
+from ..keys import TriggerKey, WeightKey
+from ..verification import verify
+from .registry import QUERY_SIDE, Run, expand
+from .report import RobustnessReport, Row
+
+
+def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None, *,
+             alpha: float = 1e-6, attacker: str | None = None, progress: bool | None = None,
+             seed: int = 0) -> RobustnessReport:
+    """Runs every attack on `model` and verifies every key on each attacked model.
+
+    `keys`: a key, a list of keys, or a {name: key} mapping. `attacks`: names ("ftal",
+    "prune", ...), (name, params) pairs, callables model -> model, or (callable, params);
+    a list value in params is a sweep (`("prune", {"amount": [0.1, 0.5, 0.9]})`).
+    `attacker_data` is what data-using attacks train on (None if no attack uses data);
+    `test_data` gives the accuracy; both are a DataLoader, a Dataset or an (x, y) pair as
+    the model takes them.
+    `attacker` describes the attacker's data in the report (default: its size).
+
+    Query-side attacks (jpeg, blur) get the trigger keys' mean/std unless given; overwrite
+    without a `key` gets a fresh attacker key (abstract triggers shaped like the first
+    trigger key, or a weight key on the first weight key's targets). The first rows are the
+    unattacked model's. Attacks never change `model`; it is left in eval mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    named = _named_keys(keys)
+    if isinstance(attacks, (str, tuple)) or callable(attacks):
+        attacks = [attacks]
+    runs = [r for i, spec in enumerate(attacks) for r in expand(spec, i)]
+    test_batches = Batches(test_data, batch_size=512, shuffle=False, name="test_data")
+    users = [r.name for r in runs if r.needs_data]
+    if attacker_data is None:
+        if users:
+            raise ValueError(f"attacker_data is None, but attacks {users} train on the "
+                             "attacker's data: give a DataLoader, a Dataset or an (x, y) pair")
+        described = "no data (no attack here uses any)"
+    else:
+        described = f"{Batches(attacker_data, seed=seed, name='attacker_data').describe()}"
+    for run in runs:
+        _complete(run, named, attacker_data)
+    model.eval()
+    base_accuracy = accuracy(model, test_batches)
+    rows = _score(model, named, "none", "", base_accuracy, base_accuracy, 0.0, {}, alpha)
+    # progress None: a bar only on a terminal (tqdm's disable=None)
+    bar = tqdm(runs, desc="attacks", unit="attack",
+               disable=None if progress is None else not progress)
+    for run in bar:
+        bar.set_postfix_str(f"{run.name} {run.label}"[:60])
+        start = time.perf_counter()
+        attacked = run.fn(model, **run.params)
+        seconds = time.perf_counter() - start
+        if not isinstance(attacked, nn.Module):
+            raise TypeError(f"attack {run.name} returned {type(attacked).__name__}, not a model")
+        if attacked is model:
+            raise ValueError(f"attack {run.name} returned its input: attacks must return a "
+                             "new model")
+        attacked.eval()
+        acc = accuracy(attacked, test_batches)
+        rows += _score(attacked, named, run.name, run.label, acc, base_accuracy, seconds,
+                       getattr(attacked, "attack_info", {}), alpha)
+    return RobustnessReport(rows=rows, alpha=alpha, base_accuracy=base_accuracy,
+                            attacker=attacker or described,
+                            test=test_batches.describe())
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, batches: Batches) -> float:
+    device = device_of(model)
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
+        total += len(y)
+    return correct / total
+
+
+def _named_keys(keys) -> dict[str, TriggerKey | WeightKey]:
+    if isinstance(keys, (TriggerKey, WeightKey)):
+        keys = [keys]
+    if isinstance(keys, Mapping):
+        named = dict(keys)
+    elif isinstance(keys, (list, tuple)):
+        named = {}
+        for k in keys:
+            base = k.kind if isinstance(k, TriggerKey) else "weight"
+            name, n = base, 1
+            while name in named:
+                n += 1
+                name = f"{base}#{n}"
+            named[name] = k
+    else:
+        raise TypeError(f"keys must be a key, a list of keys or a {{name: key}} dict, got "
+                        f"{type(keys).__name__}")
+    if not named:
+        raise ValueError("keys is empty: give at least one TriggerKey or WeightKey")
+    for name, k in named.items():
+        if not isinstance(k, (TriggerKey, WeightKey)):
+            raise TypeError(f"keys[{name!r}] must be a TriggerKey or WeightKey, got "
+                            f"{type(k).__name__}")
+    return named
+
+
+def _complete(run: Run, keys: dict, attacker_data) -> None:
+    """Fills in what a run takes from the evaluation: data, normalization, attacker key."""
+    if run.needs_data:
+        run.params.setdefault("data", attacker_data)
+    if run.name in QUERY_SIDE and "mean" not in run.params and "std" not in run.params:
+        norms = {(k.mean, k.std) for k in keys.values() if isinstance(k, TriggerKey)}
+        if len(norms) > 1:
+            raise ValueError(f"{run.name}: the trigger keys use different normalizations "
+                             f"{sorted(norms, key=str)}; give mean= and std= in its params")
+        if norms:
+            run.params["mean"], run.params["std"] = next(iter(norms))
+    if run.name == "overwrite" and "key" not in run.params:
+        run.params["key"] = attacker_key(keys)
+
+
+def attacker_key(keys: dict) -> TriggerKey | WeightKey:
+    """A fresh key for the thief: abstract triggers like the first trigger key's, else a
+    weight key on the first weight key's targets."""
+    for k in keys.values():
+        if isinstance(k, TriggerKey):
+            return TriggerKey.generate(num_classes=k.num_classes, size=k.size, shape=k.shape,
+                                       kind="abstract", mean=k.mean, std=k.std)
+    first = next(iter(keys.values()))
+    return WeightKey.generate(bits=first.bits, targets=first.targets, reduce=first.reduce)
+
+
+def _score(model, keys, attack, params, acc, base, seconds, info, alpha) -> list[Row]:
+    rows = []
+    for name, key in keys.items():
+        v = verify(model, key, alpha=alpha)
+        rows.append(Row(attack=attack, params=params, key=name,
+                        scheme="weight" if isinstance(key, WeightKey) else "trigger-set",
+                        accuracy=acc, accuracy_change=acc - base, matches=v.matches,
+                        total=v.total, p_value=v.p_value,
+                        log10_p=v.log_p_value / math.log(10), detected=v.detected,
+                        seconds=seconds, info=_plain(info)))
+    return rows
+
+
+def _plain(info: dict) -> dict:
+    """attack_info as JSON-safe values (lists of channels, numbers, strings)."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)):
+            out[k] = [x if isinstance(x, (bool, int, float, str)) else str(x) for x in v]
+        else:
+            out[k] = str(v)
+    return out
