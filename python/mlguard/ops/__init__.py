@@ -1,9 +1,10 @@
 """Typed wrappers of the compiled ops in torch.ops.mlguard, one module per op."""
 
 from .abstract_triggers import abstract_triggers
-from .keyed_projection import keyed_projection, keyed_projection_batched
+from .keyed_projection import (keyed_projection, keyed_projection_batched, keyed_projection_sums,
+                               read_bits)
 from .keyed_words import keyed_words
 from .mix_triggers import mix_triggers
 
-__all__ = ["abstract_triggers", "keyed_projection", "keyed_projection_batched", "keyed_words",
-           "mix_triggers"]
+__all__ = ["abstract_triggers", "keyed_projection", "keyed_projection_batched",
+           "keyed_projection_sums", "keyed_words", "mix_triggers", "read_bits"]

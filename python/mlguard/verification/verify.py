@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from ..keys import TriggerKey, WeightKey
-from ..ops import keyed_projection_batched
+from ..ops.keyed_projection import read_bits
 from .verdict import Verdict, make_verdict, state_dict_sha256
 
 
@@ -92,7 +92,8 @@ def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor], key: Wei
 def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor],
                         keys: list[WeightKey], alpha: float = 1e-6) -> list[Verdict]:
     """verify_weights for many keys at once: keys that share targets, reduction and length
-    are read with one batched projection, and the model is hashed once."""
+    are read with one batched projection, and the model is hashed once. Each key's bits are
+    read by the definition it names (WeightKey.projection), the same on every device."""
     if not isinstance(model, (torch.nn.Module, Mapping)):
         raise TypeError(f"model must be a torch.nn.Module or a state_dict, got {type(model).__name__}")
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
@@ -101,12 +102,12 @@ def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor],
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
             raise TypeError(f"keys[{i}] must be a WeightKey, got {type(key).__name__}")
-        groups.setdefault((key.targets, key.reduce, key.bits), []).append(i)
+        groups.setdefault((key.targets, key.reduce, key.bits, key.projection), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(keys)
-    for (targets, reduce, bits), members in groups.items():
+    for (targets, reduce, bits, projection), members in groups.items():
         w = keys[members[0]].gather(model).detach()
         seeds = torch.tensor([keys[i].seed for i in members], device=w.device)
-        read = keyed_projection_batched(w.reshape(1, -1), seeds, bits)[0] > 0
+        read = read_bits(w.reshape(1, -1), seeds, bits, projection)[0]
         for row, i in zip(read, members):
             matches = int((row.long() == keys[i].message_tensor(w.device)).sum())
             verdicts[i] = make_verdict(

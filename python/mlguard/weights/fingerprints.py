@@ -34,7 +34,9 @@ class Fingerprints:
 
     Keyword arguments are passed to WeightKey.generate or TriggerKey.generate for every
     customer. Keys are reproducible: the same master secret and customer id always give
-    the same key (and the same commitment).
+    the same key (and the same commitment). Weight keys therefore default to projection 1,
+    the read of registries made before projection 2; pass projection=2 for a new registry
+    (exact reads, the same on every device; docs/projection.md).
     """
 
     def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):
@@ -45,6 +47,8 @@ class Fingerprints:
                              f"got {len(master_secret)}")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+        if scheme == "weight":
+            key_args.setdefault("projection", 1)
         self._master, self.scheme, self.key_args = bytes(master_secret), scheme, key_args
 
     def key_for(self, customer_id: str) -> WeightKey | TriggerKey:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..keys import WeightKey
 from ..ops import keyed_projection
-from ..ops.keyed_projection import _acc_dtype
+from ..ops.keyed_projection import _acc_dtype, keyed_projection_batched, read_bits
 
 
 def _rms(w: torch.Tensor) -> torch.Tensor:
@@ -37,9 +37,10 @@ class WeightWatermark:
             self._targets[device] = self.key.message_tensor(device).float()
         return self._targets[device]
 
+    @torch.no_grad()
     def projections(self, model) -> torch.Tensor:
-        w = self.key.gather(model)
-        return keyed_projection(w, self.key.seed, self.key.bits)
+        """R w as a verdict reads it (the key's projection definition; float64 for 2)."""
+        return _read_projection(self.key.gather(model), self.key)
 
     def loss(self, model) -> torch.Tensor:
         w = self.key.gather(model)
@@ -49,8 +50,10 @@ class WeightWatermark:
 
     @torch.no_grad()
     def extract(self, model) -> torch.Tensor:
-        """The bits the model carries: 1 where the projection is positive."""
-        return (self.projections(model) > 0).long()
+        """The bits the model carries, as verify reads them: 1 where the projection is positive."""
+        w = self.key.gather(model)
+        seeds = torch.tensor([self.key.seed], device=w.device)
+        return read_bits(w.reshape(1, -1), seeds, self.key.bits, self.key.projection)[0, 0].long()
 
 
 @dataclass
@@ -93,7 +96,7 @@ def embed_weights(model: torch.nn.Module, key: WeightKey, strength: float = 1.0,
     originals = [params[n].detach().clone() for n in _param_names(model, key)]
     acc = _acc_dtype(w)
     signs = key.message_tensor(w.device).to(acc) * 2 - 1
-    y = keyed_projection(w, key.seed, key.bits)
+    y = _read_projection(w, key).to(acc)
     errors_before = int(((y > 0).long() != key.message_tensor(w.device)).sum())
     back = torch.ops.mlguard._keyed_projection_backward
     direction = back(signs, key.seed, w.numel())
@@ -121,6 +124,11 @@ def embed_weights(model: torch.nn.Module, key: WeightKey, strength: float = 1.0,
         bit_errors_before=errors_before, bit_errors_after=errors_after,
         min_margin=float((signs * y_after).min() / _rms(w)),
         accuracy_before=before, accuracy_after=evaluate(model) if evaluate is not None else None)
+
+
+def _read_projection(w: torch.Tensor, key: WeightKey) -> torch.Tensor:
+    seeds = torch.tensor([key.seed], device=w.device)
+    return keyed_projection_batched(w.detach().reshape(1, -1), seeds, key.bits, key.projection)[0, 0]
 
 
 def _param_names(model: torch.nn.Module, key: WeightKey) -> list[str]:
