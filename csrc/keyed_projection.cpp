@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -79,50 +81,77 @@ constexpr int64_t kRowBlock = 64;    // rows whose signs are drawn together
 constexpr int64_t kTileChunks = 8;   // chunks per tile for one model (128 KiB of int tables)
 
 // The signs of rows t0 .. t0 + rows - 1 over chunk c, row r's 4 words at out + r * stride:
-// eight Philox blocks side by side (csrc/philox.h's rounds), which the compiler vectorizes.
-__attribute__((target_clones("avx2", "default")))
-void draw_signs(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
-                int64_t stride) {
-  constexpr int L = 8;
-  for (int64_t r0 = 0; r0 < rows; r0 += L) {
-    uint32_t x0[L], x1[L], x2[L], x3[L];
-    for (int i = 0; i < L; ++i) {
-      x0[i] = lo32(c);
-      x1[i] = hi32(c);
-      x2[i] = static_cast<uint32_t>(t0 + r0 + i);
-      x3[i] = kProjStream;
-    }
+// csrc/philox.h's rounds for eight rows side by side, in AVX2 registers where the CPU has
+// them (Philox is most of the cost otherwise).
+void draw_signs_scalar(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                       int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const Words4 w = projection_signs(seed, t0 + r, c);
+    for (int q = 0; q < 4; ++q) out[r * stride + q] = w.v[q];
+  }
+}
+
+__attribute__((target("avx2")))
+inline void mulhilo8(__m256i x, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(x, m);                         // lanes 0, 2, 4, 6
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m);   // lanes 1, 3, 5, 7
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+__attribute__((target("avx2")))
+void draw_signs_avx2(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                     int64_t stride) {
+  const __m256i m0 = _mm256_set1_epi64x(philox_detail::kMul0);
+  const __m256i m1 = _mm256_set1_epi64x(philox_detail::kMul1);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+    __m256i x0 = _mm256_set1_epi32(static_cast<int>(lo32(c)));
+    __m256i x1 = _mm256_set1_epi32(static_cast<int>(hi32(c)));
+    __m256i x2 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(t0 + r0)), lanes);
+    __m256i x3 = _mm256_set1_epi32(static_cast<int>(kProjStream));
     uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
     for (int round = 0; round < 10; ++round) {
       if (round > 0) {
         k0 += philox_detail::kWeyl0;
         k1 += philox_detail::kWeyl1;
       }
-      for (int i = 0; i < L; ++i) {
-        const uint64_t p0 = static_cast<uint64_t>(philox_detail::kMul0) * x0[i];
-        const uint64_t p1 = static_cast<uint64_t>(philox_detail::kMul1) * x2[i];
-        const uint32_t y0 = static_cast<uint32_t>(p1 >> 32) ^ x1[i] ^ k0;
-        const uint32_t y2 = static_cast<uint32_t>(p0 >> 32) ^ x3[i] ^ k1;
-        x1[i] = static_cast<uint32_t>(p1);
-        x3[i] = static_cast<uint32_t>(p0);
-        x0[i] = y0;
-        x2[i] = y2;
-      }
+      __m256i hi0, lo0, hi1, lo1;
+      mulhilo8(x0, m0, hi0, lo0);
+      mulhilo8(x2, m1, hi1, lo1);
+      x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32(static_cast<int>(k0)));
+      x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32(static_cast<int>(k1)));
+      x1 = lo1;
+      x3 = lo0;
     }
-    const int64_t n = std::min<int64_t>(L, rows - r0);
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t* o = out + (r0 + i) * stride;
-      o[0] = x0[i];
-      o[1] = x1[i];
-      o[2] = x2[i];
-      o[3] = x3[i];
-    }
+    alignas(32) uint32_t v[4][8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[0]), x0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[1]), x1);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[2]), x2);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[3]), x3);
+    const int64_t n = std::min<int64_t>(8, rows - r0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int q = 0; q < 4; ++q) out[(r0 + i) * stride + q] = v[q][i];
+  }
+}
+
+const bool kHasAvx2 = [] {
+  __builtin_cpu_init();  // may run before libgcc's own constructor
+  return __builtin_cpu_supports("avx2") != 0;
+}();
+
+inline void draw_signs(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                       int64_t stride) {
+  if (kHasAvx2) {
+    draw_signs_avx2(seed, t0, rows, c, out, stride);
+  } else {
+    draw_signs_scalar(seed, t0, rows, c, out, stride);
   }
 }
 
 // The 16 tables of one chunk: tab[g][b] = sum over j < 8 of (bit j of b ? -v : +v)[8 g + j].
 template <typename V>
-void build_tables(const V* v, V* tab) {
+inline void build_tables_impl(const V* v, V* tab) {
   for (int64_t g = 0; g < kTablesPerChunk; ++g) {
     const V* x = v + 8 * g;
     V lo[16], hi[16];
@@ -140,6 +169,17 @@ void build_tables(const V* v, V* tab) {
       for (int l = 0; l < 16; ++l) t[16 * h + l] = hi[h] + lo[l];
   }
 }
+
+// Compiled for AVX2 too (picked at run time): the 256-entry rows are plain vector adds.
+__attribute__((target_clones("avx2", "default")))
+void build_tables_i32(const int32_t* v, int32_t* tab) { build_tables_impl(v, tab); }
+__attribute__((target_clones("avx2", "default")))
+void build_tables_f32(const float* v, float* tab) { build_tables_impl(v, tab); }
+__attribute__((target_clones("avx2", "default")))
+void build_tables_f64(const double* v, double* tab) { build_tables_impl(v, tab); }
+inline void build_tables(const int32_t* v, int32_t* tab) { build_tables_i32(v, tab); }
+inline void build_tables(const float* v, float* tab) { build_tables_f32(v, tab); }
+inline void build_tables(const double* v, double* tab) { build_tables_f64(v, tab); }
 
 // One row's signed sum over one chunk: 16 lookups.
 template <typename V>

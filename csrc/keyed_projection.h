@@ -57,9 +57,14 @@ MLGUARD_HD double projection_factor(int64_t shift) {
   return -shift <= 1023 ? ::ldexp(1.0, static_cast<int>(-shift)) : 0.0;
 }
 
+// Rounding: |scaled| <= 2^16, so adding 1.5 * 2^52 (where the spacing of doubles is 1) rounds
+// it to an integer, ties to even, exactly as rint in the default rounding mode; subtracting
+// is exact. Plain IEEE double additions: no libm call, the same on every device.
 MLGUARD_HD int32_t projection_quantize(double x, int64_t shift, double factor) {
+  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
   const double scaled = factor != 0.0 ? x * factor : ::ldexp(x, static_cast<int>(-shift));
-  return static_cast<int32_t>(::rint(scaled));
+  // (no -ffast-math anywhere: compilers may not reassociate this away)
+  return static_cast<int32_t>((scaled + kRound) - kRound);
 }
 
 // Shared by the CPU and CUDA kernels.
