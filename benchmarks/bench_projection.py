@@ -61,8 +61,11 @@ class Memory:
         return self._rss("VmHWM") - self.base
 
 
+CPU_MS: list[float] = []  # process CPU time of the last `timed` call (CPU only), median
+
+
 def timed(fn, device, reps: int) -> float:
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -72,9 +75,11 @@ def timed(fn, device, reps: int) -> float:
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times.append((time.perf_counter() - t) * 1e3)
+            cpu.append((time.process_time() - c) * 1e3)
+    CPU_MS[:] = [statistics.median(cpu)] if cpu else []
     return statistics.median(times)
 
 
@@ -110,6 +115,7 @@ def case(numel: int, bits: int, device, reps: int, max_x_gb: float) -> dict:
         fn()
         mem.start()
         row[f"{name}_ms"] = timed(fn, device, reps)
+        row[f"{name}_cpu_ms"] = CPU_MS[0] if CPU_MS else None  # all threads together
         row[f"{name}_extra_MB"] = mem.peak() / 2**20
 
     if bits * numel * 4 / 2**30 <= max_x_gb:
@@ -127,10 +133,12 @@ def case(numel: int, bits: int, device, reps: int, max_x_gb: float) -> dict:
         for name, fn in (("read", plain_read), ("train", plain_train)):
             fn()
             row[f"plain_{name}_ms"] = timed(fn, device, reps)
+            row[f"plain_{name}_cpu_ms"] = CPU_MS[0] if CPU_MS else None
         row["plain_extra_MB"] = mem.peak() / 2**20
         del x
     else:
         row["plain_read_ms"] = row["plain_train_ms"] = row["plain_extra_MB"] = None
+        row["plain_read_cpu_ms"] = row["plain_train_cpu_ms"] = None
     return row
 
 
@@ -168,6 +176,12 @@ def main(argv=None) -> int:
               f"{r['plain_read_ms'] / r['read_ms']:>7.2f}x {r['train_ms']:>9.2f} "
               f"{r['plain_train_ms']:>9.2f} {r['plain_train_ms'] / r['train_ms']:>7.2f}x "
               f"{max(r['read_extra_MB'], r['train_extra_MB']):>9.1f} {r['plain_extra_MB']:>9.1f}")
+    if not cuda:  # on a shared machine wall time includes waiting for a core
+        print("CPU time (ms, all threads): " + "; ".join(
+            f"M={r['M']} T={r['T']}: read {r['read_cpu_ms']:.0f} (plain "
+            f"{r['plain_read_cpu_ms'] or float('nan'):.0f}), train {r['train_cpu_ms']:.0f} "
+            f"(plain {r['plain_train_cpu_ms'] or float('nan'):.0f})" for r in rows))
+        print(f"load average at the end: {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=2)

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace mlguard {
@@ -75,8 +76,7 @@ at::Tensor projection_shifts(const at::Tensor& w2d) {
 
 namespace {
 
-constexpr int64_t kTablesPerChunk = kProjChunk / 8;  // one table per 8 columns
-constexpr int64_t kTable = 256;
+constexpr int64_t kByteTablesFrom = 224;  // rows (K T) from which 8-column tables pay off
 constexpr int64_t kRowBlock = 64;    // rows whose signs are drawn together
 constexpr int64_t kTileChunks = 8;   // chunks per tile for one model (128 KiB of int tables)
 
@@ -149,11 +149,21 @@ inline void draw_signs(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint3
   }
 }
 
-// The 16 tables of one chunk: tab[g][b] = sum over j < 8 of (bit j of b ? -v : +v)[8 g + j].
-template <typename V>
+// The tables of one chunk for groups of G columns (G = 4 or 8): 128 / G tables of 2^G
+// entries, tab[g][b] = sum over j < G of (bit j of b ? -v : +v)[G g + j]. Bytes halve the
+// lookups; nibbles cost 8x less to build, which wins when few rows share the tables.
+template <int G, typename V>
 inline void build_tables_impl(const V* v, V* tab) {
-  for (int64_t g = 0; g < kTablesPerChunk; ++g) {
-    const V* x = v + 8 * g;
+  constexpr int E = 1 << G;
+  for (int g = 0; g < static_cast<int>(kProjChunk) / G; ++g) {
+    const V* x = v + G * g;
+    if constexpr (G == 4) {  // t[b] = t[b without its lowest set bit j] - 2 x[j]
+      V* t = tab + E * g;
+      const V twice[4] = {x[0] + x[0], x[1] + x[1], x[2] + x[2], x[3] + x[3]};
+      t[0] = x[0] + x[1] + x[2] + x[3];
+      for (int b = 1; b < 16; ++b) t[b] = t[b & (b - 1)] - twice[__builtin_ctz(b)];
+      continue;
+    }
     V lo[16], hi[16];
     for (int b = 0; b < 16; ++b) {
       V a = 0, h = 0;
@@ -164,41 +174,55 @@ inline void build_tables_impl(const V* v, V* tab) {
       lo[b] = a;
       hi[b] = h;
     }
-    V* t = tab + kTable * g;
+    V* t = tab + E * g;
     for (int h = 0; h < 16; ++h)
       for (int l = 0; l < 16; ++l) t[16 * h + l] = hi[h] + lo[l];
   }
 }
 
 // Compiled for AVX2 too (picked at run time): the 256-entry rows are plain vector adds.
-__attribute__((target_clones("avx2", "default")))
-void build_tables_i32(const int32_t* v, int32_t* tab) { build_tables_impl(v, tab); }
-__attribute__((target_clones("avx2", "default")))
-void build_tables_f32(const float* v, float* tab) { build_tables_impl(v, tab); }
-__attribute__((target_clones("avx2", "default")))
-void build_tables_f64(const double* v, double* tab) { build_tables_impl(v, tab); }
-inline void build_tables(const int32_t* v, int32_t* tab) { build_tables_i32(v, tab); }
-inline void build_tables(const float* v, float* tab) { build_tables_f32(v, tab); }
-inline void build_tables(const double* v, double* tab) { build_tables_f64(v, tab); }
+#define MLGUARD_TABLES(NAME, V, G)                       \
+  __attribute__((target_clones("avx2", "default")))      \
+  void NAME(const V* v, V* tab) { build_tables_impl<G>(v, tab); }
+MLGUARD_TABLES(tables4_i32, int32_t, 4)
+MLGUARD_TABLES(tables8_i32, int32_t, 8)
+MLGUARD_TABLES(tables4_f32, float, 4)
+MLGUARD_TABLES(tables8_f32, float, 8)
+MLGUARD_TABLES(tables4_f64, double, 4)
+MLGUARD_TABLES(tables8_f64, double, 8)
+#undef MLGUARD_TABLES
 
-// One row's signed sum over one chunk: 16 lookups.
-template <typename V>
+template <int G, typename V>
+inline void build_tables(const V* v, V* tab) {
+  if constexpr (std::is_same_v<V, int32_t>) {
+    G == 4 ? tables4_i32(v, tab) : tables8_i32(v, tab);
+  } else if constexpr (std::is_same_v<V, float>) {
+    G == 4 ? tables4_f32(v, tab) : tables8_f32(v, tab);
+  } else {
+    G == 4 ? tables4_f64(v, tab) : tables8_f64(v, tab);
+  }
+}
+
+// One row's signed sum over one chunk: 128 / G lookups.
+template <int G, typename V>
 inline V chunk_lookup(const V* tab, const uint32_t* words) {
+  constexpr int E = 1 << G, per = 32 / G;
+  constexpr uint32_t mask = E - 1;
   V s = 0;
   for (int q = 0; q < 4; ++q) {
     const uint32_t x = words[q];
-    const V* t = tab + 4 * kTable * q;
-    s += t[x & 255u] + t[kTable + ((x >> 8) & 255u)] + t[2 * kTable + ((x >> 16) & 255u)] +
-         t[3 * kTable + (x >> 24)];
+    const V* t = tab + per * E * q;
+    for (int k = 0; k < per; ++k) s += t[k * E + ((x >> (G * k)) & mask)];
   }
   return s;
 }
 
 // out[(n K + k) T + t] += sum over columns of sign(R_k[t, m]) v_n[m] for all n, k, t, where
 // v_n = load(n, m) (the quantized or converted weights). `out` is zeroed by the caller.
-template <typename V, typename Acc, typename Load>
+template <int G, typename V, typename Acc, typename Load>
 void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_t T, Acc* out,
                    Load load) {
+  constexpr int64_t chunk_table = (kProjChunk / G) << G;  // table entries per chunk
   const int64_t chunks = (M + kProjChunk - 1) / kProjChunk;
   const int64_t tc = std::clamp<int64_t>(kTileChunks / std::max<int64_t>(N, 1), 1, kTileChunks);
   const int64_t tiles = (chunks + tc - 1) / tc, rows_out = N * K * T;
@@ -206,7 +230,7 @@ void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_
   std::vector<Acc> partial((parts - 1) * rows_out, Acc(0));
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     std::vector<V> vals(kProjChunk);
-    std::vector<V> tabs(N * tc * kTablesPerChunk * kTable);
+    std::vector<V> tabs(N * tc * chunk_table);
     std::vector<uint32_t> words(kRowBlock * tc * 4);
     for (int64_t p = begin; p < end; ++p) {
       Acc* acc = p == 0 ? out : partial.data() + (p - 1) * rows_out;
@@ -216,7 +240,7 @@ void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_
           for (int64_t c = 0; c < nc; ++c) {
             const int64_t col = (c0 + c) * kProjChunk, len = std::min(kProjChunk, M - col);
             for (int64_t j = 0; j < kProjChunk; ++j) vals[j] = j < len ? load(n, col + j) : V(0);
-            build_tables(vals.data(), tabs.data() + (n * tc + c) * kTablesPerChunk * kTable);
+            build_tables<G>(vals.data(), tabs.data() + (n * tc + c) * chunk_table);
           }
         }
         for (int64_t k = 0; k < K; ++k) {
@@ -228,10 +252,10 @@ void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_
             for (int64_t r = 0; r < rows; ++r) {
               const uint32_t* wr = words.data() + r * 4 * tc;
               for (int64_t n = 0; n < N; ++n) {
-                const V* tn = tabs.data() + n * tc * kTablesPerChunk * kTable;
+                const V* tn = tabs.data() + n * tc * chunk_table;
                 V s = 0;  // <= 8 chunks: int32 holds 2^10 * 2^16; float error stays small
                 for (int64_t c = 0; c < nc; ++c)
-                  s += chunk_lookup(tn + c * kTablesPerChunk * kTable, wr + 4 * c);
+                  s += chunk_lookup<G>(tn + c * chunk_table, wr + 4 * c);
                 acc[(n * K + k) * T + t0 + r] += static_cast<Acc>(s);
               }
             }
@@ -244,6 +268,35 @@ void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_
     for (int64_t i = 0; i < rows_out; ++i) out[i] += partial[(p - 1) * rows_out + i];
 }
 
+// The shift of each model (row) of a contiguous 2-D w: max |w| with plain vectorizable loops
+// (ATen's inf-norm costs milliseconds even on small rows); NaN or inf give kProjNonFinite.
+template <typename scalar_t>
+void cpu_shifts(const scalar_t* w, int64_t N, int64_t M, int64_t* out) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  constexpr int64_t grain = int64_t{1} << 16;
+  const int64_t blocks = (M + grain - 1) / grain;
+  std::vector<double> part(N * blocks, 0.0);
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* x = w + (b / blocks) * M + (b % blocks) * grain;
+      const int64_t len = std::min(grain, M - (b % blocks) * grain);
+      acc_t m = 0;
+      bool bad = false;
+      for (int64_t j = 0; j < len; ++j) {
+        const acc_t a = std::abs(static_cast<acc_t>(x[j]));
+        m = a > m ? a : m;
+        bad |= !(a <= std::numeric_limits<acc_t>::max());  // NaN or inf
+      }
+      part[b] = bad ? INFINITY : static_cast<double>(m);
+    }
+  });
+  for (int64_t n = 0; n < N; ++n) {
+    double m = 0;
+    for (int64_t b = 0; b < blocks; ++b) m = std::max(m, part[n * blocks + b]);
+    out[n] = projection_shift(m);
+  }
+}
+
 // The exact read: (sums int64 (N, K, T), shift int64 (N,)).
 std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cpu(const at::Tensor& w2d,
                                                              const at::Tensor& seeds,
@@ -252,7 +305,10 @@ std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cpu(const at::Tensor& w
   const auto w = w2d.contiguous();
   const auto s = seeds.contiguous();
   const int64_t N = w.size(0), M = w.size(1), K = s.size(0);
-  auto shifts = projection_shifts(w);
+  auto shifts = at::zeros({N}, w.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "projection_shifts", [&] {
+    cpu_shifts(w.data_ptr<scalar_t>(), N, M, shifts.data_ptr<int64_t>());
+  });
   auto sums = at::zeros({N, K, bits}, w.options().dtype(at::kLong));
   if (sums.numel() == 0 || M == 0) return {sums, shifts};
   const int64_t* sh = shifts.data_ptr<int64_t>();
@@ -263,10 +319,14 @@ std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cpu(const at::Tensor& w
   for (int64_t n = 0; n < N; ++n) factor[n] = projection_factor(sh[n]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection_sums", [&] {
     const scalar_t* wp = w.data_ptr<scalar_t>();
-    project_tiles<int32_t, int64_t>(N, M, s.data_ptr<int64_t>(), K, bits,
-                                    sums.data_ptr<int64_t>(), [&](int64_t n, int64_t m) {
+    const auto load = [&](int64_t n, int64_t m) {
       return projection_quantize(static_cast<double>(wp[n * M + m]), sh[n], factor[n]);
-    });
+    };
+    if (K * bits >= kByteTablesFrom) {
+      project_tiles<8, int32_t>(N, M, s.data_ptr<int64_t>(), K, bits, sums.data_ptr<int64_t>(), load);
+    } else {
+      project_tiles<4, int32_t>(N, M, s.data_ptr<int64_t>(), K, bits, sums.data_ptr<int64_t>(), load);
+    }
   });
   return {sums, shifts};
 }
@@ -282,9 +342,12 @@ at::Tensor keyed_projection_cpu(const at::Tensor& w_in, int64_t seed, int64_t bi
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection", [&] {
       using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
       const scalar_t* wp = w.data_ptr<scalar_t>();
-      project_tiles<V, double>(1, M, &seed, 1, bits, y.data(), [&](int64_t, int64_t m) {
-        return static_cast<V>(wp[m]);
-      });
+      const auto load = [&](int64_t, int64_t m) { return static_cast<V>(wp[m]); };
+      if (bits >= kByteTablesFrom) {
+        project_tiles<8, V>(1, M, &seed, 1, bits, y.data(), load);
+      } else {
+        project_tiles<4, V>(1, M, &seed, 1, bits, y.data(), load);
+      }
     });
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(M, 1)));

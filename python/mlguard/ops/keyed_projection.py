@@ -45,7 +45,9 @@ def keyed_projection_sums(w: torch.Tensor, seeds: torch.Tensor,
     check_tensor(w, "w")
     check_tensor(seeds, "seeds")
     sums, shift = torch.ops.mlguard.keyed_projection_sums(w, seeds, int(bits))
-    bad = (shift == _NON_FINITE).nonzero().flatten().tolist()
+    # The CPU kernel raises itself; the CUDA kernel marks such models (raising there would
+    # need a host sync inside the op).
+    bad = (shift == _NON_FINITE).nonzero().flatten().tolist() if shift.device.type != "cpu" else []
     if bad:
         raise ValueError(f"w must be finite, got NaN or inf in model(s) {bad[:10]}")
     return sums, shift
