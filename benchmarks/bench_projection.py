@@ -1,5 +1,10 @@
-"""Keyed projection y = R w, forward + backward: mlguard (R regenerated in the kernel) vs
-the plain-PyTorch way (R materialized once, `X @ w` with autograd), side by side.
+"""Keyed projection y = R w: mlguard (R regenerated in the kernel) vs the plain-PyTorch way
+(R materialized once), side by side, for the two uses:
+
+- read: what a verdict computes (mlguard: the exact integer sums of keyed_projection_sums;
+  plain: `X @ w` without autograd);
+- train: forward + backward of the training path (mlguard: keyed_projection; plain: `X @ w`
+  with autograd).
 
 Reports median time and peak extra memory per (M weights, T bits). The materialized way is
 skipped where X would not fit in --max-x-gb. Correctness is checked before timing.
@@ -20,6 +25,7 @@ import torch
 
 import mlguard
 from mlguard.ops import keyed_projection
+from mlguard.ops.keyed_projection import keyed_projection_sums
 
 SEED = 0x5EED
 
@@ -55,8 +61,11 @@ class Memory:
         return self._rss("VmHWM") - self.base
 
 
+CPU_MS: list[float] = []  # process CPU time of the last `timed` call (CPU only), median
+
+
 def timed(fn, device, reps: int) -> float:
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -66,9 +75,11 @@ def timed(fn, device, reps: int) -> float:
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times.append((time.perf_counter() - t) * 1e3)
+            cpu.append((time.process_time() - c) * 1e3)
+    CPU_MS[:] = [statistics.median(cpu)] if cpu else []
     return statistics.median(times)
 
 
@@ -82,36 +93,52 @@ def materialized_matrix(bits: int, numel: int, device) -> torch.Tensor:
 def case(numel: int, bits: int, device, reps: int, max_x_gb: float) -> dict:
     w = torch.randn(numel, device=device, requires_grad=True)
     g = torch.randn(bits, device=device)
+    seeds = torch.tensor([SEED], device=device)
     row = {"M": numel, "T": bits}
 
-    def ours():
+    def read():
+        return keyed_projection_sums(w.detach().reshape(1, -1), seeds, bits)
+
+    def train():
         w.grad = None
         keyed_projection(w, SEED, bits).backward(g)
 
-    # correctness: the gradient is R^T g, so g . (R w) == w . grad
-    ours()
+    # correctness: the gradient is R^T g, so g . (R w) == w . grad; the read agrees with y
+    train()
     y = keyed_projection(w.detach(), SEED, bits)
     assert torch.allclose((g * y).sum(), (w.detach() * w.grad).sum(), rtol=1e-3, atol=1e-3)
+    sums, shift = read()
+    y_read = sums[0, 0].double() * 2.0 ** int(shift[0]) / numel ** 0.5
+    assert torch.allclose(y_read, y.double(), rtol=1e-3, atol=1e-3)
     mem = Memory(device)
-    ours()
-    mem.start()
-    row["mlguard_ms"] = timed(ours, device, reps)
-    row["mlguard_extra_MB"] = mem.peak() / 2**20
+    for name, fn in (("read", read), ("train", train)):
+        fn()
+        mem.start()
+        row[f"{name}_ms"] = timed(fn, device, reps)
+        row[f"{name}_cpu_ms"] = CPU_MS[0] if CPU_MS else None  # all threads together
+        row[f"{name}_extra_MB"] = mem.peak() / 2**20
 
     if bits * numel * 4 / 2**30 <= max_x_gb:
         mem.start()
         x = materialized_matrix(bits, numel, device)
 
-        def plain():
+        def plain_read():
+            with torch.no_grad():
+                return x @ w
+
+        def plain_train():
             w.grad = None
             (x @ w).backward(g)
 
-        plain()
-        row["plain_ms"] = timed(plain, device, reps)
+        for name, fn in (("read", plain_read), ("train", plain_train)):
+            fn()
+            row[f"plain_{name}_ms"] = timed(fn, device, reps)
+            row[f"plain_{name}_cpu_ms"] = CPU_MS[0] if CPU_MS else None
         row["plain_extra_MB"] = mem.peak() / 2**20
         del x
     else:
-        row["plain_ms"] = row["plain_extra_MB"] = None
+        row["plain_read_ms"] = row["plain_train_ms"] = row["plain_extra_MB"] = None
+        row["plain_read_cpu_ms"] = row["plain_train_cpu_ms"] = None
     return row
 
 
@@ -135,15 +162,26 @@ def main(argv=None) -> int:
     rows = [case(m, t, device, reps, max_x_gb) for m in map(int, sizes.split(","))
             for t in map(int, bits.split(","))]
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"keyed projection forward+backward, {name}, torch {torch.__version__}, "
-          f"mlguard {mlguard.__version__}, median of {reps}")
-    print(f"{'M':>10} {'T':>5} {'mlguard ms':>11} {'extra MB':>9} {'plain ms':>9} "
-          f"{'plain MB':>9} {'speedup':>8}")
+    print(f"keyed projection, {name}, torch {torch.__version__}, mlguard {mlguard.__version__}, "
+          f"median of {reps}; read = exact sums (plain: X @ w), train = forward + backward")
+    print(f"{'M':>10} {'T':>5} {'read ms':>9} {'plain':>9} {'speedup':>8} {'train ms':>9} "
+          f"{'plain':>9} {'speedup':>8} {'extra MB':>9} {'plain MB':>9}")
     for r in rows:
-        plain = r["plain_ms"]
-        print(f"{r['M']:>10} {r['T']:>5} {r['mlguard_ms']:>11.2f} {r['mlguard_extra_MB']:>9.1f} "
-              + (f"{plain:>9.2f} {r['plain_extra_MB']:>9.1f} {plain / r['mlguard_ms']:>7.2f}x"
-                 if plain is not None else f"{'(X does not fit)':>28}"))
+        if r["plain_read_ms"] is None:
+            print(f"{r['M']:>10} {r['T']:>5} {r['read_ms']:>9.2f} {'-':>9} {'-':>8} "
+                  f"{r['train_ms']:>9.2f} {'-':>9} {'-':>8} "
+                  f"{max(r['read_extra_MB'], r['train_extra_MB']):>9.1f} (X does not fit)")
+            continue
+        print(f"{r['M']:>10} {r['T']:>5} {r['read_ms']:>9.2f} {r['plain_read_ms']:>9.2f} "
+              f"{r['plain_read_ms'] / r['read_ms']:>7.2f}x {r['train_ms']:>9.2f} "
+              f"{r['plain_train_ms']:>9.2f} {r['plain_train_ms'] / r['train_ms']:>7.2f}x "
+              f"{max(r['read_extra_MB'], r['train_extra_MB']):>9.1f} {r['plain_extra_MB']:>9.1f}")
+    if not cuda:  # on a shared machine wall time includes waiting for a core
+        print("CPU time (ms, all threads): " + "; ".join(
+            f"M={r['M']} T={r['T']}: read {r['read_cpu_ms']:.0f} (plain "
+            f"{r['plain_read_cpu_ms'] or float('nan'):.0f}), train {r['train_cpu_ms']:.0f} "
+            f"(plain {r['plain_train_cpu_ms'] or float('nan'):.0f})" for r in rows))
+        print(f"load average at the end: {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=2)

@@ -1,5 +1,13 @@
-// mlguard::keyed_projection, keyed_projection_batched, _keyed_projection_backward: schemas,
-// argument checks and CPU kernels (all cores, R never materialized).
+// mlguard::keyed_projection (training forward), keyed_projection_sums (the exact read) and
+// _keyed_projection_backward: schemas, argument checks and CPU kernels. R is never stored.
+//
+// The forward kernels use lookup tables: for every 8 columns, a table of the 256 signed sums
+// of their values, one per sign pattern; a row then costs one lookup per 8 columns instead
+// of 8 additions, and the tables of a tile are shared by all rows and keys. Integer tables
+// make keyed_projection_sums exact in any order (keyed_projection.h); float tables serve the
+// training forward, which need not be exact. Work is split by column tiles; each thread
+// accumulates its own N x K x T sums, added up at the end (extra memory O(threads N K T +
+// tables), independent of M).
 #include "keyed_projection.h"
 
 #include <ATen/ATen.h>
@@ -7,30 +15,42 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
+#include <algorithm>
 #include <bit>
-#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace mlguard {
 
+void check_projection_input(const at::Tensor& w, const char* op) {
+  const auto type = w.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf ||
+                  type == at::kBFloat16,
+              op, ": w must be float32, float64, float16 or bfloat16",
+              at::isFloat8Type(type) ? " (float8 is not supported: convert with w.float())" : "",
+              ", got ", type);
+}
+
 void check_keyed_projection_args(const at::Tensor& w, int64_t bits, const char* op) {
-  TORCH_CHECK(at::isFloatingType(w.scalar_type()), op, ": w must be floating point, got ",
-              w.scalar_type());
+  check_projection_input(w, op);
   TORCH_CHECK(bits >= 1 && bits <= (int64_t{1} << 31), op, ": bits must be in [1, 2^31], got ",
               bits);
+  TORCH_CHECK(w.numel() <= kProjMaxNumel, op, ": w may hold at most 2^40 elements, got ",
+              w.numel());
 }
 
 void check_keyed_projection_batched_args(const at::Tensor& w, const at::Tensor& seeds,
-                                         int64_t bits) {
-  check_keyed_projection_args(w, bits, "keyed_projection_batched");
-  TORCH_CHECK(w.dim() == 2, "keyed_projection_batched: w must be 2-D (models, weights), got ",
-              w.dim(), "-D");
-  TORCH_CHECK(seeds.dim() == 1 && seeds.scalar_type() == at::kLong,
-              "keyed_projection_batched: seeds must be a 1-D int64 tensor, got ", seeds.dim(),
-              "-D ", seeds.scalar_type());
-  TORCH_CHECK(seeds.device() == w.device(), "keyed_projection_batched: seeds must be on w's "
-              "device (", w.device(), "), got ", seeds.device());
+                                         int64_t bits, const char* op) {
+  check_keyed_projection_args(w, bits, op);
+  TORCH_CHECK(w.dim() == 2, op, ": w must be 2-D (models, weights), got ", w.dim(), "-D");
+  TORCH_CHECK(seeds.dim() == 1 && seeds.scalar_type() == at::kLong, op,
+              ": seeds must be a 1-D int64 tensor, got ", seeds.dim(), "-D ",
+              seeds.scalar_type());
+  TORCH_CHECK(seeds.device() == w.device(), op, ": seeds must be on w's device (", w.device(),
+              "), got ", seeds.device());
 }
 
 void check_keyed_projection_backward_args(const at::Tensor& grad_y, int64_t numel) {
@@ -39,172 +59,318 @@ void check_keyed_projection_backward_args(const at::Tensor& grad_y, int64_t nume
   TORCH_CHECK(grad_y.scalar_type() == at::kFloat || grad_y.scalar_type() == at::kDouble,
               "_keyed_projection_backward: grad_y must be float32 or float64, got ",
               grad_y.scalar_type());
-  TORCH_CHECK(numel >= 0, "_keyed_projection_backward: numel must be >= 0, got ", numel);
+  TORCH_CHECK(numel >= 0 && numel <= kProjMaxNumel,
+              "_keyed_projection_backward: numel must be in [0, 2^40], got ", numel);
+}
+
+at::Tensor projection_shifts(const at::Tensor& w2d) {
+  const int64_t N = w2d.size(0);
+  auto opts = w2d.options().dtype(at::kLong);
+  if (w2d.size(1) == 0) return at::zeros({N}, opts);
+  // max |w| per model, exact in any precision (NaN propagates); then the exponent of it.
+  const auto amax = at::linalg_vector_norm(w2d, INFINITY, {1}).to(at::kDouble);
+  const auto exponent = std::get<1>(at::frexp(amax)).to(at::kLong) - kProjFractionBits;
+  auto shift = at::where(amax == 0, at::zeros_like(exponent), exponent);
+  return at::where(at::isfinite(amax), shift, at::full_like(shift, kProjNonFinite));
 }
 
 namespace {
 
-// v or -v, without a branch (the sign bits are random, so a branch mispredicts half the
-// time): flipping the IEEE sign bit is exactly negation.
-template <typename acc_t>
-inline acc_t negate_if(acc_t v, uint32_t bit) {
-  using bits_t = std::conditional_t<sizeof(acc_t) == 8, uint64_t, uint32_t>;
-  return std::bit_cast<acc_t>(std::bit_cast<bits_t>(v) ^
-                              (static_cast<bits_t>(bit) << (8 * sizeof(acc_t) - 1)));
-}
+constexpr int64_t kByteTablesFrom = 224;  // rows (K T) from which 8-column tables pay off
+constexpr int64_t kRowBlock = 64;    // rows whose signs are drawn together
+constexpr int64_t kTileChunks = 8;   // chunks per tile for one model (128 KiB of int tables)
 
-// One node of the tree: values g*128 .. g*128+127 of `values` (0 past n), reduced in the
-// CUDA shared-memory order.
-template <typename acc_t, typename Load>
-acc_t tree_node(int64_t g, int64_t n, Load load) {
-  acc_t a[kProjGroup];
-  for (int64_t i = 0; i < kProjGroup; ++i) {
-    const int64_t j = g * kProjGroup + i;
-    a[i] = j < n ? load(j) : acc_t(0);
+// The signs of rows t0 .. t0 + rows - 1 over chunk c, row r's 4 words at out + r * stride:
+// csrc/philox.h's rounds for eight rows side by side, in AVX2 registers where the CPU has
+// them (Philox is most of the cost otherwise).
+void draw_signs_scalar(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                       int64_t stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const Words4 w = projection_signs(seed, t0 + r, c);
+    for (int q = 0; q < 4; ++q) out[r * stride + q] = w.v[q];
   }
-  for (int64_t s = kProjGroup / 2; s > 0; s >>= 1)
-    for (int64_t i = 0; i < s; ++i) a[i] += a[i + s];
-  return a[0];
 }
 
-// y for N models x K seeds x T bits. A task is one (model, seed) pair and 8 rows: the 8 rows'
-// chunk sums run side by side, one vector lane each, every lane in exactly the order of
-// keyed_projection.h. The float kernel is also compiled for AVX2 and picked at run time.
-constexpr int64_t kCpuRows = 8;
-
-template <typename acc_t>
-inline void chunk_sums_generic(const acc_t* w, int64_t len, const uint32_t (*words)[kCpuRows],
-                               acc_t* out) {
-  acc_t acc[kCpuRows] = {};
-  for (int64_t j = 0; j < len; ++j) {
-    const int bit = static_cast<int>(j & 31);
-    for (int r = 0; r < kCpuRows; ++r) acc[r] += negate_if(w[j], (words[j >> 5][r] >> bit) & 1u);
-  }
-  for (int r = 0; r < kCpuRows; ++r) out[r] = acc[r];
+__attribute__((target("avx2")))
+inline void mulhilo8(__m256i x, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(x, m);                         // lanes 0, 2, 4, 6
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m);   // lanes 1, 3, 5, 7
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-__attribute__((target_clones("avx2", "default")))
-void chunk_sums_f32(const float* w, int64_t len, const uint32_t (*words)[kCpuRows], float* out) {
-  float acc[kCpuRows] = {};
-  for (int64_t j = 0; j < len; ++j) {
-    uint32_t v;
-    std::memcpy(&v, w + j, sizeof v);
-    const int up = 31 - static_cast<int>(j & 31);  // the same shift in every lane
-    for (int r = 0; r < kCpuRows; ++r) {
-      const uint32_t x = v ^ ((words[j >> 5][r] << up) & 0x80000000u);
-      float f;
-      std::memcpy(&f, &x, sizeof f);
-      acc[r] += f;
+__attribute__((target("avx2")))
+void draw_signs_avx2(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                     int64_t stride) {
+  const __m256i m0 = _mm256_set1_epi64x(philox_detail::kMul0);
+  const __m256i m1 = _mm256_set1_epi64x(philox_detail::kMul1);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+    __m256i x0 = _mm256_set1_epi32(static_cast<int>(lo32(c)));
+    __m256i x1 = _mm256_set1_epi32(static_cast<int>(hi32(c)));
+    __m256i x2 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(t0 + r0)), lanes);
+    __m256i x3 = _mm256_set1_epi32(static_cast<int>(kProjStream));
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      if (round > 0) {
+        k0 += philox_detail::kWeyl0;
+        k1 += philox_detail::kWeyl1;
+      }
+      __m256i hi0, lo0, hi1, lo1;
+      mulhilo8(x0, m0, hi0, lo0);
+      mulhilo8(x2, m1, hi1, lo1);
+      x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32(static_cast<int>(k0)));
+      x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32(static_cast<int>(k1)));
+      x1 = lo1;
+      x3 = lo0;
     }
+    alignas(32) uint32_t v[4][8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[0]), x0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[1]), x1);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[2]), x2);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(v[3]), x3);
+    const int64_t n = std::min<int64_t>(8, rows - r0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int q = 0; q < 4; ++q) out[(r0 + i) * stride + q] = v[q][i];
   }
-  for (int r = 0; r < kCpuRows; ++r) out[r] = acc[r];
 }
 
-template <typename scalar_t, typename acc_t>
-void project_cpu(const scalar_t* w, int64_t M, int64_t N, const int64_t* seeds, int64_t K,
-                 int64_t T, acc_t* out) {
-  const int64_t chunks = std::max<int64_t>((M + kProjChunk - 1) / kProjChunk, 1);
-  const int64_t row_blocks = (T + kCpuRows - 1) / kCpuRows;
-  const acc_t scale =
-      static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(M, 1))));
-  at::parallel_for(0, N * K * row_blocks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t width0 = projection_nodes(chunks);
-    std::vector<acc_t> level(kCpuRows * width0);
-    acc_t sums[kCpuRows][kProjGroup];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t nk = task / row_blocks, t0 = (task % row_blocks) * kCpuRows;
-      const int64_t rows = std::min(kCpuRows, T - t0);
-      const scalar_t* wn = w + (nk / K) * M;
-      const uint64_t seed = static_cast<uint64_t>(seeds[nk % K]);
-      for (int64_t g = 0; g < width0; ++g) {
-        for (int64_t i = 0; i < kProjGroup; ++i) {
-          const int64_t c = g * kProjGroup + i, col = c * kProjChunk;
-          acc_t acc[kCpuRows] = {};
-          if (c < chunks && col < M) {
-            uint32_t words[4][kCpuRows] = {};
+const bool kHasAvx2 = [] {
+  __builtin_cpu_init();  // may run before libgcc's own constructor
+  return __builtin_cpu_supports("avx2") != 0;
+}();
+
+inline void draw_signs(uint64_t seed, int64_t t0, int64_t rows, int64_t c, uint32_t* out,
+                       int64_t stride) {
+  if (kHasAvx2) {
+    draw_signs_avx2(seed, t0, rows, c, out, stride);
+  } else {
+    draw_signs_scalar(seed, t0, rows, c, out, stride);
+  }
+}
+
+// The tables of one chunk for groups of G columns (G = 4 or 8): 128 / G tables of 2^G
+// entries, tab[g][b] = sum over j < G of (bit j of b ? -v : +v)[G g + j]. Bytes halve the
+// lookups; nibbles cost 8x less to build, which wins when few rows share the tables.
+template <int G, typename V>
+inline void build_tables_impl(const V* v, V* tab) {
+  constexpr int E = 1 << G;
+  for (int g = 0; g < static_cast<int>(kProjChunk) / G; ++g) {
+    const V* x = v + G * g;
+    if constexpr (G == 4) {  // t[b] = t[b without its lowest set bit j] - 2 x[j]
+      V* t = tab + E * g;
+      const V twice[4] = {x[0] + x[0], x[1] + x[1], x[2] + x[2], x[3] + x[3]};
+      t[0] = x[0] + x[1] + x[2] + x[3];
+      for (int b = 1; b < 16; ++b) t[b] = t[b & (b - 1)] - twice[__builtin_ctz(b)];
+      continue;
+    }
+    V lo[16], hi[16];
+    for (int b = 0; b < 16; ++b) {
+      V a = 0, h = 0;
+      for (int j = 0; j < 4; ++j) {
+        a += ((b >> j) & 1) ? -x[j] : x[j];
+        h += ((b >> j) & 1) ? -x[4 + j] : x[4 + j];
+      }
+      lo[b] = a;
+      hi[b] = h;
+    }
+    V* t = tab + E * g;
+    for (int h = 0; h < 16; ++h)
+      for (int l = 0; l < 16; ++l) t[16 * h + l] = hi[h] + lo[l];
+  }
+}
+
+// Compiled for AVX2 too (picked at run time): the 256-entry rows are plain vector adds.
+#define MLGUARD_TABLES(NAME, V, G)                       \
+  __attribute__((target_clones("avx2", "default")))      \
+  void NAME(const V* v, V* tab) { build_tables_impl<G>(v, tab); }
+MLGUARD_TABLES(tables4_i32, int32_t, 4)
+MLGUARD_TABLES(tables8_i32, int32_t, 8)
+MLGUARD_TABLES(tables4_f32, float, 4)
+MLGUARD_TABLES(tables8_f32, float, 8)
+MLGUARD_TABLES(tables4_f64, double, 4)
+MLGUARD_TABLES(tables8_f64, double, 8)
+#undef MLGUARD_TABLES
+
+template <int G, typename V>
+inline void build_tables(const V* v, V* tab) {
+  if constexpr (std::is_same_v<V, int32_t>) {
+    G == 4 ? tables4_i32(v, tab) : tables8_i32(v, tab);
+  } else if constexpr (std::is_same_v<V, float>) {
+    G == 4 ? tables4_f32(v, tab) : tables8_f32(v, tab);
+  } else {
+    G == 4 ? tables4_f64(v, tab) : tables8_f64(v, tab);
+  }
+}
+
+// One row's signed sum over one chunk: 128 / G lookups.
+template <int G, typename V>
+inline V chunk_lookup(const V* tab, const uint32_t* words) {
+  constexpr int E = 1 << G, per = 32 / G;
+  constexpr uint32_t mask = E - 1;
+  V s = 0;
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t x = words[q];
+    const V* t = tab + per * E * q;
+    for (int k = 0; k < per; ++k) s += t[k * E + ((x >> (G * k)) & mask)];
+  }
+  return s;
+}
+
+// out[(n K + k) T + t] += sum over columns of sign(R_k[t, m]) v_n[m] for all n, k, t, where
+// v_n = load(n, m) (the quantized or converted weights). `out` is zeroed by the caller.
+template <int G, typename V, typename Acc, typename Load>
+void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_t T, Acc* out,
+                   Load load) {
+  constexpr int64_t chunk_table = (kProjChunk / G) << G;  // table entries per chunk
+  const int64_t chunks = (M + kProjChunk - 1) / kProjChunk;
+  const int64_t tc = std::clamp<int64_t>(kTileChunks / std::max<int64_t>(N, 1), 1, kTileChunks);
+  const int64_t tiles = (chunks + tc - 1) / tc, rows_out = N * K * T;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tiles, at::get_num_threads()));
+  std::vector<Acc> partial((parts - 1) * rows_out, Acc(0));
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<V> vals(kProjChunk);
+    std::vector<V> tabs(N * tc * chunk_table);
+    std::vector<uint32_t> words(kRowBlock * tc * 4);
+    for (int64_t p = begin; p < end; ++p) {
+      Acc* acc = p == 0 ? out : partial.data() + (p - 1) * rows_out;
+      for (int64_t tile = p * tiles / parts; tile < (p + 1) * tiles / parts; ++tile) {
+        const int64_t c0 = tile * tc, nc = std::min(tc, chunks - c0);
+        for (int64_t n = 0; n < N; ++n) {
+          for (int64_t c = 0; c < nc; ++c) {
+            const int64_t col = (c0 + c) * kProjChunk, len = std::min(kProjChunk, M - col);
+            for (int64_t j = 0; j < kProjChunk; ++j) vals[j] = j < len ? load(n, col + j) : V(0);
+            build_tables<G>(vals.data(), tabs.data() + (n * tc + c) * chunk_table);
+          }
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const uint64_t seed = static_cast<uint64_t>(seeds[k]);
+          for (int64_t t0 = 0; t0 < T; t0 += kRowBlock) {
+            const int64_t rows = std::min(kRowBlock, T - t0);
+            for (int64_t c = 0; c < nc; ++c)
+              draw_signs(seed, t0, rows, c0 + c, words.data() + 4 * c, 4 * tc);
             for (int64_t r = 0; r < rows; ++r) {
-              const Words4 sg = projection_signs(seed, t0 + r, c);
-              for (int q = 0; q < 4; ++q) words[q][r] = sg.v[q];
-            }
-            const int64_t len = std::min(kProjChunk, M - col);
-            acc_t chunk[kProjChunk];  // converted once, exactly as the CUDA kernel converts
-            for (int64_t j = 0; j < len; ++j) chunk[j] = static_cast<acc_t>(wn[col + j]);
-            if constexpr (std::is_same_v<acc_t, float>) {
-              chunk_sums_f32(chunk, len, words, acc);
-            } else {
-              chunk_sums_generic(chunk, len, words, acc);
+              const uint32_t* wr = words.data() + r * 4 * tc;
+              for (int64_t n = 0; n < N; ++n) {
+                const V* tn = tabs.data() + n * tc * chunk_table;
+                V s = 0;  // <= 8 chunks: int32 holds 2^10 * 2^16; float error stays small
+                for (int64_t c = 0; c < nc; ++c)
+                  s += chunk_lookup<G>(tn + c * chunk_table, wr + 4 * c);
+                acc[(n * K + k) * T + t0 + r] += static_cast<Acc>(s);
+              }
             }
           }
-          for (int64_t r = 0; r < kCpuRows; ++r) sums[r][i] = acc[r];
         }
-        for (int64_t r = 0; r < kCpuRows; ++r)
-          level[r * width0 + g] = tree_node<acc_t>(0, kProjGroup, [&](int64_t j) { return sums[r][j]; });
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        acc_t* lv = level.data() + r * width0;
-        int64_t width = width0;
-        while (width > 1) {  // in place: node g only reads entries >= g
-          const int64_t next = projection_nodes(width);
-          for (int64_t g = 0; g < next; ++g)
-            lv[g] = tree_node<acc_t>(g, width, [&](int64_t j) { return lv[j]; });
-          width = next;
-        }
-        out[nk * T + t0 + r] = lv[0] * scale;
       }
     }
   });
+  for (int64_t p = 1; p < parts; ++p)
+    for (int64_t i = 0; i < rows_out; ++i) out[i] += partial[(p - 1) * rows_out + i];
 }
 
-at::Tensor project(const at::Tensor& w2d, const at::Tensor& seeds, int64_t bits) {
+// The shift of each model (row) of a contiguous 2-D w: max |w| with plain vectorizable loops
+// (ATen's inf-norm costs milliseconds even on small rows); NaN or inf give kProjNonFinite.
+template <typename scalar_t>
+void cpu_shifts(const scalar_t* w, int64_t N, int64_t M, int64_t* out) {
+  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  constexpr int64_t grain = int64_t{1} << 16;
+  const int64_t blocks = (M + grain - 1) / grain;
+  std::vector<double> part(N * blocks, 0.0);
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* x = w + (b / blocks) * M + (b % blocks) * grain;
+      const int64_t len = std::min(grain, M - (b % blocks) * grain);
+      acc_t m = 0;
+      bool bad = false;
+      for (int64_t j = 0; j < len; ++j) {
+        const acc_t a = std::abs(static_cast<acc_t>(x[j]));
+        m = a > m ? a : m;
+        bad |= !(a <= std::numeric_limits<acc_t>::max());  // NaN or inf
+      }
+      part[b] = bad ? INFINITY : static_cast<double>(m);
+    }
+  });
+  for (int64_t n = 0; n < N; ++n) {
+    double m = 0;
+    for (int64_t b = 0; b < blocks; ++b) m = std::max(m, part[n * blocks + b]);
+    out[n] = projection_shift(m);
+  }
+}
+
+// The exact read: (sums int64 (N, K, T), shift int64 (N,)).
+std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cpu(const at::Tensor& w2d,
+                                                             const at::Tensor& seeds,
+                                                             int64_t bits) {
+  check_keyed_projection_batched_args(w2d, seeds, bits, "keyed_projection_sums");
   const auto w = w2d.contiguous();
   const auto s = seeds.contiguous();
   const int64_t N = w.size(0), M = w.size(1), K = s.size(0);
-  const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto out = at::empty({N, K, bits}, w.options().dtype(acc_type));
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    project_cpu<scalar_t, acc_t>(w.data_ptr<scalar_t>(), M, N, s.data_ptr<int64_t>(), K, bits,
-                                 out.data_ptr<acc_t>());
+  auto shifts = at::zeros({N}, w.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "projection_shifts", [&] {
+    cpu_shifts(w.data_ptr<scalar_t>(), N, M, shifts.data_ptr<int64_t>());
   });
-  return out;
+  auto sums = at::zeros({N, K, bits}, w.options().dtype(at::kLong));
+  if (sums.numel() == 0 || M == 0) return {sums, shifts};
+  const int64_t* sh = shifts.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n)
+    TORCH_CHECK(sh[n] != kProjNonFinite, "keyed_projection_sums: w must be finite, got NaN or "
+                "inf in model ", n);
+  std::vector<double> factor(N);
+  for (int64_t n = 0; n < N; ++n) factor[n] = projection_factor(sh[n]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection_sums", [&] {
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const auto load = [&](int64_t n, int64_t m) {
+      return projection_quantize(static_cast<double>(wp[n * M + m]), sh[n], factor[n]);
+    };
+    if (K * bits >= kByteTablesFrom) {
+      project_tiles<8, int32_t>(N, M, s.data_ptr<int64_t>(), K, bits, sums.data_ptr<int64_t>(), load);
+    } else {
+      project_tiles<4, int32_t>(N, M, s.data_ptr<int64_t>(), K, bits, sums.data_ptr<int64_t>(), load);
+    }
+  });
+  return {sums, shifts};
 }
 
-at::Tensor keyed_projection_cpu(const at::Tensor& w, int64_t seed, int64_t bits) {
-  check_keyed_projection_args(w, bits, "keyed_projection");
-  return project(w.reshape({1, -1}), at::full({1}, seed, w.options().dtype(at::kLong)), bits)
-      .reshape({bits});
-}
-
-at::Tensor keyed_projection_batched_cpu(const at::Tensor& w, const at::Tensor& seeds,
-                                        int64_t bits) {
-  check_keyed_projection_batched_args(w, seeds, bits);
-  return project(w, seeds, bits);
-}
-
-// One chunk's 128 gradient sums, each over t in order from 0; vectorized across columns.
-template <typename acc_t>
-inline void backward_chunk(const acc_t* g, int64_t T, uint64_t seed, int64_t c, acc_t* acc) {
-  for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const Words4 signs = projection_signs(seed, t, c);
-    for (int64_t j = 0; j < kProjChunk; ++j)
-      acc[j] += negate_if(g[t], (signs.v[j >> 5] >> (j & 31)) & 1u);
+// The training forward: float tables, sums in double, scaled by 1/sqrt(M).
+at::Tensor keyed_projection_cpu(const at::Tensor& w_in, int64_t seed, int64_t bits) {
+  check_keyed_projection_args(w_in, bits, "keyed_projection");
+  const auto w = w_in.contiguous();
+  const int64_t M = w.numel();
+  const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<double> y(bits, 0.0);
+  if (M > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection", [&] {
+      using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      const scalar_t* wp = w.data_ptr<scalar_t>();
+      const auto load = [&](int64_t, int64_t m) { return static_cast<V>(wp[m]); };
+      if (bits >= kByteTablesFrom) {
+        project_tiles<8, V>(1, M, &seed, 1, bits, y.data(), load);
+      } else {
+        project_tiles<4, V>(1, M, &seed, 1, bits, y.data(), load);
+      }
+    });
   }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(M, 1)));
+  auto out = at::empty({bits}, w.options().dtype(at::kDouble));
+  double* op = out.data_ptr<double>();
+  for (int64_t t = 0; t < bits; ++t) op[t] = y[t] * scale;
+  return out.to(acc_type);
 }
 
-template <>
-__attribute__((target_clones("avx2", "default")))
-void backward_chunk<float>(const float* g, int64_t T, uint64_t seed, int64_t c, float* acc) {
-  for (int64_t j = 0; j < kProjChunk; ++j) acc[j] = 0;
+// One chunk's 128 gradient sums over T rows whose sign words are in `words` (4 per row).
+template <typename acc_t>
+inline void backward_chunk(const acc_t* g, int64_t T, const uint32_t* words, acc_t* acc) {
+  using bits_t = std::conditional_t<sizeof(acc_t) == 8, uint64_t, uint32_t>;
+  constexpr int top = 8 * sizeof(acc_t) - 1;
   for (int64_t t = 0; t < T; ++t) {
-    const Words4 signs = projection_signs(seed, t, c);
-    uint32_t v;
+    bits_t v;
     std::memcpy(&v, g + t, sizeof v);
     for (int q = 0; q < 4; ++q) {
+      const uint32_t word = words[4 * t + q];
       for (int b = 0; b < 32; ++b) {
-        const uint32_t x = v ^ ((signs.v[q] << (31 - b)) & 0x80000000u);
-        float f;
+        // flipping the IEEE sign bit is exactly negation; no branch on random bits
+        const bits_t x = v ^ (static_cast<bits_t>((word >> b) & 1u) << top);
+        acc_t f;
         std::memcpy(&f, &x, sizeof f);
         acc[q * 32 + b] += f;
       }
@@ -212,7 +378,24 @@ void backward_chunk<float>(const float* g, int64_t T, uint64_t seed, int64_t c, 
   }
 }
 
-// grad_w[m] = (1/sqrt(M)) * sum_t (+-grad_y[t]), summed in t order from 0.
+__attribute__((target_clones("avx2", "default")))
+void backward_chunk_f32(const float* g, int64_t T, const uint32_t* words, float* acc) {
+  backward_chunk(g, T, words, acc);
+}
+
+__attribute__((target_clones("avx2", "default")))
+void backward_chunk_f64(const double* g, int64_t T, const uint32_t* words, double* acc) {
+  backward_chunk(g, T, words, acc);
+}
+
+inline void backward_chunk_any(const float* g, int64_t T, const uint32_t* w, float* acc) {
+  backward_chunk_f32(g, T, w, acc);
+}
+inline void backward_chunk_any(const double* g, int64_t T, const uint32_t* w, double* acc) {
+  backward_chunk_f64(g, T, w, acc);
+}
+
+// grad_w[m] = (1/sqrt(M)) * sum_t (+-grad_y[t]).
 at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed, int64_t numel) {
   check_keyed_projection_backward_args(grad_y, numel);
   const auto g = grad_y.contiguous();
@@ -224,10 +407,17 @@ at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed,
     const scalar_t scale =
         static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(numel, 1))));
     at::parallel_for(0, chunks, 16, [&](int64_t begin, int64_t end) {
+      constexpr int64_t rows = 256;  // sign words of up to 256 rows at a time (4 KiB)
+      std::vector<uint32_t> words(4 * rows);
       scalar_t acc[kProjChunk];
       for (int64_t c = begin; c < end; ++c) {
+        std::fill(acc, acc + kProjChunk, scalar_t(0));
+        for (int64_t t0 = 0; t0 < T; t0 += rows) {
+          const int64_t n = std::min(rows, T - t0);
+          draw_signs(static_cast<uint64_t>(seed), t0, n, c, words.data(), 4);
+          backward_chunk_any(gp + t0, n, words.data(), acc);
+        }
         const int64_t len = std::min(kProjChunk, numel - c * kProjChunk);
-        backward_chunk(gp, T, static_cast<uint64_t>(seed), c, acc);
         for (int64_t j = 0; j < len; ++j) op[c * kProjChunk + j] = acc[j] * scale;
       }
     });
@@ -239,13 +429,13 @@ at::Tensor keyed_projection_backward_cpu(const at::Tensor& grad_y, int64_t seed,
 
 TORCH_LIBRARY_FRAGMENT(mlguard, m) {
   m.def("keyed_projection(Tensor w, int seed, int bits) -> Tensor");
-  m.def("keyed_projection_batched(Tensor w, Tensor seeds, int bits) -> Tensor");
+  m.def("keyed_projection_sums(Tensor w, Tensor seeds, int bits) -> (Tensor, Tensor)");
   m.def("_keyed_projection_backward(Tensor grad_y, int seed, int numel) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mlguard, CPU, m) {
   m.impl("keyed_projection", &keyed_projection_cpu);
-  m.impl("keyed_projection_batched", &keyed_projection_batched_cpu);
+  m.impl("keyed_projection_sums", &keyed_projection_sums_cpu);
   m.impl("_keyed_projection_backward", &keyed_projection_backward_cpu);
 }
 

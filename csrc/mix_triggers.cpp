@@ -15,8 +15,11 @@ MixNormalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
                                      int64_t step, int64_t per_batch, int64_t pad,
                                      c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
   TORCH_CHECK(x.dim() == 4, "mix_triggers: x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "mix_triggers: x must be floating point, got ",
-              x.scalar_type());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()) && !at::isFloat8Type(x.scalar_type()),
+              "mix_triggers: x must be float32, float64, float16 or bfloat16",
+              at::isFloat8Type(x.scalar_type()) ? " (float8 is not supported: convert with x.float())"
+                                                : "",
+              ", got ", x.scalar_type());
   TORCH_CHECK(y.dim() == 1 && y.size(0) == x.size(0),
               "mix_triggers: y must be 1-D with one label per sample of x (", x.size(0),
               "), got shape ", y.sizes());

@@ -1,7 +1,14 @@
-// mlguard::keyed_projection, keyed_projection_batched, _keyed_projection_backward: CUDA
-// kernels. R is generated from the key in registers, 128 signs per Philox call, and never
-// written to memory; sums follow the fixed order of keyed_projection.h, so results are
-// bit-identical to the CPU kernels. (Tensor cores would be faster but reorder the sums.)
+// mlguard::keyed_projection (training forward), keyed_projection_sums (the exact read) and
+// _keyed_projection_backward: CUDA kernels. R is generated from the key in registers and
+// never written to memory.
+//
+// Forward: a block takes a tile of up to 8 chunks x 128 columns (of up to 8 models) and
+// reads it from global memory once, coalesced, into shared memory (quantized for the exact
+// read, keyed_projection.h); each thread then owns a row t, draws its Philox signs and sums
+// the tile for every key, reading shared values that all lanes of a warp share (broadcast).
+// A row's tile sum is added to the output with one atomic: int64 for the exact read (integer
+// addition is associative, so the result does not depend on the order), float for the
+// training path (which need not be exact). No buffer proportional to M is allocated.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -17,119 +24,156 @@
 namespace mlguard {
 namespace {
 
-constexpr int64_t kRowsPerBlock = 8;  // projection rows (bits) per block: reuses w from L1
+constexpr int kBlock = 256;
+constexpr int kTileChunks = 8;  // chunks in shared memory per block (models x chunks)
 
-inline unsigned int grid_for(int64_t blocks) {
-  return static_cast<unsigned int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 1 << 30));
+// sum_j sign(R[t, 128 c + j]) v[j] over one chunk = total - 2 * (sum of v under set bits).
+template <typename V>
+__device__ __forceinline__ V chunk_sum(const V* v, V total, const Words4& s) {
+  V neg = 0;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) neg += ((s.v[q] >> j) & 1u) ? v[32 * q + j] : V(0);
+  }
+  return total - V(2) * neg;
 }
 
-// Steps 1 and 2 (first tree level): block b = (model*seed, row block, group of 128 chunks),
-// thread i sums chunk g * 128 + i, then the block reduces the 128 sums.
-template <typename scalar_t, typename acc_t>
-__global__ void projection_groups_kernel(const scalar_t* w, int64_t M, int64_t chunks,
-                                         int64_t width, const int64_t* seeds, int64_t seed0,
-                                         int64_t K, int64_t T, int64_t NK, acc_t* level) {
-  __shared__ acc_t a[kProjGroup];
-  const int64_t row_blocks = (T + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t total = NK * row_blocks * width;
-  const int tid = threadIdx.x;
-  for (int64_t b = blockIdx.x; b < total; b += gridDim.x) {
-    const int64_t g = b % width, rb = (b / width) % row_blocks, nk = b / (width * row_blocks);
-    const uint64_t seed = static_cast<uint64_t>(seeds != nullptr ? seeds[nk % K] : seed0);
-    const int64_t c = g * kProjGroup + tid, col = c * kProjChunk;
-    const scalar_t* wn = w + (nk / K) * M;
-    const int64_t t_end = min(T, (rb + 1) * kRowsPerBlock);
-    for (int64_t t = rb * kRowsPerBlock; t < t_end; ++t) {
-      a[tid] = (c < chunks && col < M)
-                   ? projection_chunk_sum<acc_t>(wn + col, min(kProjChunk, M - col),
-                                                 projection_signs(seed, t, c))
-                   : acc_t(0);
-      __syncthreads();
-      for (int s = kProjGroup / 2; s > 0; s >>= 1) {
-        if (tid < s) a[tid] += a[tid + s];
-        __syncthreads();
+__device__ __forceinline__ void emit(int64_t* out, int32_t v, int64_t) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(out),
+            static_cast<unsigned long long>(static_cast<long long>(v)));  // two's complement
+}
+__device__ __forceinline__ void emit(float* out, float v, float scale) { atomicAdd(out, v * scale); }
+__device__ __forceinline__ void emit(double* out, double v, double scale) {
+  atomicAdd(out, v * scale);
+}
+
+// Work item = (group of nb models, tile of tc chunks), nb * tc <= kTileChunks. Rows are
+// spread over `rows` threads (a multiple of 32); with T < 256 the remaining threads split
+// the tile's chunks between them (`lanes`).
+template <typename scalar_t, typename V, typename Out, bool kExact>
+__global__ void __launch_bounds__(kBlock)
+projection_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int64_t chunks,
+                  const int64_t* __restrict__ seeds, int64_t seed0, int64_t K, int64_t T,
+                  const int64_t* __restrict__ shifts, int nb, int tc, Out scale,
+                  Out* __restrict__ out) {
+  __shared__ __align__(16) V vals[kTileChunks * kProjChunk];
+  __shared__ V totals[kTileChunks];
+  const int64_t tiles = (chunks + tc - 1) / tc, groups = (N + nb - 1) / nb;
+  const int rows = T < kBlock ? static_cast<int>((T + 31) / 32 * 32) : kBlock;
+  const int lanes = kBlock / rows;
+  const int r = threadIdx.x % rows, lane = threadIdx.x / rows;
+  const int warp = threadIdx.x / 32, lid = threadIdx.x % 32;
+  const int per_tile = tc * static_cast<int>(kProjChunk);
+  for (int64_t item = blockIdx.x; item < groups * tiles; item += gridDim.x) {
+    const int64_t g = item / tiles, c0 = (item % tiles) * tc;
+    __syncthreads();  // the previous item's values are no longer read
+    for (int i = threadIdx.x; i < nb * per_tile; i += kBlock) {
+      const int64_t model = g * nb + i / per_tile, col = c0 * kProjChunk + i % per_tile;
+      V v = 0;
+      if (model < N && col < M) {
+        if constexpr (kExact) {
+          const int64_t shift = shifts[model];
+          if (shift != kProjNonFinite)  // the caller raises for such a model
+            v = projection_quantize(static_cast<double>(w[model * M + col]), shift,
+                                    projection_factor(shift));
+        } else {
+          v = static_cast<V>(w[model * M + col]);
+        }
       }
-      if (tid == 0) level[(nk * T + t) * width + g] = a[0];
-      __syncthreads();
+      vals[i] = v;
+    }
+    __syncthreads();
+    if (warp < nb * tc) {  // chunk totals, one warp each
+      const V* cv = vals + warp * kProjChunk;
+      V s = cv[lid] + cv[lid + 32] + cv[lid + 64] + cv[lid + 96];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (lid == 0) totals[warp] = s;
+    }
+    __syncthreads();
+    for (int64_t k = 0; k < K; ++k) {
+      const uint64_t seed = static_cast<uint64_t>(seeds != nullptr ? seeds[k] : seed0);
+      for (int64_t t = r; t < T; t += rows) {
+        V acc = 0;  // nb == 1: up to 8 chunks, |acc| <= 2^26 for the exact read
+        bool any = false;
+        for (int c = lane; c < tc && c0 + c < chunks; c += lanes) {
+          const Words4 s = projection_signs(seed, t, c0 + c);
+          for (int n = 0; n < nb && g * nb + n < N; ++n) {
+            const V v = chunk_sum(vals + (n * tc + c) * kProjChunk, totals[n * tc + c], s);
+            if (nb == 1) {
+              acc += v;
+              any = true;
+            } else {
+              emit(out + ((g * nb + n) * K + k) * T + t, v, scale);
+            }
+          }
+        }
+        if (any) emit(out + (g * K + k) * T + t, acc, scale);
+      }
     }
   }
 }
 
-// Further tree levels: node g of each row reduces entries g * 128 .. g * 128 + 127.
-template <typename acc_t>
-__global__ void projection_tree_kernel(const acc_t* in, int64_t rows, int64_t width,
-                                       int64_t next, acc_t* out) {
-  __shared__ acc_t a[kProjGroup];
-  const int tid = threadIdx.x;
-  for (int64_t b = blockIdx.x; b < rows * next; b += gridDim.x) {
-    const int64_t row = b / next, j = (b % next) * kProjGroup + tid;
-    a[tid] = j < width ? in[row * width + j] : acc_t(0);
-    __syncthreads();
-    for (int s = kProjGroup / 2; s > 0; s >>= 1) {
-      if (tid < s) a[tid] += a[tid + s];
-      __syncthreads();
-    }
-    if (tid == 0) out[b] = a[0];
-    __syncthreads();
-  }
+int sm_count() {
+  int count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount,
+                                        c10::cuda::current_device()));
+  return count;
 }
 
-template <typename acc_t>
-__global__ void scale_kernel(const acc_t* in, int64_t n, acc_t scale, acc_t* out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = in[i] * scale;
-}
-
-at::Tensor project_cuda(const at::Tensor& w2d, const at::Tensor* seeds, int64_t seed0,
-                        int64_t bits) {
-  const c10::cuda::CUDAGuard guard(w2d.device());
-  const auto w = w2d.contiguous();
-  const auto s = seeds != nullptr ? seeds->contiguous() : at::Tensor();
-  const int64_t N = w.size(0), M = w.size(1), K = seeds != nullptr ? s.size(0) : 1;
-  const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto out = at::empty({N, K, bits}, w.options().dtype(acc_type));
-  if (out.numel() == 0) return out;
-  const int64_t chunks = std::max<int64_t>((M + kProjChunk - 1) / kProjChunk, 1);
-  const int64_t rows = N * K * bits;
-  int64_t width = projection_nodes(chunks);
-  auto level = at::empty({rows * width}, out.options());
+// out (N, K, bits), zeroed, then the kernel; shifts only for the exact read.
+template <bool kExact>
+void project_cuda(const at::Tensor& w, const int64_t* seeds, int64_t seed0, int64_t K,
+                  int64_t bits, const at::Tensor& shifts, at::Tensor& out) {
+  const int64_t N = w.size(0), M = w.size(1);
+  if (out.numel() == 0 || M == 0) return;
+  const int64_t chunks = (M + kProjChunk - 1) / kProjChunk;
+  const int nb = static_cast<int>(std::min<int64_t>(N, kTileChunks));
+  int tc = kTileChunks / nb;
+  const int64_t groups = (N + nb - 1) / nb;
+  // Small layers: smaller tiles, so that every SM gets blocks.
+  while (tc > 1 && groups * ((chunks + tc - 1) / tc) < 4 * sm_count()) tc /= 2;
+  const int64_t items = groups * ((chunks + tc - 1) / tc);
+  const unsigned int grid = static_cast<unsigned int>(std::min<int64_t>(items, 1 << 20));
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(M));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const int64_t blocks = N * K * ((bits + kRowsPerBlock - 1) / kRowsPerBlock) * width;
-    projection_groups_kernel<scalar_t, acc_t><<<grid_for(blocks), kProjGroup, 0, stream>>>(
-        w.data_ptr<scalar_t>(), M, chunks, width,
-        seeds != nullptr ? s.data_ptr<int64_t>() : nullptr, seed0, K, bits, N * K,
-        level.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    while (width > 1) {
-      const int64_t next = projection_nodes(width);
-      auto up = at::empty({rows * next}, out.options());
-      projection_tree_kernel<acc_t><<<grid_for(rows * next), kProjGroup, 0, stream>>>(
-          level.data_ptr<acc_t>(), rows, width, next, up.data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      level = up;
-      width = next;
+    if constexpr (kExact) {
+      projection_kernel<scalar_t, int32_t, int64_t, true><<<grid, kBlock, 0, stream>>>(
+          w.data_ptr<scalar_t>(), N, M, chunks, seeds, seed0, K, bits,
+          shifts.data_ptr<int64_t>(), nb, tc, int64_t{1}, out.data_ptr<int64_t>());
+    } else {
+      using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      projection_kernel<scalar_t, V, V, false><<<grid, kBlock, 0, stream>>>(
+          w.data_ptr<scalar_t>(), N, M, chunks, seeds, seed0, K, bits, nullptr, nb, tc,
+          static_cast<V>(scale), out.data_ptr<V>());
     }
-    const acc_t scale =
-        static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(M, 1))));
-    scale_kernel<acc_t><<<blocks_for(rows), kThreads, 0, stream>>>(level.data_ptr<acc_t>(), rows,
-                                                                  scale, out.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
 }
 
-at::Tensor keyed_projection_cuda(const at::Tensor& w, int64_t seed, int64_t bits) {
-  check_keyed_projection_args(w, bits, "keyed_projection");
-  return project_cuda(w.reshape({1, -1}), nullptr, seed, bits).reshape({bits});
+std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cuda(const at::Tensor& w2d,
+                                                              const at::Tensor& seeds,
+                                                              int64_t bits) {
+  check_keyed_projection_batched_args(w2d, seeds, bits, "keyed_projection_sums");
+  const c10::cuda::CUDAGuard guard(w2d.device());
+  const auto w = w2d.contiguous();
+  const auto s = seeds.contiguous();
+  auto shifts = projection_shifts(w);  // NaN/inf: kProjNonFinite, raised by the wrapper
+  auto sums = at::zeros({w.size(0), s.size(0), bits}, w.options().dtype(at::kLong));
+  project_cuda<true>(w, s.data_ptr<int64_t>(), 0, s.size(0), bits, shifts, sums);
+  return {sums, shifts};
 }
 
-at::Tensor keyed_projection_batched_cuda(const at::Tensor& w, const at::Tensor& seeds,
-                                         int64_t bits) {
-  check_keyed_projection_batched_args(w, seeds, bits);
-  return project_cuda(w, &seeds, 0, bits);
+at::Tensor keyed_projection_cuda(const at::Tensor& w_in, int64_t seed, int64_t bits) {
+  check_keyed_projection_args(w_in, bits, "keyed_projection");
+  const c10::cuda::CUDAGuard guard(w_in.device());
+  const auto w = w_in.contiguous().reshape({1, -1});
+  const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto out = at::zeros({1, 1, bits}, w.options().dtype(acc_type));
+  project_cuda<false>(w, nullptr, seed, 1, bits, at::Tensor(), out);
+  return out.reshape({bits});
 }
 
 // One warp per chunk of 128 columns, 4 columns per lane. Lane l draws the signs of row
@@ -186,7 +230,7 @@ at::Tensor keyed_projection_backward_cuda(const at::Tensor& grad_y, int64_t seed
 
 TORCH_LIBRARY_IMPL(mlguard, CUDA, m) {
   m.impl("keyed_projection", &keyed_projection_cuda);
-  m.impl("keyed_projection_batched", &keyed_projection_batched_cuda);
+  m.impl("keyed_projection_sums", &keyed_projection_sums_cuda);
   m.impl("_keyed_projection_backward", &keyed_projection_backward_cuda);
 }
 

@@ -23,11 +23,15 @@ template <typename scalar_t>
 __global__ void mix_triggers_kernel(const scalar_t* x, const int64_t* y, const float* bank,
                                     const int64_t* bank_labels, scalar_t* out, int64_t* y_out,
                                     MixShape s, int64_t step, uint64_t seed, int64_t pad,
-                                    bool flip, bool channels_last, MixNormalize norm) {
+                                    bool flip, bool channels_last,
+                                    const __grid_constant__ MixNormalize norm) {
+  // norm is read in place from the kernel's parameter space (no per-thread local copy).
   const int64_t chw = s.C * s.H * s.W, batch_elems = s.B * chw, total = (s.B + s.P) * chw;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+  const int64_t work = total > s.B + s.P ? total : s.B + s.P;  // labels even when chw == 0
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < work;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     if (i < s.B + s.P) y_out[i] = i < s.B ? y[i] : bank_labels[(step * s.P + i - s.B) % s.S];
+    if (i >= total) continue;
     if (i < batch_elems) {
       out[i] = x[i];
       continue;
@@ -62,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> mix_triggers_cuda(
   const MixShape s{x.size(0), per_batch, x.size(1), x.size(2), x.size(3), bank.size(0)};
   auto out = at::empty({s.B + s.P, s.C, s.H, s.W}, x.options(), fmt);
   auto y_out = at::empty({s.B + s.P}, y.options());
-  const int64_t total = (s.B + s.P) * s.C * s.H * s.W;
+  const int64_t total = std::max((s.B + s.P) * s.C * s.H * s.W, s.B + s.P);
   if (total == 0) return {out, y_out};
   const auto xd = x.contiguous(fmt);
   const auto yd = y.contiguous();

@@ -36,6 +36,22 @@ def load() -> dict:
 BUILD_CONFIG = load()
 
 
+def _runs_on(archs: str | None) -> str | None:
+    """Which GPUs the built CUDA kernels run on, from TORCH_CUDA_ARCH_LIST's entries."""
+    if not archs:
+        return None
+    levels = [float(a.split("+")[0]) for a in archs.replace(" ", ";").split(";")
+              if a.split("+")[0].replace(".", "", 1).isdigit()]
+    if not levels:
+        return None
+    low = min(levels)
+    note = f"compute capability {low:.1f} and newer"
+    if low > 7.0:
+        note += ("; not V100 (7.0) or T4 (7.5): rebuild with "
+                 'TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;9.0+PTX" for those')
+    return note
+
+
 def build_info() -> dict:
     """What this installation of mlguard was built with, and what it can run on now."""
     has_cuda_kernels = torch._C._dispatch_has_kernel_for_dispatch_key(
@@ -46,6 +62,7 @@ def build_info() -> dict:
         "torch_running": torch.__version__,
         "cuda_built": BUILD_CONFIG["cuda_version"],
         "cuda_archs": BUILD_CONFIG["cuda_archs"],
+        "cuda_runs_on": _runs_on(BUILD_CONFIG["cuda_archs"]),
         "cuda_kernels": bool(has_cuda_kernels),
         "cuda_available": torch.cuda.is_available(),
     }

@@ -105,7 +105,7 @@ def _bad(**changes):
 
 @pytest.mark.parametrize("changes,match", [
     (dict(x=torch.zeros(2, 3, 16)), r"x must be 4-D \(N, C, H, W\), got 3-D"),
-    (dict(x=torch.zeros(6, 3, 16, 16, dtype=torch.int64)), "x must be floating point, got Long"),
+    (dict(x=torch.zeros(6, 3, 16, 16, dtype=torch.int64)), "x must be float32, float64, float16 or bfloat16, got Long"),
     (dict(y=torch.zeros(5, dtype=torch.int64)), "y must be 1-D with one label per sample of x"),
     (dict(y=torch.zeros(6, dtype=torch.int32)), "y must be int64, got Int"),
     (dict(bank=torch.zeros(5, 3, 8, 8)), "bank must be \\(S, C, H, W\\) with x's image shape"),
@@ -131,8 +131,30 @@ def test_too_many_channels():
                      torch.zeros(1, dtype=torch.int64), 0, 1, 1)
 
 
+@pytest.mark.parametrize("dtype", [d for d in (getattr(torch, "float8_e4m3fn", None),
+                                                getattr(torch, "float8_e5m2", None)) if d])
+def test_float8_is_refused_with_a_clear_message(dtype):
+    x, y, bank, labels = make()
+    match = r"x must be float32, float64, float16 or bfloat16 \(float8 is not supported"
+    with pytest.raises(RuntimeError, match=match):
+        mix_triggers(x.to(dtype), y, bank, labels, 0, 2, 1)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x8 = x.to(dtype)
+    with FakeTensorMode() as mode, pytest.raises(RuntimeError, match=match):
+        torch.ops.mlguard.mix_triggers(*(mode.from_tensor(t) for t in (x8, y, bank, labels)),
+                                       0, 2, 1, 0, False, [0.0] * 3, [1.0] * 3)
+
+
+def test_empty_images_still_return_labels():
+    x, y, _, labels = make()
+    x0, bank0 = x[:, :, :0], torch.zeros(5, 3, 0, 16)
+    out, out_y = mix_triggers(x0, y, bank0, labels, 2, 3, 1)
+    assert out.shape == (9, 3, 0, 16)
+    assert torch.equal(out_y, torch.cat([y, labels[torch.arange(6, 9) % 5]]))
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cuda_bit_identical(dtype, channels_last):
     x, y, bank, labels = make(dtype=dtype, channels_last=channels_last)
@@ -160,3 +182,51 @@ def test_traces_under_torch_compile():
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     got, expected = compiled(x, y), step(x, y)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def _cuda_same(x, y, bank, labels, *args):
+    cpu = mix_triggers(x, y, bank, labels, *args)
+    gpu = mix_triggers(x.cuda(), y.cuda(), bank.cuda(), labels.cuda(), *args)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch,per_batch", [(0, 3), (6, 0), (0, 0)])
+def test_cuda_empty_batch_or_no_triggers(batch, per_batch):
+    x, y, bank, labels = make(batch=batch)
+    _cuda_same(x, y, bank, labels, 3, per_batch, 5, 2, True, MEAN, STD)
+
+
+@pytest.mark.cuda
+def test_cuda_empty_images_still_return_labels():
+    x, y, _, labels = make()
+    _cuda_same(x[:, :, :0], y, torch.zeros(5, 3, 0, 16), labels, 2, 3, 1)
+
+
+@pytest.mark.cuda
+def test_cuda_large_step_and_grid_stride():
+    # step * per_batch >= 2^32 (the draw's high word) and more elements than one grid covers
+    # (65536 blocks x 256 threads), so the grid-stride loop runs more than once.
+    x, y, bank, labels = make(batch=2)
+    _cuda_same(x, y, bank, labels, 2**31 + 5, 3, 9, 2, True, MEAN, STD)
+    g = torch.Generator().manual_seed(1)
+    big = torch.randn(90, 3, 256, 256, generator=g)
+    bank = torch.rand(4, 3, 256, 256, generator=g)
+    _cuda_same(big, torch.zeros(90, dtype=torch.int64), bank, torch.arange(4), 1, 6, 3, 4, True)
+
+
+@pytest.mark.cuda
+def test_cuda_autograd_and_graph_capture():
+    x, y, bank, labels = (t.cuda() for t in make(dtype=torch.float64))
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t: mix_triggers(t, y, bank, labels, 0, 2, 1, 1, True)[0], (x,))
+    x = x.detach()
+    expected = mix_triggers(x, y, bank, labels, 4, 3, 7, 2, True, MEAN, STD)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()  # capture fails on a host sync or a side stream
+    with torch.cuda.graph(graph):
+        out, out_y = mix_triggers(x, y, bank, labels, 4, 3, 7, 2, True, MEAN, STD)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, expected[0]) and torch.equal(out_y, expected[1])

@@ -91,3 +91,12 @@ def test_build_info_reports_the_build():
     info = mlguard.build_info()
     assert info["torch_running"] == torch.__version__
     assert info["cuda_kernels"] == (info["cuda_built"] is not None)
+
+
+def test_build_info_says_which_gpus_the_kernels_run_on():
+    from mlguard._extension import _runs_on
+    assert _runs_on(None) is None
+    assert "V100 (7.0) or T4 (7.5)" in _runs_on("8.0;9.0+PTX")
+    assert _runs_on("7.0;7.5;8.0;9.0+PTX") == "compute capability 7.0 and newer"
+    info = mlguard.build_info()
+    assert info["cuda_runs_on"] == _runs_on(info["cuda_archs"])

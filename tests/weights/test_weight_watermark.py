@@ -6,6 +6,7 @@ import torch
 
 import mlguard
 from mlguard import Fingerprints, WeightKey, WeightWatermark, embed_weights, load_key, verify
+from mlguard.ops import keyed_projection_sums
 from mlguard.verification import verify_weights_many
 
 SECRET = bytes(range(7, 39))
@@ -162,5 +163,10 @@ def test_cuda_verdict_equals_cpu():
     model, k = mlp(), key(bits=256)
     embed_weights(model, k)
     cpu = verify(model, k)
+    # the raw values a verdict is made from, not only the thresholded matches
+    w, seeds = k.gather(model).detach(), torch.tensor([k.seed])
+    sums = keyed_projection_sums(w.reshape(1, -1), seeds, 256)
     gpu = verify(model.cuda(), k)
     assert (gpu.matches, gpu.model_sha256) == (cpu.matches, cpu.model_sha256)
+    gpu_sums = keyed_projection_sums(w.cuda().reshape(1, -1), seeds.cuda(), 256)
+    assert torch.equal(gpu_sums[0].cpu(), sums[0]) and torch.equal(gpu_sums[1].cpu(), sums[1])

@@ -21,6 +21,7 @@ from functools import cached_property
 
 import torch
 
+from ..ops.keyed_projection import LATEST_PROJECTION, PROJECTIONS
 from . import keyfile
 from .sampling import keyed_below
 
@@ -142,13 +143,17 @@ class WeightKey:
     targets: tuple[str, ...]
     reduce: str
     message: tuple[int, ...] = field(repr=False)
+    # How bits are read (mlguard.ops.keyed_projection, docs/projection.md): 2 = exact integer
+    # sums; 1 = the float order of keys made before it (their bodies have no such field).
+    projection: int = LATEST_PROJECTION
 
     @classmethod
     def generate(cls, bits: int = 256, targets=None, reduce: str = "none",
                  message=None, secret: bytes | str | None = None,
-                 nonce: bytes | None = None, *, model: torch.nn.Module | None = None
-                 ) -> WeightKey:
-        """A new key; `message` defaults to `bits` key-derived random bits.
+                 nonce: bytes | None = None, projection: int = LATEST_PROJECTION, *,
+                 model: torch.nn.Module | None = None) -> WeightKey:
+        """A new key; `message` defaults to `bits` key-derived random bits. `projection` 1 makes
+        a key read like those made before projection 2 (docs/projection.md).
 
         `targets` (required): parameter names, or "auto" with `model=` for the model's
         largest weight matrix (the resolved name is what the key records). With `model=`
@@ -179,13 +184,17 @@ class WeightKey:
         if message is None:
             message = keyed_below(keyfile.derive_seed(secret, "weight/message"), bits, 2).tolist()
         key = cls._checked(secret=secret, nonce=nonce or keyfile.new_nonce(), bits=bits,
-                           targets=targets, reduce=reduce, message=message)
+                           targets=targets, reduce=reduce, message=message,
+                           projection=projection)
         if model is not None:
             key.check_capacity(key.carrying_size(key.parameters(model)))
         return key
 
     @classmethod
-    def _checked(cls, *, secret, nonce, bits, targets, reduce, message) -> WeightKey:
+    def _checked(cls, *, secret, nonce, bits, targets, reduce, message,
+                 projection) -> WeightKey:
+        if projection not in PROJECTIONS or isinstance(projection, bool):
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
         bits = _as_int(bits, "bits")
@@ -196,7 +205,7 @@ class WeightKey:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         message = _as_message(message, bits)
         return cls(secret=bytes(secret), nonce=bytes(nonce), bits=bits, targets=targets,
-                   reduce=reduce, message=message)
+                   reduce=reduce, message=message, projection=projection)
 
     @cached_property
     def seed(self) -> int:  # cached: the regularizer needs it every training step
@@ -271,7 +280,9 @@ class WeightKey:
     def to_body(self) -> dict:
         return {"scheme": SCHEME, "secret": self.secret.hex(), "nonce": self.nonce.hex(),
                 "bits": self.bits, "targets": list(self.targets), "reduce": self.reduce,
-                "message": "".join(map(str, self.message))}
+                "message": "".join(map(str, self.message)),
+                # absent for projection 1, so older keys keep their bodies and commitments
+                **({"projection": self.projection} if self.projection != 1 else {})}
 
     @classmethod
     def from_body(cls, body: dict) -> WeightKey:
@@ -282,7 +293,8 @@ class WeightKey:
             return cls._checked(secret=keyfile.secret_from_hex(body["secret"]),
                                 nonce=bytes.fromhex(body["nonce"]), bits=body["bits"],
                                 targets=body["targets"], reduce=body["reduce"],
-                                message=[int(c) for c in message])
+                                message=[int(c) for c in message],
+                                projection=body.get("projection", 1))
         except (KeyError, TypeError) as e:
             raise ValueError(f"weight key body is missing or has a bad field: {e}") from None
 

@@ -2,9 +2,10 @@
 
 from .abstract_triggers import abstract_triggers
 from .augment_batch import augment_batch
-from .keyed_projection import keyed_projection, keyed_projection_batched
+from .keyed_projection import (keyed_projection, keyed_projection_batched, keyed_projection_sums,
+                               read_bits)
 from .keyed_words import keyed_words
 from .mix_triggers import mix_triggers
 
 __all__ = ["abstract_triggers", "augment_batch", "keyed_projection", "keyed_projection_batched",
-           "keyed_words", "mix_triggers"]
+           "keyed_projection_sums", "keyed_words", "mix_triggers", "read_bits"]

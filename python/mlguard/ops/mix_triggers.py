@@ -8,6 +8,10 @@ import torch
 
 from ._args import as_seed, check_tensor
 
+_FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                                             "float8_e5m2fnuz", "float8_e8m0fnu")
+                if hasattr(torch, n))
+
 
 def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
                  step: int, per_batch: int, seed: int, pad: int = 0, flip: bool = False,
@@ -32,6 +36,10 @@ def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labe
 @torch.library.register_fake("mlguard::mix_triggers")
 def _(x, y, bank, bank_labels, step, per_batch, seed, pad, flip, mean, std):
     torch._check(x.dim() == 4, lambda: f"mix_triggers: x must be 4-D (N, C, H, W), got {x.dim()}-D")
+    hint = " (float8 is not supported: convert with x.float())" if x.dtype in _FLOAT8 else ""
+    torch._check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+                 lambda: f"mix_triggers: x must be float32, float64, float16 or bfloat16{hint}, "
+                 f"got {x.dtype}")
     torch._check(y.dim() == 1 and y.shape[0] == x.shape[0],
                  lambda: "mix_triggers: y must be 1-D with one label per sample of x")
     torch._check(tuple(bank.shape[1:]) == tuple(x.shape[1:]),

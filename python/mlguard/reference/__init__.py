@@ -6,7 +6,10 @@ tensor operations, so the tests can check both kernels against them. Slow; for t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -121,3 +124,34 @@ def projection_matrix(seed: int, bits: int, numel: int) -> torch.Tensor:
 def keyed_projection(w: torch.Tensor, seed: int, bits: int) -> torch.Tensor:
     """R w in float64 with a materialized R: for small layers only."""
     return projection_matrix(seed, bits, w.numel()) @ w.reshape(-1).double()
+
+
+def projection_shift(w: torch.Tensor) -> int:
+    """docs/projection.md: shift = e - 16 where max|w| = f 2^e, f in [0.5, 1); 0 for w = 0."""
+    amax = float(w.detach().double().abs().max()) if w.numel() else 0.0
+    if not math.isfinite(amax):
+        raise ValueError("w must be finite")
+    return 0 if amax == 0 else math.frexp(amax)[1] - 16
+
+
+def fixed_point(w: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(q int64, shift): q = round-half-even(w / 2^shift), computed with numpy's ldexp/rint."""
+    shift = projection_shift(w)
+    x = w.detach().reshape(-1).double().cpu().numpy()
+    return torch.from_numpy(np.rint(np.ldexp(x, -shift)).astype(np.int64)), shift
+
+
+def keyed_projection_sums(w: torch.Tensor, seeds: Sequence[int],
+                          bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sums (N, K, bits), shift (N,)) of the exact read, with a materialized sign matrix."""
+    sums, shifts = [], []
+    for row in w.reshape(w.shape[0], -1):
+        q, shift = fixed_point(row)
+        shifts.append(shift)
+        per_key = []
+        for seed in seeds:
+            signs = projection_matrix(int(seed), bits, row.numel()).sign().to(torch.int64)
+            per_key.append((signs * q).sum(dim=1))
+        sums.append(torch.stack(per_key) if per_key else torch.empty(0, bits, dtype=torch.int64))
+    return (torch.stack(sums) if sums else torch.empty(0, len(seeds), bits, dtype=torch.int64),
+            torch.tensor(shifts, dtype=torch.int64))

@@ -1,8 +1,9 @@
 """The scan's checker for weight keys: many models x many keys per batched projection.
 
-Works from state_dicts alone (no architecture needed). Keys that share targets, reduction
-and message length form a group; the group's weight vectors of all models in the call are
-stacked and projected with every key's seed in one mlguard::keyed_projection_batched call.
+Works from state_dicts alone (no architecture needed). Keys that share targets, reduction,
+message length and read definition (projection) form a group; the group's weight vectors of
+all models in the call are stacked and read with every key's seed in one exact
+mlguard::keyed_projection_sums call (the legacy kernel for keys of projection 1).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..keys.weight_key import SCHEME, WeightKey
-from ..ops import keyed_projection_batched
+from ..ops.keyed_projection import read_bits
 from .checkers import register_state_dict_checker
 
 
@@ -18,8 +19,8 @@ def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.
     answers: list[list] = [[None] * len(keys) for _ in state_dicts]
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
-        groups.setdefault((key.targets, key.reduce, key.bits), []).append(i)
-    for (_targets, _reduce, bits), members in groups.items():
+        groups.setdefault((key.targets, key.reduce, key.bits, key.projection), []).append(i)
+    for (_targets, _reduce, bits, projection), members in groups.items():
         lead = keys[members[0]]
         vectors: dict[int, torch.Tensor] = {}
         for n, sd in enumerate(state_dicts):
@@ -41,7 +42,7 @@ def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.
         messages = torch.stack([keys[i].message_tensor(device) for i in members])
         for models in by_length.values():
             stacked = torch.stack([vectors[n].to(device).reshape(-1) for n in models])
-            read = (keyed_projection_batched(stacked, seeds, bits) > 0).long()  # (N, K, T)
+            read = read_bits(stacked, seeds, bits, projection).long()  # (N, K, T)
             matches = (read == messages).sum(dim=2).tolist()
             for row, n in zip(matches, models):
                 for i, m in zip(members, row):

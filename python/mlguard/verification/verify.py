@@ -10,7 +10,7 @@ import torch
 from ..files.checkpoint import read_checkpoint, strip_prefixes, unwrap
 from ..files.model import load_model_file
 from ..keys import TriggerKey, WeightKey
-from ..ops import keyed_projection_batched
+from ..ops.keyed_projection import read_bits
 from .verdict import Verdict, make_verdict, state_dict_sha256
 
 
@@ -145,7 +145,8 @@ def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | o
 def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
                         keys: list[WeightKey], alpha: float = 1e-6) -> list[Verdict]:
     """verify_weights for many keys at once: keys that share targets, reduction and length
-    are read with one batched projection, and the model is hashed once."""
+    are read with one batched projection, and the model is hashed once. Each key's bits are
+    read by the definition it names (WeightKey.projection), the same on every device."""
     if isinstance(model, (str, os.PathLike)):
         state, file_sha = read_checkpoint(model)
         return _read_weights(state, keys, alpha, file_sha)
@@ -170,12 +171,12 @@ def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alph
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
             raise TypeError(f"keys[{i}] must be a WeightKey, got {type(key).__name__}")
-        groups.setdefault((key.targets, key.reduce, key.bits), []).append(i)
+        groups.setdefault((key.targets, key.reduce, key.bits, key.projection), []).append(i)
     verdicts: list[Verdict | None] = [None] * len(keys)
-    for (targets, reduce, bits), members in groups.items():
+    for (targets, reduce, bits, projection), members in groups.items():
         w = keys[members[0]].gather(state).detach()
         seeds = torch.tensor([keys[i].seed for i in members], device=w.device)
-        read = keyed_projection_batched(w.reshape(1, -1), seeds, bits)[0] > 0
+        read = read_bits(w.reshape(1, -1), seeds, bits, projection)[0]
         for row, i in zip(read, members):
             matches = int((row.long() == keys[i].message_tensor(w.device)).sum())
             verdicts[i] = make_verdict(

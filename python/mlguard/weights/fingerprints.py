@@ -37,6 +37,9 @@ class Fingerprints:
     the same key (and the same commitment). Weight keys need `targets`: parameter names, or
     "auto" with `model=` (resolved here, once, to the model's largest weight matrix; the
     model itself is not kept). The arguments are checked here, not at the first key_for.
+    Weight keys use the exact projection 2 read (docs/projection.md); a registry made
+    before it (mlguard 0.1) re-derives its customers' keys, commitments included, with
+    projection=1.
     """
 
     def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):

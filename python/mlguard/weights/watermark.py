@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..keys import WeightKey
 from ..ops import keyed_projection
-from ..ops.keyed_projection import _acc_dtype
+from ..ops.keyed_projection import _acc_dtype, keyed_projection_batched, read_bits
 
 
 # The training-free embedding needs EMBED_WEIGHTS_PER_BIT carrying weights per bit. Why: the
@@ -57,9 +57,10 @@ class WeightWatermark:
             self._targets[device] = self.key.message_tensor(device).float()
         return self._targets[device]
 
+    @torch.no_grad()
     def projections(self, model) -> torch.Tensor:
-        w = self.key.gather(model)
-        return keyed_projection(w, self.key.seed, self.key.bits)
+        """R w as a verdict reads it (the key's projection definition; float64 for 2)."""
+        return _read_projection(self.key.gather(model), self.key)
 
     def loss(self, model: torch.nn.Module) -> torch.Tensor:
         """Refuses targets training cannot change (buffers, frozen parameters while grad is
@@ -78,8 +79,10 @@ class WeightWatermark:
 
     @torch.no_grad()
     def extract(self, model) -> torch.Tensor:
-        """The bits the model carries: 1 where the projection is positive."""
-        return (self.projections(model) > 0).long()
+        """The bits the model carries, as verify reads them: 1 where the projection is positive."""
+        w = self.key.gather(model)
+        seeds = torch.tensor([self.key.seed], device=w.device)
+        return read_bits(w.reshape(1, -1), seeds, self.key.bits, self.key.projection)[0, 0].long()
 
 
 @dataclass
@@ -151,8 +154,8 @@ def _embed(params: list[torch.nn.Parameter], key: WeightKey, strength: float,
     message = key.message_tensor(w.device)
     acc = _acc_dtype(w)
     signs = message.to(acc) * 2 - 1
-    y = keyed_projection(w, key.seed, key.bits)
-    errors_before = int(((y > 0).long() != message).sum())
+    y = keyed_projection(w, key.seed, key.bits)  # float, for the solver; bits by the exact read
+    errors_before = int(((_read_projection(w, key) > 0).long() != message).sum())
     margin = strength * _rms(w).to(acc)
 
     def read() -> torch.Tensor:
@@ -170,7 +173,8 @@ def _embed(params: list[torch.nn.Parameter], key: WeightKey, strength: float,
         raise ValueError(f"embed_weights: the result is not finite (strength={strength!r} "
                          f"asks for a margin of {float(margin):.3g}, beyond "
                          f"{params[0].dtype}'s range?); the model is unchanged")
-    errors_after = int(((y_after > 0).long() != message).sum())
+    errors_after = int(((_read_projection(key.reduce_cat(params), key) > 0).long()
+                        != message).sum())
     if errors_after:
         raise ValueError(f"embed_weights: {errors_after} bit error(s) remain after embedding "
                          f"{key.bits} bits in {list(key.targets)} ({params[0].dtype} rounds the "
@@ -209,6 +213,11 @@ def _fit_along(params, originals, key: WeightKey, signs: torch.Tensor) -> float:
     change = key.reduce_cat(params).to(signs.dtype) - key.reduce_cat(originals).to(signs.dtype)
     direction = torch.ops.mlguard._keyed_projection_backward(signs, key.seed, change.numel())
     return float((change @ direction) / (direction @ direction).clamp_min(1e-30))
+
+
+def _read_projection(w: torch.Tensor, key: WeightKey) -> torch.Tensor:
+    seeds = torch.tensor([key.seed], device=w.device)
+    return keyed_projection_batched(w.detach().reshape(1, -1), seeds, key.bits, key.projection)[0, 0]
 
 
 def _relative_change(after: list[torch.Tensor], before: list[torch.Tensor]) -> float:
