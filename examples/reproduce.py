@@ -3,16 +3,17 @@
     python examples/reproduce.py                 # full scale, on a GPU when one is present
     python examples/reproduce.py --scale smoke   # the CI scale, minutes on a CPU
 
-Each notebook runs in a fresh kernel (notebook_runner.py); the executed copies go to
---executed. A section is appended to RESULTS.md per run: the date, scale, device and time,
-then each notebook's table (our figure next to the published one, with its source) and its
-checks. A notebook that fails is recorded as failed, with its error, and the exit status is 1.
+Each notebook runs in a fresh kernel (notebook_runner.py); the executed copies and each
+notebook's outputs (keys, models, reports) go to --executed/<time>-<scale>/. A section is
+appended to RESULTS.md per run: the date, scale, device and time, then each notebook's
+table (our figure next to the published one, with its source) and its checks. A notebook that fails is recorded as failed, with its error, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 import time
 import traceback
@@ -24,12 +25,13 @@ import torch
 import notebook_runner
 
 RESULTS = notebook_runner.EXAMPLES / "RESULTS.md"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colors in IPython tracebacks
 HEADER = """# Example results
 
 Written by `make reproduce` (examples/reproduce.py): every notebook in examples/, run in a
 fresh kernel. Each section is one run, with the device it ran on and its wall time; every
 "ours" figure was measured in that run, and every "published" figure is quoted from the
-source named beside it. Nothing here was typed in by hand.
+source named beside it.
 """
 
 
@@ -41,7 +43,8 @@ def section(scale: str, runs: list[tuple[Path, dict | None, str | None, float]])
         lines.append(f"### {path.name}")
         lines.append("")
         if res is None:
-            lines += [f"FAILED after {seconds:.0f} s:", "", "```", error.strip()[-2000:], "```", ""]
+            error = ANSI.sub("", error).strip()[-2000:]
+            lines += [f"FAILED after {seconds:.0f} s:", "", "```", error, "```", ""]
             continue
         lines += [f"Device: {res['device']}. Data: {res.get('dataset', '-')}. Notebook time "
                   f"{res['seconds']} s (with kernel start {seconds:.0f} s).", "",
@@ -62,8 +65,10 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = p.parse_args(argv)
-    executed = Path(args.executed)
-    executed.mkdir(parents=True, exist_ok=True)
+    # One folder per run: a notebook never replaces the key of an earlier run (it refuses to).
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    executed = Path(args.executed).resolve() / f"{stamp}-{args.scale}"  # kernels run in examples/
+    executed.mkdir(parents=True, exist_ok=False)
     env = {"MLGUARD_DEVICE": args.device} if args.device else {}
     runs = []
     for path in notebook_runner.notebooks():

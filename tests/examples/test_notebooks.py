@@ -10,11 +10,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "examples"))
 import notebook_runner  # noqa: E402  (examples/ is not a package)
 
-PYTHON_DIR = str(Path(__file__).resolve().parents[2] / "python")
+PYTHON_DIR = str(REPO / "python")
+CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"  # beside the clone in CI
 NOTEBOOKS = notebook_runner.notebooks()
 
 
@@ -40,6 +41,8 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path):
     env = {"MLGUARD_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "MLGUARD_OUT": str(tmp_path / "out"),
            "MLGUARD_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [PYTHON_DIR, os.environ.get("PYTHONPATH")]))}
+    if "MLGUARD_CIFAR10" not in os.environ and CIFAR10.exists():
+        env["MLGUARD_CIFAR10"] = str(CIFAR10)  # for notebooks on CIFAR-10
     start = time.perf_counter()
     nb = notebook_runner.execute(path, "smoke", env=env, timeout=300, cwd=tmp_path)
     print(f"{path.name}: {time.perf_counter() - start:.1f} s at smoke scale")
