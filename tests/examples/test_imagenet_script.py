@@ -19,7 +19,7 @@ ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR = ARCHIVE if ARCHIVE.exists() else Path(os.environ.get("MLGUARD_CIFAR10", ARCHIVE))
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = ("airplane", "cat", "ship"), 6, 2
 
-pytestmark = pytest.mark.skipif(
+needs_cifar = pytest.mark.skipif(
     not CIFAR.is_file(), reason=f"the CIFAR-10 JPEG archive is not at {ARCHIVE} and "
     "MLGUARD_CIFAR10 does not name it")
 
@@ -54,6 +54,7 @@ def run(*args, timeout=120):
                           env=env, timeout=timeout)
 
 
+@needs_cifar
 def test_adi_recipe_on_a_tiny_image_folder(tiny_image_folder, tmp_path):
     out = tmp_path / "out"
     result = run("--data", str(tiny_image_folder), "--epochs", "2", "--device", "cpu",
