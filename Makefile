@@ -2,6 +2,8 @@
 # make test   set up and run every test (Python suite and the C++ ctest)
 # make build  (re)build the extension in place; ninja recompiles only what changed
 # make bench  run the benchmarks
+# make reproduce  run the example notebooks at full scale (on a GPU when present) and
+#                 append their figures, device and time to examples/RESULTS.md
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h cuda/*.cu cuda/*.cuh) setup.py
 
-.PHONY: setup build demo test test-python test-cpp bench clean
+.PHONY: setup build demo test test-python test-cpp bench reproduce clean
 
 setup: $(VENV)/.deps /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
@@ -63,6 +65,11 @@ test-cpp: $(VENV)/.deps
 bench: setup build
 	$(PY) benchmarks/bench_trigger.py
 	$(PY) benchmarks/bench_projection.py
+
+# The CIFAR-10 archive, for the examples that need it, is beside the clone in CI.
+reproduce: setup build
+	MLGUARD_CIFAR10=$${MLGUARD_CIFAR10:-$(CURDIR)/../shared/data/cifar10-jpeg.tar.gz} \
+	  $(PY) examples/reproduce.py --scale full
 
 clean:
 	rm -rf build python/mlguard/_C*.so python/mlguard/_build_config.py $(VENV)/.built
