@@ -10,7 +10,7 @@ they leak), ops (the compiled ops), cli.
 
 from ._version import __version__  # noqa: I001  (the extension must load before the ops)
 from ._extension import build_info
-from . import attacks, ops, protect
+from . import attacks, data, ops, protect
 from .evaluation import RobustnessReport, evaluate
 from .files.checkpoint import load_state_dict
 from .files.model import load_model
@@ -29,4 +29,4 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
            "check_registration", "evidence", "check_evidence", "evidence_html", "scan",
-           "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport"]
+           "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport", "data"]
