@@ -115,6 +115,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     options = CheckerOptions(factory, batch_size, autocast)
     checkers = {scheme: CHECKERS[scheme](members, device, options)
                 for scheme, members in by_scheme.items()}
+    for checker in checkers.values():  # configuration errors stop the scan before it starts
+        preflight = getattr(checker, "preflight", None)
+        if preflight is not None:
+            preflight()
 
     all_files = loading.discover(models)
     if not all_files:
@@ -152,7 +156,10 @@ def load_keys(keys) -> list:
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if path.is_dir():
-                out += [load_key(p) for p in sorted(path.rglob("*.key"))]
+                found = [load_key(p) for p in sorted(path.rglob("*.key"))]
+                if not found:  # e.g. a folder of models swallowed by --keys
+                    raise ValueError(f"keys: folder '{item}' holds no *.key files")
+                out += found
             elif path.exists():
                 out.append(load_key(path))
             else:
