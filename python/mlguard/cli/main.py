@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import demo, protect, scan
@@ -27,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+def console_main() -> None:
+    """The `mlguard` console script. Like `python -m mlguard`, it puts the current folder on
+    sys.path, so that `--arch mymodule:Net` imports mymodule.py from where you run it."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    sys.exit(main())
 
 
 if __name__ == "__main__":
