@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import demo, protect, scan
+from . import demo, keys, protect, scan, verify
 from . import evaluate  # the `evaluate` verb
 
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="what this mlguard was built with")
     p.set_defaults(func=_info)
     scan.add_parser(sub)
+    verify.add_parser(sub)
+    keys.add_parser(sub)
     protect.add_parsers(sub)
     evaluate.add_parser(sub)
     args = parser.parse_args(argv)
