@@ -85,3 +85,32 @@ def test_key_new_bad_arguments(tmp_path, capsys, argv, message):
     assert main(["key", "new", "trigger", "--num-classes", "10", "--out",
                  str(tmp_path / "k.key"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_fingerprint_master_customer_key_and_identify(tmp_path, capsys):
+    """A master secret file, one key per customer, and a leaked copy named by its buyer."""
+    from mlguard import embed_weights
+
+    master = tmp_path / "master.json"
+    assert main(["fingerprint", "new", "--out", str(master), "--bits", "64", "--targets",
+                 "auto", "--arch", ARCH]) == 0
+    assert (os.stat(master).st_mode & 0o777) == 0o600
+    assert main(["fingerprint", "new", "--out", str(master), "--bits", "64", "--targets",
+                 "auto", "--arch", ARCH]) == 2  # never replaces a master secret
+    acme = tmp_path / "acme.key"
+    assert main(["fingerprint", "key", str(master), "--customer", "acme", "--out",
+                 str(acme)]) == 0
+    assert main(["fingerprint", "key", str(master), "--customer", "acme", "--out",
+                 str(acme)]) == 2
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    embed_weights(model, load_key(acme))
+    leak = tmp_path / "leak.pt"
+    torch.save(model.state_dict(), leak)
+    capsys.readouterr()
+    assert main(["fingerprint", "identify", str(master), str(leak), "--customers", "zeta",
+                 "acme", "bravo"]) == 1
+    assert "IDENTIFIED  customer 'acme'" in capsys.readouterr().out
+    torch.save(tiny_cnn().state_dict(), tmp_path / "other.pt")
+    assert main(["fingerprint", "identify", str(master), str(tmp_path / "other.pt"),
+                 "--customers", "zeta", "acme"]) == 0

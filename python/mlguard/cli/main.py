@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import demo, keys, protect, scan, verify
+from . import demo, fingerprint, keys, protect, scan, verify
 from . import evaluate  # the `evaluate` verb
 
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_parser(sub)
     verify.add_parser(sub)
     keys.add_parser(sub)
+    fingerprint.add_parser(sub)
     protect.add_parsers(sub)
     evaluate.add_parser(sub)
     args = parser.parse_args(argv)
