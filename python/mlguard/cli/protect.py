@@ -127,6 +127,7 @@ def _report(problems: list[str], ok_message: str) -> int:
 @_guard
 def _encrypt(args) -> int:
     from ..protect import encrypt_file
+    _refuse_existing(args.dst, args.force)
     size = encrypt_file(args.src, args.dst, chunk_size=args.chunk_size, **_secret(args, True))
     print(f"encrypted {size} bytes: {args.src} -> {args.dst}")
     return OK
@@ -135,11 +136,17 @@ def _encrypt(args) -> int:
 @_guard
 def _decrypt(args) -> int:
     from ..protect import decrypt_file
-    print(f"warning: writing the decrypted model in the clear to {args.dst}; "
-          "load_encrypted() decrypts into memory only", file=sys.stderr)
+    _refuse_existing(args.dst, args.force)
     size = decrypt_file(args.src, args.dst, **_secret(args, False))
     print(f"decrypted {size} bytes: {args.src} -> {args.dst}")
+    print(f"warning: the decrypted model is in the clear in {args.dst} (mode 0600); "
+          "load_encrypted() decrypts into memory only", file=sys.stderr)
     return OK
+
+
+def _refuse_existing(path: str, force: bool) -> None:
+    if os.path.lexists(path) and not force:
+        raise ValueError(f"'{path}' exists; refusing to overwrite it (use --force)")
 
 
 @_guard
@@ -287,6 +294,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dst")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=argparse.SUPPRESS)
     _add_secret_args(p, new_key=True)
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_encrypt)
 
     p = subparsers.add_parser("decrypt", help="decrypt to a plaintext file (prefer "
@@ -294,6 +302,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     _add_secret_args(p)
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_decrypt)
 
     p = subparsers.add_parser("identity", help="create an owner identity or show its public key")
