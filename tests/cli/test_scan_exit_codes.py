@@ -107,3 +107,21 @@ def test_keys_swallowing_a_model_file_exits_2(files, capsys):
                             "--no-progress"])
     assert status == 2
     assert str(files / "models" / "a.pt") in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(files, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sys.modules["mlguard.scan"], "scan", interrupted)
+    assert _scan(files, "--arch", ARCH, "--journal", str(tmp_path / "j.db")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; rerun with the same --journal to resume" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resumed_scan_says_how_many_were_done(files, tmp_path, capsys):
+    journal = tmp_path / "j.db"
+    assert _scan(files, "--arch", ARCH, "--journal", str(journal)) == 0
+    capsys.readouterr()
+    assert _scan(files, "--arch", ARCH, "--journal", str(journal)) == 0
+    assert "2 of 2 files already done, 0 to check" in capsys.readouterr().err

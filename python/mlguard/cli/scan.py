@@ -23,6 +23,7 @@ EPILOG = """exit status:
      --report folders must exist and be writable)
   3  nothing detected, but some files could not be checked (corrupt, not a model, wrong
      architecture, NaN weights, unsafe pickles): the first errors are printed; --out has all
+  130 interrupted (Ctrl-C); rows already in the --journal are kept
 Put PATHs before --keys: every argument after --keys is taken as a key."""
 ERRORS_SHOWN = 5  # error rows printed in the summary
 
@@ -95,6 +96,11 @@ def run(args) -> int:
                     trust_torchscript=args.trust_torchscript, progress=args.progress)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
+    except KeyboardInterrupt:
+        resume = ("rerun with the same --journal to resume" if args.journal else
+                  "nothing was kept: use --journal FILE to make a scan resumable")
+        print(f"\nmlguard scan: interrupted; {resume}", file=sys.stderr)
+        return 130
     if from_env().rank != 0:  # under torchrun, rank 0 writes the outputs
         return 0
     for target in args.out + args.report:

@@ -132,6 +132,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             "precision": "bf16-autocast" if autocast and device.type == "cuda" else "fp32"})
     try:
         rows, todo = _plan(files, key_list, journal_db)
+        if journal_db is not None and rows and ranks.rank == 0:
+            done = len(files) - len(todo)
+            print(f"scan: resuming from journal {journal}: {done} of {len(files)} files already "
+                  f"done, {len(todo)} to check", file=sys.stderr)
         runner = _Runner(key_list, by_scheme, checkers, device, journal_db, trust_torchscript)
         rows += runner.run(todo, workers, prefetch, show)
     finally:
