@@ -156,3 +156,22 @@ def test_evidence_from_scan_results(env, capsys):
                env / "stranger.pt", "--command", "x", "--identity", ident,
                "--passphrase-env", PASS_ENV) == 2
     assert "have no checked row for the suspect file" in capsys.readouterr().err
+
+
+def test_stamp_refuses_a_signed_safetensors_file(env, capsys):
+    """Issue 10, "What was seen" 7: stamping after `sign` silently broke the signature."""
+    import safetensors.torch
+    model = env / "m.safetensors"
+    safetensors.torch.save_file({"w": torch.arange(4.0)}, model)
+    ident = env / "owner.id"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    before = model.read_bytes()
+    assert run("stamp", model, "--owner", "ACME") == 2
+    assert "is signed" in capsys.readouterr().err and model.read_bytes() == before
+    public = Identity.load(ident, "cli pass phrase").public_key_hex
+    assert run("stamp", model, "--owner", "ACME", "--force") == 0
+    assert "sign it again" in capsys.readouterr().err
+    # Stamp first, then sign: both hold.
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("verify-signature", model, "--public-key", public) == 0

@@ -197,7 +197,18 @@ def _stamp(args) -> int:
         result = read_stamp(args.file)
         print(json.dumps(result, indent=2, sort_keys=True) if result else "no stamp")
         return OK if result else FAILED
+    from ..protect.signing import SUFFIX
+    from ..protect.stamp import stamp_changes_file
+    signature = args.file + SUFFIX
+    if os.path.exists(signature) and stamp_changes_file(args.file) and not args.force:
+        raise ValueError(f"'{args.file}' is signed ('{signature}'): stamping rewrites its "
+                         "header and would break that signature and any registration of it. "
+                         "Stamp first, then sign and register; --force stamps anyway (sign "
+                         "and register the file again afterwards)")
     result = stamp(args.file, owner=args.owner, license=args.license, commitment=commitment)
+    if os.path.exists(signature) and stamp_changes_file(args.file):
+        print(f"warning: '{signature}' no longer matches the file: sign it again",
+              file=sys.stderr)
     print(json.dumps(result, indent=2, sort_keys=True))
     return OK
 
@@ -335,6 +346,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--license")
     p.add_argument("--commitment", help="key commitment (64 hex digits)")
     p.add_argument("--key", help="key file whose commitment to stamp")
+    p.add_argument("--force", action="store_true",
+                   help="stamp a signed safetensors file anyway (breaks its signature)")
     p.set_defaults(func=_stamp)
 
     p = subparsers.add_parser("register", help="signed record of a released model and its keys")
