@@ -288,7 +288,8 @@ def _evidence_check(args) -> int:
 def _evidence_html(args) -> int:
     from ..ownership import evidence_html, load_document
     with open(args.out, "w", encoding="utf-8") as f:
-        f.write(evidence_html(load_document(args.file), args.suspect))
+        f.write(evidence_html(load_document(args.file), args.suspect,
+                              public_key=args.public_key))
     print(f"wrote {args.out}", file=sys.stderr)
     return OK
 
@@ -382,4 +383,5 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("file")
     q.add_argument("--out", required=True)
     q.add_argument("--suspect")
+    q.add_argument("--public-key", help="the owner's public key, to check who signed")
     q.set_defaults(func=_evidence_html)
