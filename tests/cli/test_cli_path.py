@@ -114,3 +114,10 @@ def test_fingerprint_master_customer_key_and_identify(tmp_path, capsys):
     torch.save(tiny_cnn().state_dict(), tmp_path / "other.pt")
     assert main(["fingerprint", "identify", str(master), str(tmp_path / "other.pt"),
                  "--customers", "zeta", "acme"]) == 0
+
+
+def test_errors_name_the_users_path_not_a_temporary_file(tmp_path, capsys):
+    out = tmp_path / "missing" / "k.key"
+    assert main(["key", "new", "trigger", "--num-classes", "10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write '{out}'" in err and ".mlguard-" not in err
