@@ -30,11 +30,17 @@ $(VENV)/.deps: requirements-dev.txt
 
 # The package is used from the source tree: the extension is built next to it, and a .pth
 # file puts python/ on the venv's path (`pip install --no-build-isolation .` for real installs).
-build: $(VENV)/.built
+build: $(VENV)/.built $(VENV)/bin/mlguard
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 	$(PY) setup.py -q build_ext --inplace
 	echo "$(CURDIR)/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlguard-dev.pth"
 	touch $@
+
+# The `mlguard` command, as `pip install` would make it, without building the extension again
+# (`source .venv/bin/activate` puts it on PATH).
+$(VENV)/bin/mlguard: Makefile | $(VENV)/.deps
+	printf '#!%s\nfrom mlguard.cli import console_main\nconsole_main()\n' "$(abspath $(PY))" > $@
+	chmod +x $@
 
 demo: setup build
 	$(PY) -m mlguard demo

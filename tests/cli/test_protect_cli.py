@@ -36,7 +36,7 @@ def test_encrypt_decrypt(env, capsys):
     torch.save({"w": torch.arange(10.0)}, src)
     assert run("encrypt", src, env / "m.enc", "--passphrase-env", PASS_ENV) == 0
     assert run("decrypt", env / "m.enc", env / "out.pt", "--passphrase-env", PASS_ENV) == 0
-    assert "warning: writing the decrypted model in the clear" in capsys.readouterr().err
+    assert "warning: the decrypted model is in the clear" in capsys.readouterr().err
     assert (env / "out.pt").read_bytes() == src.read_bytes()
     assert run("encrypt", src, env / "k.enc", "--new-key-file", env / "k.key") == 0
     assert len((env / "k.key").read_text().strip()) == 64
@@ -51,6 +51,28 @@ def test_encrypt_decrypt(env, capsys):
     err = capsys.readouterr().err
     assert "cannot decrypt: wrong passphrase or key" in err and "cli pass" not in err
     assert not (env / "x.pt").exists()
+
+
+def test_encrypt_decrypt_never_overwrite_without_force(env, capsys):
+    """Issue 10, "What was seen" 7: encrypt/decrypt replaced an existing destination, and
+    decrypt warned about writing in the clear before failing on a wrong passphrase."""
+    src = env / "m.pt"
+    torch.save({"w": torch.arange(10.0)}, src)
+    precious = env / "precious.bin"
+    precious.write_bytes(b"only copy")
+    assert run("encrypt", src, precious, "--passphrase-env", PASS_ENV) == 2
+    assert "exists; refusing to overwrite it (use --force)" in capsys.readouterr().err
+    assert precious.read_bytes() == b"only copy"
+    assert run("encrypt", src, env / "m.enc", "--passphrase-env", PASS_ENV) == 0
+    assert run("decrypt", env / "m.enc", precious, "--passphrase-env", PASS_ENV) == 2
+    assert precious.read_bytes() == b"only copy"
+    capsys.readouterr()
+    (env / "wrong.key").write_text(protect.new_file_key().hex())
+    assert run("decrypt", env / "m.enc", env / "x.pt", "--key-file", env / "wrong.key") == 2
+    assert "in the clear" not in capsys.readouterr().err  # no warning for what was not written
+    assert run("decrypt", env / "m.enc", precious, "--passphrase-env", PASS_ENV, "--force") == 0
+    assert precious.read_bytes() == src.read_bytes()
+    assert (precious.stat().st_mode & 0o777) == 0o600
 
 
 def test_passphrase_env_must_be_set(env, monkeypatch, capsys):
@@ -134,3 +156,22 @@ def test_evidence_from_scan_results(env, capsys):
                env / "stranger.pt", "--command", "x", "--identity", ident,
                "--passphrase-env", PASS_ENV) == 2
     assert "have no checked row for the suspect file" in capsys.readouterr().err
+
+
+def test_stamp_refuses_a_signed_safetensors_file(env, capsys):
+    """Issue 10, "What was seen" 7: stamping after `sign` silently broke the signature."""
+    import safetensors.torch
+    model = env / "m.safetensors"
+    safetensors.torch.save_file({"w": torch.arange(4.0)}, model)
+    ident = env / "owner.id"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    before = model.read_bytes()
+    assert run("stamp", model, "--owner", "ACME") == 2
+    assert "is signed" in capsys.readouterr().err and model.read_bytes() == before
+    public = Identity.load(ident, "cli pass phrase").public_key_hex
+    assert run("stamp", model, "--owner", "ACME", "--force") == 0
+    assert "sign it again" in capsys.readouterr().err
+    # Stamp first, then sign: both hold.
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("verify-signature", model, "--public-key", public) == 0

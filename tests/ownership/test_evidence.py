@@ -142,6 +142,12 @@ def test_evidence_from_a_real_detection_verifies(case, tmp_path):
     assert check_evidence(path, case["suspect"]) == []
     page = evidence_html(doc, case["suspect"])
     assert "all checks pass" in page and "1.0e-50" in page and "DETECTED" in page
+    # The page says what was checked, and what was not (issue 10).
+    assert "who signed: no owner public key was given" in page
+    assert "the suspect file&#x27;s SHA-256 and weights hash match" in page
+    page = evidence_html(doc, public_key=case["owner"].public_key_hex)
+    assert "signed by the owner&#x27;s public key given" in page
+    assert "the suspect file: none was given" in page and "all checks pass" in page
 
 
 def test_edited_p_value_is_caught_even_if_re_signed(case):

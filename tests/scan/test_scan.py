@@ -303,11 +303,14 @@ def test_keys_are_grouped_by_input_shape_and_checked_per_key(corpus, tmp_path):
                                 CheckerOptions(resolve_arch(ARCH)))
     assert [len(g.keys) for g in checker.groups] == [2, 1]
     assert checker.groups[0].inputs.shape == (100, *SHAPE)
-    rows = scan(corpus["models_dir"] / "marked.safetensors", [corpus["owner"], five],
+    rows = scan(corpus["models_dir"] / "marked.safetensors", [corpus["owner"], corpus["big"]],
                 arch=ARCH, device="cpu", batch_size=7)  # batches split across keys
     assert rows[0]["detected"] and rows[0]["matches"] == 50
-    assert rows[1]["error"] == (f"model outputs 10 classes but key {five.key_id} has "
-                                "num_classes=5")
+    # A key the architecture cannot answer is a configuration error, found before the scan.
+    with pytest.raises(ValueError, match=f"key {five.key_id} has num_classes=5 but the "
+                                         "architecture outputs 10 classes"):
+        scan(corpus["models_dir"] / "marked.safetensors", [corpus["owner"], five],
+             arch=ARCH, device="cpu")
 
 
 class ToyWeightKey:

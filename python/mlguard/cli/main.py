@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from . import demo, protect, scan
+from . import demo, fingerprint, keys, protect, scan, verify
 from . import evaluate  # the `evaluate` verb
 
 
@@ -23,10 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="what this mlguard was built with")
     p.set_defaults(func=_info)
     scan.add_parser(sub)
+    verify.add_parser(sub)
+    keys.add_parser(sub)
+    fingerprint.add_parser(sub)
     protect.add_parsers(sub)
     evaluate.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
+
+
+def console_main() -> None:
+    """The `mlguard` console script. Like `python -m mlguard`, it puts the current folder on
+    sys.path, so that `--arch mymodule:Net` imports mymodule.py from where you run it."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    sys.exit(main())
 
 
 if __name__ == "__main__":

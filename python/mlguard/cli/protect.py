@@ -127,6 +127,7 @@ def _report(problems: list[str], ok_message: str) -> int:
 @_guard
 def _encrypt(args) -> int:
     from ..protect import encrypt_file
+    _refuse_existing(args.dst, args.force)
     size = encrypt_file(args.src, args.dst, chunk_size=args.chunk_size, **_secret(args, True))
     print(f"encrypted {size} bytes: {args.src} -> {args.dst}")
     return OK
@@ -135,11 +136,17 @@ def _encrypt(args) -> int:
 @_guard
 def _decrypt(args) -> int:
     from ..protect import decrypt_file
-    print(f"warning: writing the decrypted model in the clear to {args.dst}; "
-          "load_encrypted() decrypts into memory only", file=sys.stderr)
+    _refuse_existing(args.dst, args.force)
     size = decrypt_file(args.src, args.dst, **_secret(args, False))
     print(f"decrypted {size} bytes: {args.src} -> {args.dst}")
+    print(f"warning: the decrypted model is in the clear in {args.dst} (mode 0600); "
+          "load_encrypted() decrypts into memory only", file=sys.stderr)
     return OK
+
+
+def _refuse_existing(path: str, force: bool) -> None:
+    if os.path.lexists(path) and not force:
+        raise ValueError(f"'{path}' exists; refusing to overwrite it (use --force)")
 
 
 @_guard
@@ -190,7 +197,18 @@ def _stamp(args) -> int:
         result = read_stamp(args.file)
         print(json.dumps(result, indent=2, sort_keys=True) if result else "no stamp")
         return OK if result else FAILED
+    from ..protect.signing import SUFFIX
+    from ..protect.stamp import stamp_changes_file
+    signature = args.file + SUFFIX
+    if os.path.exists(signature) and stamp_changes_file(args.file) and not args.force:
+        raise ValueError(f"'{args.file}' is signed ('{signature}'): stamping rewrites its "
+                         "header and would break that signature and any registration of it. "
+                         "Stamp first, then sign and register; --force stamps anyway (sign "
+                         "and register the file again afterwards)")
     result = stamp(args.file, owner=args.owner, license=args.license, commitment=commitment)
+    if os.path.exists(signature) and stamp_changes_file(args.file):
+        print(f"warning: '{signature}' no longer matches the file: sign it again",
+              file=sys.stderr)
     print(json.dumps(result, indent=2, sort_keys=True))
     return OK
 
@@ -270,7 +288,8 @@ def _evidence_check(args) -> int:
 def _evidence_html(args) -> int:
     from ..ownership import evidence_html, load_document
     with open(args.out, "w", encoding="utf-8") as f:
-        f.write(evidence_html(load_document(args.file), args.suspect))
+        f.write(evidence_html(load_document(args.file), args.suspect,
+                              public_key=args.public_key))
     print(f"wrote {args.out}", file=sys.stderr)
     return OK
 
@@ -287,6 +306,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dst")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=argparse.SUPPRESS)
     _add_secret_args(p, new_key=True)
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_encrypt)
 
     p = subparsers.add_parser("decrypt", help="decrypt to a plaintext file (prefer "
@@ -294,6 +314,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     _add_secret_args(p)
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_decrypt)
 
     p = subparsers.add_parser("identity", help="create an owner identity or show its public key")
@@ -326,6 +347,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--license")
     p.add_argument("--commitment", help="key commitment (64 hex digits)")
     p.add_argument("--key", help="key file whose commitment to stamp")
+    p.add_argument("--force", action="store_true",
+                   help="stamp a signed safetensors file anyway (breaks its signature)")
     p.set_defaults(func=_stamp)
 
     p = subparsers.add_parser("register", help="signed record of a released model and its keys")
@@ -360,4 +383,5 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("file")
     q.add_argument("--out", required=True)
     q.add_argument("--suspect")
+    q.add_argument("--public-key", help="the owner's public key, to check who signed")
     q.set_defaults(func=_evidence_html)

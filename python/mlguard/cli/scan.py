@@ -11,12 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
-EPILOG = """exit status: 0 nothing detected, 1 at least one detection, 2 bad arguments.
-Files that cannot be checked (corrupt, not a model, wrong architecture, NaN weights, unsafe
-pickles) get error rows and do not change the exit status."""
+EPILOG = """exit status:
+  0  every file was checked and nothing was detected
+  1  at least one detection
+  2  bad arguments or configuration, found before the scan starts (the architecture is
+     built once with --arch-kwargs and every key's triggers are run through it; --out and
+     --report folders must exist and be writable)
+  3  nothing detected, but some files could not be checked (corrupt, not a model, wrong
+     architecture, NaN weights, unsafe pickles): the first errors are printed; --out has all
+  130 interrupted (Ctrl-C); rows already in the --journal are kept
+Put PATHs before --keys: every argument after --keys is taken as a key."""
+ERRORS_SHOWN = 5  # error rows printed in the summary
 
 
 def add_parser(subparsers) -> None:
@@ -67,6 +76,10 @@ def run(args) -> int:
     for target in args.report:
         if not target.lower().endswith((".html", ".htm", ".png")):
             return _usage(f"--report must end in .html or .png, got '{target}'")
+    for target in args.out + args.report:
+        problem = _unwritable(target)
+        if problem:
+            return _usage(problem)
     kwargs = None
     if args.arch_kwargs is not None:
         try:
@@ -83,6 +96,11 @@ def run(args) -> int:
                     trust_torchscript=args.trust_torchscript, progress=args.progress)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
+    except KeyboardInterrupt:
+        resume = ("rerun with the same --journal to resume" if args.journal else
+                  "nothing was kept: use --journal FILE to make a scan resumable")
+        print(f"\nmlguard scan: interrupted; {resume}", file=sys.stderr)
+        return 130
     if from_env().rank != 0:  # under torchrun, rank 0 writes the outputs
         return 0
     for target in args.out + args.report:
@@ -91,7 +109,35 @@ def run(args) -> int:
         _print_detections(rows)
     if not (args.progress or (args.progress is None and sys.stderr.isatty())):
         print(summary_line(rows, time.perf_counter() - start), file=sys.stderr)  # else scan did
-    return 1 if any(r["detected"] for r in rows) else 0
+    _print_errors(rows)
+    if any(r["detected"] for r in rows):
+        return 1
+    return 3 if any(r["error"] is not None for r in rows) else 0
+
+
+def _unwritable(target: str) -> str | None:
+    """Why `target` cannot be written (checked before the scan), or None."""
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        return f"cannot write '{target}': folder '{folder}' does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write '{target}': folder '{folder}' is not writable"
+    if os.path.isdir(target):
+        return f"cannot write '{target}': it is a folder"
+    return None
+
+
+def _print_errors(rows: list[dict]) -> None:
+    """The first error rows (one per file), so that a failed check is never silent."""
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r["error"] is not None and r["path"] not in seen:
+            seen[r["path"]] = r["error"]
+    for path, error in list(seen.items())[:ERRORS_SHOWN]:
+        print(f"ERROR     {path}: {error}", file=sys.stderr)
+    if len(seen) > ERRORS_SHOWN:
+        print(f"... and {len(seen) - ERRORS_SHOWN} more files with errors (--out lists all)",
+              file=sys.stderr)
 
 
 def _print_detections(rows: list[dict]) -> None:

@@ -28,7 +28,10 @@ def atomic_write(path: str | os.PathLike, mode: int | None = None, *,
     if not overwrite and os.path.lexists(path):
         raise _exists(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlguard-", suffix=".partial")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".mlguard-", suffix=".partial")
+    except OSError as e:  # name the user's path, not our temporary file's
+        raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
     try:
         if mode is not None:
             os.fchmod(fd, mode)

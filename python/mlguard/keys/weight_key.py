@@ -298,6 +298,9 @@ class WeightKey:
         except (KeyError, TypeError) as e:
             raise ValueError(f"weight key body is missing or has a bad field: {e}") from None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile."""
-        keyfile.write_key_file(path, self.to_body())
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile.
+
+        An existing file is never replaced unless `overwrite=True`: it may hold the only copy
+        of another secret."""
+        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite)

@@ -10,16 +10,34 @@ from ..verification import stats
 from .report import check_evidence
 
 
-def evidence_html(doc: Mapping, suspect_file: str | os.PathLike | None = None) -> str:
+def evidence_html(doc: Mapping, suspect_file: str | os.PathLike | None = None, *,
+                  public_key=None) -> str:
     """A self-contained, readable HTML page for an evidence report (all text escaped).
 
-    The page shows the result of check_evidence at the time it was written.
+    The page shows the result of check_evidence at the time it was written, and says which
+    checks were run and which were not (no suspect file, no owner public key given).
     """
     e = html.escape
-    problems = check_evidence(doc, suspect_file)
-    status = ("<p class=ok>Signature and recomputation: all checks pass.</p>" if not problems
+    problems = check_evidence(doc, suspect_file, public_key=public_key)
+    run = ["the signature is valid for the public key recorded in the report",
+           "each verdict's p-value and decision recomputed from its counts, chance and alpha",
+           "the listed key commitments and every included opening"]
+    not_run = ["the model's answers to the triggers (re-run the command below)"]
+    if public_key is not None:
+        run.append("the report was signed by the owner's public key given to the check")
+    else:
+        not_run.append("who signed: no owner public key was given, so the signer may be "
+                       "anyone")
+    if suspect_file is not None:
+        run.append("the suspect file's SHA-256 and weights hash match the report")
+    else:
+        not_run.append("the suspect file: none was given, so its hashes were not compared")
+    status = ("<p class=ok>Checks run: all checks pass.</p>" if not problems
               else "<p class=bad>Problems found:</p><ul>" +
               "".join(f"<li>{e(p)}</li>" for p in problems) + "</ul>")
+    status += ("<h2>Checks</h2><p>Run:</p><ul>" + "".join(f"<li>{e(c)}</li>" for c in run) +
+               "</ul><p>Not run:</p><ul>" + "".join(f"<li>{e(c)}</li>" for c in not_run) +
+               "</ul>")
     rows = []
     for v in doc.get("verdicts", []):
         try:

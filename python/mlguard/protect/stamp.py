@@ -48,6 +48,12 @@ def _safetensors_header(path: str) -> tuple[dict, int] | None:
     return header, n
 
 
+def stamp_changes_file(path: str | os.PathLike) -> bool:
+    """True when stamp(path) rewrites the file itself (safetensors: its header), which
+    breaks any signature or registration of its bytes; other formats get a sidecar."""
+    return _safetensors_header(os.fspath(path)) is not None
+
+
 def _fields(owner, license, commitment, extra) -> dict[str, str]:
     fields = {"owner": owner, "license": license, "commitment": commitment, **(extra or {})}
     fields = {k: v for k, v in fields.items() if v is not None}

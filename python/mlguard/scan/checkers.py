@@ -181,6 +181,38 @@ class TriggerSetChecker:
             self._module = module
         return self._module
 
+    def preflight(self) -> None:
+        """Builds the architecture once and runs a few triggers of every key through it, so
+        that a configuration error (bad arch kwargs, 1000 outputs for 10-class keys, trigger
+        shapes the network cannot take) stops the scan before it starts, instead of turning
+        every file into an error row. Raises ValueError naming the key and the problem."""
+        if self.options.arch is None:
+            return  # TorchScript files only: each brings its own module
+        try:
+            module = self.module()
+        except Exception as e:
+            raise ValueError(f"arch: building the architecture failed: "
+                             f"{type(e).__name__}: {e}") from None
+        dtype = model_dtype(module)
+        for group in self.groups:
+            first = group.inputs[:2].to(dtype)
+            try:
+                with torch.inference_mode():
+                    out = module(first)
+            except Exception as e:
+                ids = ", ".join(k.key_id for k in group.keys)
+                raise ValueError(
+                    f"key {ids}: triggers of shape {tuple(group.keys[0].shape)} do not fit the "
+                    f"architecture: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise ValueError("arch: the model's output is not a (batch, classes) tensor")
+            for key in group.keys:
+                if out.shape[1] != key.num_classes:
+                    raise ValueError(
+                        f"key {key.key_id} has num_classes={key.num_classes} but the "
+                        f"architecture outputs {out.shape[1]} classes (forgot --arch-kwargs, "
+                        f"e.g. '{{\"num_classes\": {key.num_classes}}}'?)")
+
     def check(self, models: Sequence[LoadedModel]) -> list[list[Outcome]]:
         return [self._check_one(m) for m in models]
 

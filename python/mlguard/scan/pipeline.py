@@ -33,6 +33,7 @@ from .buffers import BufferPool
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, arch_name,
                        resolve_arch, scheme_of)
 from .journal import Journal, file_stamp
+from .result import ScanResult
 from .rows import adjust, make_row, summary_line
 from .staging import DeviceStager
 
@@ -56,7 +57,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
          trust_torchscript: bool = False, progress: bool | None = None, *,
          arch_kwargs: dict | None = None,
          autocast: bool | None = None,
-         prefetch: int | None = None) -> list[dict]:
+         prefetch: int | None = None) -> ScanResult:
     """Checks every model file under `models` against every key; returns one row per pair.
 
     Args:
@@ -77,12 +78,15 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             (where large batches spill out of the caches and run slower per image).
         workers: reader threads (default min(8, CPU count)).
         trust_torchscript: load TorchScript archives (this runs code from the file).
-        progress: a tqdm bar and summary line on stderr; default only when stderr is a TTY.
+        progress: a tqdm bar (tqdm.auto: a widget in Jupyter) and summary line on stderr;
+            default when stderr is a TTY or in a Jupyter kernel.
         autocast: bf16 autocast for the forward pass; default on for CUDA, off on the CPU.
         prefetch: files read ahead of the one being checked (default 2 * workers).
 
     Returns:
-        Rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``) ordered by path, then key.
+        A ScanResult: a list of rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``)
+        ordered by path, then key, with ``.detections``, ``.errors``, ``.to_pandas()`` and
+        an HTML view for notebooks.
         Each has the file's SHA-256 and its weights hash (``weights_sha256``, the hash
         verdicts and evidence reports cite), the key's id and commitment, matches/total, the exact
         p-value (and log10), the adjusted p-value, ``detected`` and ``error``: a file that
@@ -115,12 +119,18 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     options = CheckerOptions(factory, batch_size, autocast)
     checkers = {scheme: CHECKERS[scheme](members, device, options)
                 for scheme, members in by_scheme.items()}
+    for checker in checkers.values():  # configuration errors stop the scan before it starts
+        preflight = getattr(checker, "preflight", None)
+        if preflight is not None:
+            preflight()
 
     all_files = loading.discover(models)
     if not all_files:
         raise ValueError(f"models: no model files found in {models!r}")
     files = distributed.shard(all_files, ranks)
-    show = (sys.stderr.isatty() if progress is None else bool(progress)) and ranks.rank == 0
+    in_notebook = "ipykernel" in sys.modules  # stderr is no TTY there, but a widget shows
+    show = ((sys.stderr.isatty() or in_notebook) if progress is None else bool(progress)) \
+        and ranks.rank == 0
     journal_db = None
     if journal is not None:
         journal_db = Journal(distributed.journal_shard(journal, ranks), {
@@ -128,6 +138,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             "precision": "bf16-autocast" if autocast and device.type == "cuda" else "fp32"})
     try:
         rows, todo = _plan(files, key_list, journal_db)
+        if journal_db is not None and rows and ranks.rank == 0:
+            done = len(files) - len(todo)
+            print(f"scan: resuming from journal {journal}: {done} of {len(files)} files already "
+                  f"done, {len(todo)} to check", file=sys.stderr)
         runner = _Runner(key_list, by_scheme, checkers, device, journal_db, trust_torchscript)
         rows += runner.run(todo, workers, prefetch, show)
     finally:
@@ -140,7 +154,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     adjust(rows, alpha)
     if show:
         print(summary_line(rows, time.perf_counter() - start), file=sys.stderr)
-    return rows
+    return ScanResult(rows, alpha)
 
 
 def load_keys(keys) -> list:
@@ -152,7 +166,10 @@ def load_keys(keys) -> list:
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if path.is_dir():
-                out += [load_key(p) for p in sorted(path.rglob("*.key"))]
+                found = [load_key(p) for p in sorted(path.rglob("*.key"))]
+                if not found:  # e.g. a folder of models swallowed by --keys
+                    raise ValueError(f"keys: folder '{item}' holds no *.key files")
+                out += found
             elif path.exists():
                 out.append(load_key(path))
             else:
@@ -230,7 +247,7 @@ class _Runner:
         self.pool: BufferPool | None = None
 
     def run(self, todo: list, workers: int, prefetch: int, show: bool) -> list[dict]:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a widget in notebooks
 
         rows: list[dict] = []
         stamps = dict(todo)
@@ -258,17 +275,20 @@ class _Runner:
             while pending:
                 item = pending.popleft()[0].result()
                 refill()
+                checked = 0  # the bar counts files checked (rows committed), not files read
                 if isinstance(item, _Failed):
                     rows += self._commit(item.path, stamps[item.path], self._error_rows(item))
+                    checked = 1
                 else:
                     batch.append(item)
                 if batch and (len(batch) >= self.per_call or not pending):
                     rows += self._check(batch, stamps)
+                    checked += len(batch)
                     batch = []
                 read_bytes += item.size or 0
                 rate = read_bytes / 1e6 / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{rate:.0f} MB/s", refresh=False)
-                bar.update(1)
+                bar.set_postfix_str(f"read {rate:.0f} MB/s", refresh=False)
+                bar.update(checked)
         return rows
 
     def _prepare(self, path: str) -> LoadedModel | _Failed:

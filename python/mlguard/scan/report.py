@@ -23,14 +23,16 @@ from .rows import COLUMNS
 _MAX_LABELS = 60  # beyond this many models or keys the axes are left unlabeled
 
 
-def write(rows: list[dict], path: str | os.PathLike, alpha: float) -> None:
-    """Writes rows in the format named by the suffix: .json, .csv, .png or .html."""
+def write(rows: list[dict], path: str | os.PathLike, alpha: float) -> Path:
+    """Writes rows in the format named by the suffix: .json, .csv, .png or .html; returns
+    the path written."""
     suffix = Path(path).suffix.lower()
     writers = {".json": write_json, ".csv": write_csv, ".png": write_png,
                ".html": write_html, ".htm": write_html}
     if suffix not in writers:
         raise ValueError(f"output '{os.fspath(path)}' must end in .json, .csv, .png or .html")
-    writers[suffix](rows, path, alpha)
+    writers[suffix](list(rows), path, alpha)
+    return Path(path)
 
 
 def write_json(rows: list[dict], path, alpha: float) -> None:

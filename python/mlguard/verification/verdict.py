@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import math
 import numbers
@@ -111,6 +112,22 @@ class Verdict:
         kwargs["detected"] = _expect("detected", d["detected"], bool)
         kwargs["extra"] = dict(_expect("extra", d.get("extra", {}), dict))
         return cls(**kwargs)
+
+    def _repr_html_(self) -> str:
+        """The verdict as a small table, for Jupyter (every value escaped)."""
+        status = "DETECTED" if self.detected else "NOT DETECTED"
+        color = "#b00020" if self.detected else "#1b5e20"
+        rows = [("test", self.test), ("matches", f"{self.matches}/{self.total}"),
+                ("p-value", stats.format_p(self.log_p_value)), ("alpha", f"{self.alpha:g}"),
+                ("key commitment", self.commitment), ("weights sha256", self.weights_sha256),
+                ("file sha256", self.file_sha256 or "-"),
+                ("run on", f"{self.device} with mlguard {self.mlguard_version}")]
+        rows += [(str(k), str(v)) for k, v in sorted(self.extra.items())]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'><code>{html.escape(str(v))}</code></td></tr>"
+                       for k, v in rows)
+        return (f"<div><b style='color:{color}'>{status}</b> {html.escape(self.scheme)}"
+                f"<table>{body}</table></div>")
 
     def __str__(self) -> str:
         status = "DETECTED" if self.detected else "NOT DETECTED"

@@ -7,6 +7,7 @@ with that customer's key; a leaked copy then names its buyer.
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ class Identification:
     log_adjusted_p_value: float
     verdict: Verdict  # the best customer's own (uncorrected) verdict
     tried: int
+
+    def _repr_html_(self) -> str:
+        """For Jupyter: who was identified, the corrected p-value, and the best verdict."""
+        who = (f"customer <b>{html.escape(self.customer)}</b>" if self.customer is not None
+               else "no customer")
+        return (f"<div>{who} identified among {self.tried} (Bonferroni-adjusted p = "
+                f"{self.adjusted_p_value:.3g})<br>{self.verdict._repr_html_()}</div>")
 
 
 class Fingerprints:

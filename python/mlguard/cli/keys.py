@@ -1,0 +1,124 @@
+"""`mlguard key new trigger|weight ... --out FILE`: make a key from the command line.
+
+The options are the Python API's (TriggerKey.generate / TriggerKey.from_images /
+WeightKey.generate). The secret is always drawn fresh (never from argv); an existing key file
+is never replaced without --force, since it may hold the only copy of another secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..files.model import resolve_arch
+from ..keys import TriggerKey, WeightKey
+from ..keys.images import RESIZE_MODES, image_paths, read_images
+from ..keys.trigger_key import KINDS
+from .protect import _guard
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("key", help="make a watermark key")
+    sub = p.add_subparsers(dest="action", required=True)
+
+    t = sub.add_parser("new", help="generate a new key file (trigger-set or weight-space)")
+    kinds = t.add_subparsers(dest="scheme", required=True)
+
+    q = kinds.add_parser("trigger", help="trigger-set key (TriggerKey.generate / from_images)")
+    q.add_argument("--num-classes", type=int, required=True)
+    q.add_argument("--size", type=int, default=100, help="number of triggers (default 100)")
+    q.add_argument("--shape", default="3,32,32", metavar="C,H,W",
+                   help="input shape of the model (default 3,32,32)")
+    q.add_argument("--kind", choices=[k for k in KINDS if k != "custom"], default="abstract",
+                   help="abstract (default), noise, content or unrelated; the last three "
+                        "choose their triggers from --source images")
+    q.add_argument("--source", metavar="FOLDER",
+                   help="images to choose the triggers from (noise, content, unrelated)")
+    q.add_argument("--noise-amplitude", type=float, default=0.25, help="noise kind (default 0.25)")
+    q.add_argument("--patch-size", type=int, default=None, help="content kind: patch side")
+    q.add_argument("--images", metavar="FOLDER",
+                   help="use your own trigger images (TriggerKey.from_images) instead")
+    q.add_argument("--labels", metavar="FILE",
+                   help="with --images: one class per line (default: secret random labels)")
+    q.add_argument("--resize", choices=RESIZE_MODES, default="center_crop",
+                   help="how image files are fitted to --shape (default center_crop)")
+    q.add_argument("--mean", metavar="M[,M,M]", help="training normalization mean per channel")
+    q.add_argument("--std", metavar="S[,S,S]", help="training normalization std per channel")
+    _common(q)
+    q.set_defaults(func=_guard(_new_trigger))
+
+    q = kinds.add_parser("weight", help="weight-space key (WeightKey.generate)")
+    q.add_argument("--bits", type=int, default=256, help="message bits (default 256)")
+    q.add_argument("--targets", nargs="+", required=True, metavar="NAME",
+                   help="parameter names that carry the message, or 'auto' with --arch for "
+                        "the model's largest weight matrix")
+    q.add_argument("--reduce", default="none", help="reduction of the targets (default none)")
+    q.add_argument("--arch", metavar="MODULE:FACTORY",
+                   help="the model, to resolve 'auto' and check the targets now")
+    q.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments for the factory")
+    _common(q)
+    q.set_defaults(func=_guard(_new_weight))
+
+
+def _common(q) -> None:
+    q.add_argument("--out", required=True, metavar="FILE", help="the key file to write (0600)")
+    q.add_argument("--force", action="store_true", help="replace an existing key file")
+
+
+def _floats(name: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise ValueError(f"--shape must be C,H,W (three integers), got {text!r}")
+    return shape
+
+
+def _new_trigger(args) -> int:
+    shape = _shape(args.shape)
+    mean, std = _floats("--mean", args.mean), _floats("--std", args.std)
+    if args.images is not None:
+        if args.source is not None or args.kind != "abstract":
+            raise ValueError("--images makes a key of your own images: drop --kind/--source")
+        key = TriggerKey.from_images(args.images, args.labels, num_classes=args.num_classes,
+                                     shape=shape, resize=args.resize, mean=mean, std=std)
+    else:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --images")
+        source = None
+        if args.source is not None:
+            source = read_images(image_paths(args.source), shape, args.resize)
+        key = TriggerKey.generate(args.num_classes, args.size, shape, args.kind, mean, std,
+                                  source=source, noise_amplitude=args.noise_amplitude,
+                                  patch_size=args.patch_size)
+    return _save(key, args)
+
+
+def _new_weight(args) -> int:
+    model = None
+    if args.arch is not None:
+        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
+        model = resolve_arch(args.arch, kwargs)()
+    elif args.arch_kwargs is not None:
+        raise ValueError("--arch-kwargs needs --arch")
+    targets = "auto" if args.targets == ["auto"] else tuple(args.targets)
+    key = WeightKey.generate(args.bits, targets, args.reduce, model=model)
+    return _save(key, args)
+
+
+def _save(key, args) -> int:
+    key.save(args.out, overwrite=args.force)
+    print(f"wrote {args.out}: key {key.commitment()[:16]} (commitment {key.commitment()})")
+    print("keep this file secret: it holds the key's secret", file=sys.stderr)
+    return 0

@@ -1,0 +1,57 @@
+"""`mlguard verify MODEL --key K --arch ... --out verdict.json`: one model, one key.
+
+Exit status: 0 not detected, 1 detected, 2 bad arguments or a model/key that cannot be
+checked (the message names it). The verdict JSON goes to `mlguard evidence build --verdict`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..keys import load_key
+from ..verification import verify
+from .protect import _guard
+
+EPILOG = "exit status: 0 not detected, 1 detected, 2 bad arguments or a file that cannot be checked"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="test one model file against one key (a verdict)",
+                              epilog=EPILOG)
+    p.add_argument("model", help="the suspect model file (.safetensors, .pt, ...)")
+    p.add_argument("--key", required=True, help="the key file")
+    p.add_argument("--arch", metavar="MODULE:FACTORY",
+                   help="the network of a state_dict file (needed for trigger-set keys)")
+    p.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments for the factory")
+    p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
+    p.add_argument("--out", metavar="FILE", help="write the verdict as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=_guard(run))
+
+
+def run(args) -> int:
+    if args.out is not None:
+        if os.path.exists(args.out) and not args.force:
+            raise ValueError(f"--out '{args.out}' exists (use --force to replace it)")
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist")
+    kwargs = None
+    if args.arch_kwargs is not None:
+        try:
+            kwargs = json.loads(args.arch_kwargs)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--arch-kwargs is not valid JSON: {e}") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+    if not os.path.isfile(args.model):
+        raise ValueError(f"model: no such file: '{args.model}'")
+    key = load_key(args.key)
+    verdict = verify(args.model, key, args.alpha, arch=args.arch, arch_kwargs=kwargs)
+    if args.out is not None:
+        with open(args.out, "w") as f:
+            f.write(verdict.to_json())
+    print(verdict)
+    return 1 if verdict.detected else 0
