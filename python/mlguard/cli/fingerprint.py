@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 from ..files.io import atomic_write
 from ..files.model import load_model, resolve_arch

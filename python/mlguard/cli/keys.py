@@ -7,7 +7,6 @@ is never replaced without --force, since it may hold the only copy of another se
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
