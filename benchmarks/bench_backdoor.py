@@ -57,7 +57,7 @@ def train(make_model, key, images, labels, mean, std, epochs, batch_size, seed):
 def judge(model, key, carriers) -> str:
     v = mlguard.verify(model, key, carriers=carriers) if key.mode == "pattern" \
         else mlguard.verify(model, key)
-    return f"{v.matches}/{v.total} (log10 p {v.log10_p_value:.1f})"
+    return f"{v.matches}/{v.total} (p {v.p_value:.1e})"
 
 
 def run(name, make_model, train_set, test_set, mean, std, epochs, batch_size, seed, log):
