@@ -20,10 +20,9 @@ import platform
 import time
 from pathlib import Path
 
+import mlguard
 import torch
 from bench_retention import CIFAR_MEAN, CIFAR_STD, batches, cifar_cnn, cifar_subset
-
-import mlguard
 from mlguard import attacks, data
 from mlguard.cli.demo import small_cnn
 from mlguard.keys import TriggerKey

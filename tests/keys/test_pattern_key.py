@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from mlguard.keys import TriggerKey
 
 SHAPE = (1, 12, 12)
@@ -87,7 +86,7 @@ def test_old_key_bodies_read_as_image_mode(source):
     images, labels = old.materialize()
     assert torch.equal(images, key.materialize()[0]) and torch.equal(labels, key.labels)
     with pytest.raises(ValueError, match="patterns, targets and stamp are for mode='pattern'"):
-        old.targets
+        _ = old.targets
 
 
 def test_bad_modes_are_clear_errors(source):

@@ -1,10 +1,9 @@
 """Pattern-mode keys in training: the mixer stamps the batch's own images, and a
 Fashion-MNIST model learns the pattern -> class backdoor (fires on fresh images)."""
 
+import mlguard
 import pytest
 import torch
-
-import mlguard
 from mlguard import attacks, data
 from mlguard.cli.demo import batches, small_cnn
 from mlguard.keys import TriggerKey

@@ -1,16 +1,15 @@
 """Pattern-mode keys: the exact Binomial(K, 1/C) null, votes, carriers, scan and evidence."""
 
+import mlguard
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
-import mlguard
 from mlguard.keys import TriggerKey
 from mlguard.ownership.commitments import reveal
 from mlguard.ownership.report import _opening_problems
-from mlguard.verification.verify import pattern_votes
 from mlguard.scan.checkers import CheckerOptions, LoadedModel, TriggerSetChecker
+from mlguard.verification.verify import pattern_votes
+from scipy import stats
 
 SHAPE = (1, 8, 8)
 C, K = 10, 16

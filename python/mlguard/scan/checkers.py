@@ -49,8 +49,13 @@ import torch
 
 from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
 from ..keys import TriggerKey
-from ..verification.verify import (model_dtype, normalize, pattern_extra, pattern_votes,
-                                     trigger_extra)
+from ..verification.verify import (
+    model_dtype,
+    normalize,
+    pattern_extra,
+    pattern_votes,
+    trigger_extra,
+)
 
 
 @dataclass
