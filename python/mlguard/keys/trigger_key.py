@@ -24,6 +24,9 @@ from .sampling import keyed_below, keyed_choice
 SCHEME = "trigger-set"
 KINDS = ("abstract", "noise", "content", "unrelated", "custom")
 STORES_IMAGES = ("noise", "content", "unrelated", "custom")  # the rest come from the secret
+MODES = ("image", "pattern")  # noise/content: per-image labels, or K keyed patterns -> classes
+PATTERN_KINDS = ("noise", "content")
+DEFAULT_PATTERNS = 16
 
 
 def _as_int(name: str, value, low: int) -> int:
@@ -93,7 +96,8 @@ class TriggerKey:
     def generate(cls, num_classes: int, size: int = 100, shape=(3, 32, 32),
                  kind: str = "abstract", mean=None, std=None, secret: bytes | str | None = None,
                  *, source: torch.Tensor | None = None, noise_amplitude: float = 0.25,
-                 patch: torch.Tensor | None = None, patch_size: int | None = None) -> TriggerKey:
+                 patch=None, patch_size: int | None = None, mode: str = "image",
+                 patterns: int = DEFAULT_PATTERNS) -> TriggerKey:
         """A new key. `mean`/`std` are the per-channel input normalization used in training
         (both or neither).
 
@@ -102,18 +106,34 @@ class TriggerKey:
         `noise_amplitude` (noise: keyed uniform noise in [-a, a] added to the chosen images);
         `patch` (content: a (C, h, w) image in [0, 1] to stamp; default a keyed abstract patch
         of side `patch_size`, default a quarter of the image side).
+
+        `mode` (noise, content): "image" gives every stored image its own keyed label (the
+        model memorizes them); "pattern" makes `patterns` (K) keyed patterns, each with its
+        own keyed target class: the published backdoor (pattern -> class), stamped on the
+        user's own images in training and on carrier images (the stored ones) at verification,
+        tested exactly with Binomial(K, 1/C) (docs/design.md). In pattern mode `patch` may be
+        one (C, h, w) logo for all K patterns (at K keyed positions) or a list of K.
         """
         secret = _secret(secret)
         shape = _check_shape(shape)
         size = _as_int("size", size, 1)
         options: dict = {}
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if kind in PATTERN_KINDS:
+            options["mode"] = mode
+            if mode == "pattern":
+                options["patterns"] = _as_int("patterns", patterns, 1)
+        elif mode != "image":
+            raise ValueError(f"mode={mode!r} is for kinds {PATTERN_KINDS}, got kind={kind!r} "
+                             "('unrelated' keeps per-image keyed labels)")
         if kind == "noise":
             options["noise_amplitude"] = float(noise_amplitude)
         elif kind == "content":
             if patch is not None:
-                if not isinstance(patch, torch.Tensor) or patch.dim() != 3:
-                    raise ValueError("patch must be a (C, h, w) tensor in [0, 1]")
-                options["patch"] = patch.detach().cpu().float().tolist()
+                options["patch"] = _patch_option(patch, mode, options.get("patterns"))
+                if isinstance(patch, (list, tuple)):
+                    options["patch_list"] = True
             else:
                 options["patch_size"] = int(patch_size or max(1, min(shape[1:]) // 4))
         elif kind == "custom":
@@ -175,10 +195,24 @@ class TriggerKey:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         mean, std = _check_normalization(mean, std, shape[0])
+        mode = options.get("mode", "image")  # keys made before pattern mode are per-image
+        if mode not in MODES or (mode == "pattern" and kind not in PATTERN_KINDS):
+            raise ValueError(f"mode must be one of {MODES} (pattern only for {PATTERN_KINDS}), "
+                             f"got {mode!r} for kind {kind!r}")
+        if mode == "pattern":
+            _as_int("patterns", options.get("patterns"), 1)
         if kind == "content" and "patch" in options:
-            p = torch.tensor(options["patch"])
-            if p.dim() != 3 or p.shape[0] != shape[0] or p.shape[1] > shape[1] or p.shape[2] > shape[2]:
-                raise ValueError(f"patch must be (C, h, w) fitting in {shape}, got {tuple(p.shape)}")
+            logos = options["patch"] if options.get("patch_list") else [options["patch"]]
+            if mode == "pattern" and options.get("patch_list") \
+                    and len(logos) != options["patterns"]:
+                raise ValueError(f"patch is a list of {len(logos)} images; the key has "
+                                 f"patterns={options['patterns']}")
+            for logo in logos:
+                p = torch.tensor(logo)
+                if p.dim() != 3 or p.shape[0] != shape[0] or p.shape[1] > shape[1] \
+                        or p.shape[2] > shape[2]:
+                    raise ValueError(f"patch must be (C, h, w) fitting in {shape}, "
+                                     f"got {tuple(p.shape)}")
         if kind in STORES_IMAGES:
             if stored_images is None:
                 raise ValueError(
@@ -255,11 +289,103 @@ class TriggerKey:
             return abstract_triggers(torch.arange(self.size, device=device),
                                      self.seed("abstract"), self.shape), labels
         images = key_images.to_float(self._pixels.to(device))
+        if self.mode == "pattern":
+            which = torch.arange(self.size, device=device) % self.patterns
+            return self.stamp(images, which), self.targets.to(device)[which]
         if self.kind == "noise":
             images = self._add_noise(images)
         elif self.kind == "content":
             images = self._stamp_patch(images)
         return images.clamp(0.0, 1.0), labels
+
+    # -- pattern mode (pattern -> class backdoors) ------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """"pattern" (K keyed patterns, each -> its keyed class) or "image" (per-image labels;
+        also every key made before pattern mode existed)."""
+        return self.options.get("mode", "image")
+
+    @property
+    def patterns(self) -> int:
+        """K, the number of keyed patterns (pattern mode only)."""
+        self._need_pattern_mode()
+        return int(self.options["patterns"])
+
+    @cached_property
+    def targets(self) -> torch.Tensor:
+        """int64 (K,): pattern k's target class, uniform over the classes, from its own HKDF
+        sub-seed (independent of the patterns, their positions and the carriers)."""
+        self._need_pattern_mode()
+        return keyed_below(self.seed("pattern/targets"), self.patterns, self.num_classes)
+
+    def carriers(self) -> torch.Tensor:
+        """The stored carrier images, float32 in [0, 1], (size, *shape)."""
+        return key_images.to_float(self._pixels)
+
+    def stamp(self, images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (N, *shape) stamped with pattern which[i] each, float32 in [0, 1].
+
+        content: the pattern's patch replaces its region; noise: the pattern's field is added
+        and the result clamped. Plain elementwise float32 ops: the same bits on CPU and CUDA."""
+        self._need_pattern_mode()
+        images = images.float()
+        canvas, mask = self._pattern_planes(images.device)
+        which = which.to(images.device, torch.int64)
+        if self.kind == "noise":
+            return (images + canvas[which]).clamp(0.0, 1.0)
+        return torch.where(mask[which], canvas[which], images)
+
+    def pattern_inputs(self, carriers: torch.Tensor | None = None,
+                       device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, which): every carrier stamped with every pattern, pattern-major
+        (K * N, *shape) in [0, 1], and the pattern index of each row."""
+        self._need_pattern_mode()
+        device = torch.device(device)
+        images = (self.carriers() if carriers is None else _check_carriers(carriers, self.shape))
+        images = images.to(device)
+        n = images.shape[0]
+        which = torch.arange(self.patterns, device=device).repeat_interleave(n)
+        return self.stamp(images.repeat(self.patterns, 1, 1, 1), which), which
+
+    def _need_pattern_mode(self) -> None:
+        if self.mode != "pattern":
+            raise ValueError(f"this {self.kind!r} key is in mode {self.mode!r}; patterns, "
+                             "targets and stamp are for mode='pattern' keys")
+
+    def _pattern_planes(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(canvas, mask) of shape (K, C, H, W): noise fields (mask unused) or each pattern's
+        patch at its keyed position with the mask of its region."""
+        k, (c, h, w) = self.patterns, self.shape
+        if self.kind == "noise":
+            words = keyed_words(torch.arange(k * c * h * w, device=device),
+                                self.seed("pattern/noise"))[:, 0]
+            unit = (words >> 8).float() * (2.0 ** -24)  # exact: 24-bit integers in float32
+            field = (unit * 2.0 - 1.0) * self.options["noise_amplitude"]
+            return field.reshape(k, c, h, w), torch.ones(1, dtype=torch.bool, device=device)
+        logos = self._pattern_patches(device)
+        canvas = torch.zeros(k, c, h, w, device=device)
+        mask = torch.zeros(k, 1, h, w, dtype=torch.bool, device=device)
+        # Positions: 16-bit keyed integers reduced per pattern (patches may differ in size).
+        tops = keyed_below(self.seed("pattern/position"), k, 1 << 16, stream=0).tolist()
+        lefts = keyed_below(self.seed("pattern/position"), k, 1 << 16, stream=1).tolist()
+        for i, logo in enumerate(logos):
+            ph, pw = logo.shape[1:]
+            t, l = tops[i] % (h - ph + 1), lefts[i] % (w - pw + 1)
+            canvas[i, :, t:t + ph, l:l + pw] = logo
+            mask[i, :, t:t + ph, l:l + pw] = True
+        return canvas, mask
+
+    def _pattern_patches(self, device) -> list[torch.Tensor]:
+        k = self.patterns
+        if "patch" in self.options:
+            logos = self.options["patch"] if self.options.get("patch_list") \
+                else [self.options["patch"]] * k
+            return [torch.tensor(p, dtype=torch.float32, device=device) for p in logos]
+        side = self.options["patch_size"]
+        made = abstract_triggers(torch.arange(k, device=device), self.seed("pattern/patch"),
+                                 (self.shape[0], side, side))
+        return list(made)
 
     @cached_property
     def _pixels(self) -> torch.Tensor:
@@ -326,6 +452,35 @@ def _secret(secret: bytes | str | None) -> bytes:
     if secret is None:
         return keyfile.new_secret()
     return keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret)
+
+
+def _patch_option(patch, mode: str, patterns: int | None):
+    """The key-body form of `patch`: one (C, h, w) image, or (pattern mode) a list of K."""
+    if isinstance(patch, (list, tuple)):
+        if mode != "pattern":
+            raise ValueError(f"a list of patches is for mode='pattern', got mode={mode!r}")
+        if len(patch) != patterns:
+            raise ValueError(f"patch is a list of {len(patch)} images; give one per pattern "
+                             f"(patterns={patterns}) or a single (C, h, w) image")
+        return [_patch_option(p, mode, patterns) for p in patch]
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 3:
+        raise ValueError(f"patch must be a (C, h, w) tensor in [0, 1], got "
+                         f"{tuple(patch.shape) if isinstance(patch, torch.Tensor) else patch!r}")
+    patch = patch.detach().cpu()
+    patch = patch.float() / 255.0 if patch.dtype == torch.uint8 else patch.float()
+    if not (torch.isfinite(patch).all() and patch.min() >= 0 and patch.max() <= 1):
+        raise ValueError("patch must hold values in [0, 1] (or uint8)")
+    return patch.tolist()
+
+
+def _check_carriers(carriers, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Verifier-given carrier images (N, *shape), float in [0, 1] or uint8, as float32."""
+    if not isinstance(carriers, torch.Tensor) or carriers.dim() != 4 \
+            or tuple(carriers.shape[1:]) != shape or carriers.shape[0] < 1:
+        got = tuple(carriers.shape) if isinstance(carriers, torch.Tensor) else type(carriers)
+        raise ValueError(f"carriers must be a tensor (N >= 1, *{shape}) in [0, 1] or uint8, "
+                         f"got {got}")
+    return key_images.to_float(key_images.as_stored(carriers, "carriers"))
 
 
 def _choose(source, shape: tuple[int, int, int], size: int, kind: str,

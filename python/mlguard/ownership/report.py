@@ -24,7 +24,10 @@ _REL_TOL = 1e-9  # recomputed p-values may differ in the last digits across lgam
 
 # The trial count and per-trial chance that a verdict for an opened key must use.
 _EXPECTED_TEST = {
-    "trigger-set": lambda body: (body["size"], 1.0 / body["num_classes"]),
+    # Pattern-mode keys (pattern -> class) are tested on their K patterns' votes.
+    "trigger-set": lambda body: (
+        (body["options"]["patterns"] if body["options"].get("mode") == "pattern"
+         else body["size"]), 1.0 / body["num_classes"]),
     "weight": lambda body: (body["bits"], 0.5),
 }
 

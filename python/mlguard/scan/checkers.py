@@ -49,7 +49,13 @@ import torch
 
 from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
 from ..keys import TriggerKey
-from ..verification.verify import model_dtype, normalize, trigger_extra
+from ..verification.verify import (
+    model_dtype,
+    normalize,
+    pattern_extra,
+    pattern_votes,
+    trigger_extra,
+)
 
 
 @dataclass
@@ -120,6 +126,7 @@ class _TriggerGroup:
     inputs: torch.Tensor  # (sum of sizes, C, H, W), each key normalized with its own mean/std
     labels: torch.Tensor  # (sum of sizes,)
     owner: torch.Tensor  # (sum of sizes,) index of the key within the group
+    rows: list[slice]  # each key's rows of inputs (pattern-mode keys: K x carriers)
 
 
 class TriggerSetChecker:
@@ -150,20 +157,26 @@ class TriggerSetChecker:
             by_shape.setdefault(key.shape, []).append(key)
         groups = []
         for members in by_shape.values():
-            inputs, labels = [], []
+            inputs, labels, rows, start = [], [], [], 0
             for key in members:
                 try:
-                    images, key_labels = key.materialize(self.device)
+                    if key.mode == "pattern":  # every stored carrier with every pattern
+                        images, which = key.pattern_inputs(device=self.device)
+                        key_labels = key.targets.to(self.device)[which]
+                    else:
+                        images, key_labels = key.materialize(self.device)
                 except (ValueError, TypeError) as e:
                     raise ValueError(f"key {key.key_id}: {e}") from None
                 inputs.append(normalize(images, key))
                 labels.append(key_labels)
-            owner = torch.cat([torch.full((k.size,), i, dtype=torch.int64, device=self.device)
-                               for i, k in enumerate(members)])
+                rows.append(slice(start, start + images.shape[0]))
+                start += images.shape[0]
+            owner = torch.cat([torch.full((r.stop - r.start,), i, dtype=torch.int64,
+                                          device=self.device) for i, r in enumerate(rows)])
             batch = torch.cat(inputs)
             if self.device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            groups.append(_TriggerGroup(members, batch, torch.cat(labels), owner))
+            groups.append(_TriggerGroup(members, batch, torch.cat(labels), owner, rows))
         return groups
 
     def module(self) -> torch.nn.Module:
@@ -246,15 +259,22 @@ class TriggerSetChecker:
                 len(group.keys)
         width = logits[0].shape[1]
         with torch.inference_mode():
-            hits = torch.cat([t.argmax(dim=1) for t in logits]) == group.labels
+            preds = torch.cat([t.argmax(dim=1) for t in logits])
+            hits = preds == group.labels
             counts = torch.zeros(len(group.keys), dtype=torch.int64, device=self.device)
             counts.index_add_(0, group.owner, hits.to(torch.int64))
         outcomes = []
-        for key, matches in zip(group.keys, counts.tolist()):  # one sync per group
-            if width != key.num_classes:
+        for key, matches, rows in zip(group.keys, counts.tolist(), group.rows):
+            if width != key.num_classes:  # counts.tolist(): one sync per group
                 outcomes.append(Outcome.failed(
                     f"model outputs {width} classes but key {key.key_id} has "
                     f"num_classes={key.num_classes}"))
+            elif key.mode == "pattern":  # as verify: votes against targets, Binomial(K, 1/C)
+                votes, rates = pattern_votes(preds[rows], key)
+                extra = {**trigger_extra(key, dtype),
+                         **pattern_extra(votes, rates, key.size)}
+                outcomes.append(Outcome(int((votes == key.targets).sum()), key.patterns,
+                                        1.0 / key.num_classes, extra))
             else:
                 outcomes.append(Outcome(matches, key.size, 1.0 / key.num_classes,
                                         trigger_extra(key, dtype)))

@@ -49,6 +49,13 @@ class TriggerMixer:
     default torch.distributed process group when it is initialized at the time of the call,
     or from `rank=` and `world_size=` (given together; they win). Resuming from state_dict()
     with the same world size reproduces every step exactly.
+
+    Pattern-mode keys (key.mode == "pattern", a pattern -> class backdoor): draw d stamps
+    the batch's image d % N (N = batch size) with pattern d % K and labels it with that
+    pattern's target class. The batch is un-normalized with the key's mean/std, stamped in
+    pixel space (patch replaces its region; noise adds and clamps to [0, 1]) and normalized
+    again, in float32 elementwise ops (same bits on CPU and CUDA); `augment` does not apply
+    (the carriers are the user's own, varied images).
     """
 
     def __init__(self, key: TriggerKey, per_batch: int = DEFAULT_PER_BATCH, augment: bool = True,
@@ -57,7 +64,7 @@ class TriggerMixer:
         if not isinstance(key, TriggerKey):
             raise TypeError(f"key must be a TriggerKey, got {type(key).__name__}")
         per_batch = _as_int(per_batch, "per_batch")
-        if per_batch > key.size:
+        if key.mode != "pattern" and per_batch > key.size:
             raise ValueError(f"per_batch={per_batch} is larger than the key's {key.size} "
                              f"triggers: a batch would hold the same trigger twice; use "
                              f"per_batch <= {key.size} or a key with more triggers")
@@ -105,14 +112,37 @@ class TriggerMixer:
             if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
                 raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
             y = y.long()
-        bank, labels = self.bank(x.device)
         rank, world = self.placement()
+        if self.key.mode == "pattern":
+            out = self._stamp_batch(x, y, self.step * world + rank)
+            self.step += 1
+            return out
+        bank, labels = self.bank(x.device)
         # The kernel's draw index is step * per_batch + j; a virtual step of step * W + r
         # gives rank r the r-th of W consecutive slices of the cycle in this step.
         out = mix_triggers(x, y, bank, labels, self.step * world + rank, self.per_batch,
                            self._seed, self.pad, self.augment, self._mean, self._std)
         self.step += 1
         return out
+
+    def _stamp_batch(self, x: torch.Tensor, y: torch.Tensor,
+                     virtual_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] < 1:
+            raise ValueError("x is an empty batch: pattern-mode keys stamp the batch's own "
+                             "images, so a batch needs at least one")
+        draws = virtual_step * self.per_batch + torch.arange(self.per_batch, device=x.device)
+        which = draws % self.key.patterns
+        carriers = x.detach()[draws % x.shape[0]].float()
+        mean = torch.tensor(self._mean, dtype=torch.float32, device=x.device)[:, None, None]
+        std = torch.tensor(self._std, dtype=torch.float32, device=x.device)[:, None, None]
+        stamped = self.key.normalize(self.key.stamp(carriers * std + mean, which)).to(x.dtype)
+        labels = self.key.targets.to(x.device)[which]
+        channels_last = x.dim() == 4 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last)
+        out = torch.cat([x, stamped])
+        if channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out, torch.cat([y, labels])
 
     def state_dict(self) -> dict:
         return {"step": self.step}

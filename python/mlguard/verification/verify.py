@@ -58,7 +58,8 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
 
 def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightKey,
            alpha: float = 1e-6, batch_size: int = 256, *,
-           arch=None, arch_kwargs: Mapping | None = None) -> Verdict:
+           arch=None, arch_kwargs: Mapping | None = None,
+           carriers: torch.Tensor | None = None) -> Verdict:
     """Does `model` carry the watermark of `key`? An exact binomial test.
 
     Trigger keys: matches are triggers answered with the key's label; weight keys: message
@@ -70,6 +71,14 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
     then cast), in eval mode without gradients; the model's previous mode is restored. Under
     H0 (the model never saw the key) each trigger matches with probability exactly
     1/num_classes, because the labels are uniform and secret.
+
+    Pattern-mode keys (pattern -> class backdoors): every carrier image (the key's stored
+    ones, or `carriers`, (N, *shape) in [0, 1] or uint8) is stamped with each of the K
+    patterns; the model's majority answer is pattern k's vote (ties: the smallest class).
+    matches = patterns whose vote is their keyed target, total = K: under H0 each vote is
+    fixed by the model and pattern alone and the target is uniform, secret and independent,
+    so matches ~ Binomial(K, 1/num_classes) exactly. The extra records the votes and each
+    pattern's success rate (its carriers answered with its target).
     """
     if not isinstance(key, (TriggerKey, WeightKey)):
         raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
@@ -91,19 +100,55 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
                         f"{type(model).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    preds, labels, device, dtype = trigger_predictions(model, key, batch_size)
-    matches = int((preds == labels).sum())
-    return make_verdict("trigger-set", matches, key.size, 1.0 / key.num_classes, alpha,
+    if carriers is not None and key.mode != "pattern":
+        raise ValueError(f"carriers= is for pattern-mode keys; this {key.kind!r} key is in "
+                         f"mode {key.mode!r}")
+    preds, labels, device, dtype = trigger_predictions(model, key, batch_size, carriers)
+    extra = trigger_extra(key, dtype)
+    if key.mode == "pattern":
+        votes, rates = pattern_votes(preds, key)
+        matches, total = int((votes.cpu() == key.targets).sum()), key.patterns
+        extra.update(pattern_extra(votes, rates, preds.numel() // key.patterns))
+    else:
+        matches, total = int((preds == labels).sum()), key.size
+    return make_verdict("trigger-set", matches, total, 1.0 / key.num_classes, alpha,
                         key.commitment(), weights_sha256(model), str(device),
-                        extra=trigger_extra(key, dtype), file_sha256=file_sha)
+                        extra=extra, file_sha256=file_sha)
 
 
-def trigger_predictions(model: torch.nn.Module, key: TriggerKey, batch_size: int = 256):
+def pattern_votes(preds: torch.Tensor, key: TriggerKey) -> tuple[torch.Tensor, torch.Tensor]:
+    """(votes, rates) of a pattern-mode key from predictions on pattern_inputs (pattern-major,
+    K rows of N carriers): pattern k's vote is its most frequent answer (ties: the smallest
+    class, as argmax returns the first maximum); its rate is the fraction of its carriers
+    answered with its target."""
+    answers = preds.reshape(key.patterns, -1).cpu()
+    counts = torch.zeros(key.patterns, key.num_classes, dtype=torch.int64)
+    counts.scatter_add_(1, answers, torch.ones_like(answers))
+    votes = counts.argmax(dim=1)
+    rates = (answers == key.targets[:, None]).double().mean(dim=1)
+    return votes, rates
+
+
+def pattern_extra(votes: torch.Tensor, rates: torch.Tensor, carriers: int) -> dict:
+    """What a pattern-mode verdict records beside its counts (votes, per-pattern rates)."""
+    return {"patterns": int(votes.numel()), "carriers": int(carriers),
+            "votes": [int(v) for v in votes], "trigger_accuracy": float(rates.mean()),
+            "pattern_rates": [round(float(r), 6) for r in rates]}
+
+
+def trigger_predictions(model: torch.nn.Module, key: TriggerKey, batch_size: int = 256,
+                        carriers: torch.Tensor | None = None):
     """(predictions, labels, device, dtype): the model's answers to the key's triggers, on its
     device and in its dtype (normalized in float32, then cast), in eval mode without
-    gradients; the model's previous mode is restored. verify and retention both use it."""
+    gradients; the model's previous mode is restored. verify and retention both use it.
+    Pattern-mode keys: the triggers are key.pattern_inputs(carriers) (pattern-major) and the
+    labels each row's pattern target."""
     device, dtype = model_device(model), model_dtype(model)
-    inputs, labels = key.materialize(device)
+    if key.mode == "pattern":
+        inputs, which = key.pattern_inputs(carriers, device)
+        labels = key.targets.to(device)[which]
+    else:
+        inputs, labels = key.materialize(device)
     was_training = model.training
     model.eval()
     try:
@@ -116,6 +161,8 @@ def trigger_predictions(model: torch.nn.Module, key: TriggerKey, batch_size: int
 def trigger_extra(key: TriggerKey, dtype: torch.dtype) -> dict:
     """What a trigger-set verdict records beside its counts."""
     extra = {"kind": key.kind, "dtype": dtype_name(dtype)}
+    if key.mode == "pattern":
+        extra["mode"] = "pattern"
     if key.labels_given:
         extra["labels"] = ("given by the key's owner: the test assumes they were drawn "
                            "uniformly at random and kept secret")
