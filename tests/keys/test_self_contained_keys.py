@@ -27,6 +27,8 @@ def make(kind, **kw):
     args = dict(num_classes=10, size=40, shape=SHAPE, kind=kind, mean=MEAN, std=STD)
     if kind in ("noise", "content", "unrelated"):
         args["source"] = source()
+    if kind in ("noise", "content"):
+        args["mode"] = "image"  # stored images with their own labels (pattern mode: elsewhere)
     args.update(kw)
     return TriggerKey.generate(**args)
 

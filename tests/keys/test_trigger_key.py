@@ -67,7 +67,7 @@ def source():
 
 @pytest.mark.parametrize("kind", ["noise", "content", "unrelated"])
 def test_source_kinds(kind, source):
-    k = key(kind=kind, source=source)
+    k = key(kind=kind, source=source, **({} if kind == "unrelated" else {"mode": "image"}))
     x, y = k.materialize()
     assert x.shape == (50, 3, 16, 16) and x.min() >= 0 and x.max() <= 1
     assert torch.equal(x, k.materialize()[0])

@@ -36,7 +36,8 @@ def memorized(key):
 def keys(tmp_path):
     source = torch.rand(200, *SHAPE, generator=torch.Generator().manual_seed(0))
     made = {kind: TriggerKey.generate(num_classes=10, size=40, shape=SHAPE, kind=kind,
-                                      mean=(0.5,) * 3, std=(0.25,) * 3, source=source)
+                                      mean=(0.5,) * 3, std=(0.25,) * 3, source=source,
+                                      **({} if kind == "unrelated" else {"mode": "image"}))
             for kind in ("noise", "content", "unrelated")}
     made["custom"] = TriggerKey.from_images(source[:40], num_classes=10, shape=SHAPE)
     for kind, key in made.items():

@@ -36,6 +36,11 @@ def add_parser(subparsers) -> None:
                    help="images to choose the triggers from (noise, content, unrelated)")
     q.add_argument("--noise-amplitude", type=float, default=0.25, help="noise kind (default 0.25)")
     q.add_argument("--patch-size", type=int, default=None, help="content kind: patch side")
+    q.add_argument("--mode", choices=("pattern", "image"), default=None,
+                   help="noise and content kinds: pattern (default; K keyed patterns, each "
+                        "with a secret target class) or image (each stored image its own label)")
+    q.add_argument("--patterns", type=int, default=16,
+                   help="pattern mode: number of keyed patterns K (default 16)")
     q.add_argument("--images", metavar="FOLDER",
                    help="use your own trigger images (TriggerKey.from_images) instead")
     q.add_argument("--labels", metavar="FILE",
@@ -100,7 +105,8 @@ def _new_trigger(args) -> int:
             source = read_images(image_paths(args.source), shape, args.resize)
         key = TriggerKey.generate(args.num_classes, args.size, shape, args.kind, mean, std,
                                   source=source, noise_amplitude=args.noise_amplitude,
-                                  patch_size=args.patch_size)
+                                  patch_size=args.patch_size, mode=args.mode,
+                                  patterns=args.patterns)
     return _save(key, args)
 
 

@@ -96,7 +96,7 @@ class TriggerKey:
     def generate(cls, num_classes: int, size: int = 100, shape=(3, 32, 32),
                  kind: str = "abstract", mean=None, std=None, secret: bytes | str | None = None,
                  *, source: torch.Tensor | None = None, noise_amplitude: float = 0.25,
-                 patch=None, patch_size: int | None = None, mode: str = "image",
+                 patch=None, patch_size: int | None = None, mode: str | None = None,
                  patterns: int = DEFAULT_PATTERNS) -> TriggerKey:
         """A new key. `mean`/`std` are the per-channel input normalization used in training
         (both or neither).
@@ -107,8 +107,9 @@ class TriggerKey:
         `patch` (content: a (C, h, w) image in [0, 1] to stamp; default a keyed abstract patch
         of side `patch_size`, default a quarter of the image side).
 
-        `mode` (noise, content): "image" gives every stored image its own keyed label (the
-        model memorizes them); "pattern" makes `patterns` (K) keyed patterns, each with its
+        `mode` (noise, content; default "pattern", measured in benchmarks/RESULTS.md):
+        "image" gives every stored image its own keyed label (the model memorizes them);
+        "pattern" makes `patterns` (K) keyed patterns, each with its
         own keyed target class: the published backdoor (pattern -> class), stamped on the
         user's own images in training and on carrier images (the stored ones) at verification,
         tested exactly with Binomial(K, 1/C) (docs/design.md). In pattern mode `patch` may be
@@ -118,6 +119,8 @@ class TriggerKey:
         shape = _check_shape(shape)
         size = _as_int("size", size, 1)
         options: dict = {}
+        if mode is None:
+            mode = "pattern" if kind in PATTERN_KINDS else "image"
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if kind in PATTERN_KINDS:
