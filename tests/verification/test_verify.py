@@ -155,3 +155,17 @@ def test_verify_weights_reads_wrapped_prefixed_and_half_state_dicts(tmp_path):
         verify(path, k, arch=lambda: torch.nn.Linear(64, 32))
     with pytest.raises(ValueError, match="arch and arch_kwargs are only for a model given as"):
         verify(net, k, arch=arch)
+
+
+def test_nan_logits_are_not_counted():
+    # argmax of NaN picks an arbitrary class: a verdict from it would be no evidence.
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), float("nan")) + self.w
+
+    with pytest.raises(ValueError, match="NaN or inf logits"):
+        verify(Broken(), key())

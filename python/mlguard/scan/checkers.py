@@ -257,6 +257,9 @@ class TriggerSetChecker:
         if not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in logits):
             return [Outcome.failed("model output is not a (batch, classes) tensor")] * \
                 len(group.keys)
+        if not all(bool(torch.isfinite(t).all()) for t in logits):
+            return [Outcome.failed("model outputs NaN or inf logits for the triggers")] * \
+                len(group.keys)
         width = logits[0].shape[1]
         with torch.inference_mode():
             preds = torch.cat([t.argmax(dim=1) for t in logits])

@@ -52,6 +52,10 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
             raise ValueError(f"model must output (batch, {num_classes}) logits to match the key's "
                              f"num_classes={num_classes}, got {shape}")
+        if not bool(torch.isfinite(logits).all()):
+            # argmax of NaN logits is an arbitrary class: a count of them is no evidence.
+            raise ValueError("the model outputs NaN or inf logits for the triggers; its answers "
+                             "cannot be counted (a broken or badly converted model?)")
         preds.append(logits.argmax(dim=1))
     return torch.cat(preds)
 
