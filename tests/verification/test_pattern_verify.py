@@ -96,7 +96,8 @@ def test_verify_retention_scan_and_evidence_agree(source):
     clean = mlguard.verify(Linear(0), key)
     assert not clean.detected
     with pytest.raises(ValueError, match="carriers= is for pattern-mode keys"):
-        mlguard.verify(model, TriggerKey.generate(C, 10, SHAPE, "noise", source=source),
+        mlguard.verify(model, TriggerKey.generate(C, 10, SHAPE, "noise", source=source,
+                                                  mode="image"),
                        carriers=source[:3])
     checker = TriggerSetChecker([key, _key(5, source)], torch.device("cpu"),
                                 CheckerOptions(batch_size=33))
