@@ -1,3 +1,3 @@
 """Single source of the mlguard version (kept import-free to avoid cycles)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
