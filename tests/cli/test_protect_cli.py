@@ -172,6 +172,27 @@ def test_stamp_refuses_a_signed_safetensors_file(env, capsys):
     public = Identity.load(ident, "cli pass phrase").public_key_hex
     assert run("stamp", model, "--owner", "ACME", "--force") == 0
     assert "sign it again" in capsys.readouterr().err
-    # Stamp first, then sign: both hold.
-    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    # Stamp first, then sign: both hold. The old signature file is replaced only on --force.
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 2
+    assert "refusing to overwrite it (use --force)" in capsys.readouterr().err
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV, "--force") == 0
     assert run("verify-signature", model, "--public-key", public) == 0
+
+
+def test_signed_outputs_are_never_overwritten_without_force(env, capsys):
+    """Issue 10: no command overwrites without --force (sign, register, identity)."""
+    model = env / "m.pt"
+    torch.save({"w": torch.arange(3.0)}, model)
+    ident = env / "owner.id"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    first_identity = ident.read_bytes()
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 2
+    assert ident.read_bytes() == first_identity
+    record = env / "release.json"
+    record.write_text("keep me")
+    args = ("register", model, "--commitment", "ab" * 32, "--identity", ident,
+            "--passphrase-env", PASS_ENV, "--out", record)
+    assert run(*args) == 2 and record.read_text() == "keep me"
+    assert "release.json' exists; refusing to overwrite it (use --force)" in \
+        capsys.readouterr().err
+    assert run(*args, "--force") == 0 and "signature" in record.read_text()

@@ -104,13 +104,23 @@ def _add_identity_args(p: argparse.ArgumentParser) -> None:
                         "(default: prompt)")
 
 
-def _write_json(path: str | None, doc: dict) -> None:
+def _write_json(path: str | None, doc: dict, force: bool = False) -> None:
     if path is None or path == "-":
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         from ..files.io import write_json
-        write_json(path, doc)
+        try:
+            write_json(path, doc, overwrite=force)
+        except FileExistsError:
+            raise ValueError(f"'{path}' exists; refusing to overwrite it (use --force)") from None
         print(f"wrote {path}", file=sys.stderr)
+
+
+def _refuse_outputs(args, *paths: str | None) -> None:
+    """Checks every output before any work (a passphrase prompt, a signature, a scan)."""
+    for path in paths:
+        if path is not None and path != "-":
+            _refuse_existing(path, args.force)
 
 
 def _report(problems: list[str], ok_message: str) -> int:
@@ -152,10 +162,10 @@ def _refuse_existing(path: str, force: bool) -> None:
 @_guard
 def _identity_new(args) -> int:
     from ..ownership.identity import Identity
-    if os.path.exists(args.out):
-        raise ValueError(f"{args.out!r} exists; refusing to overwrite an identity")
+    _refuse_outputs(args, args.out)
     identity = Identity.generate()
-    identity.save(args.out, _passphrase(args, "new passphrase", confirm=True))
+    identity.save(args.out, _passphrase(args, "new passphrase", confirm=True),
+                  overwrite=args.force)
     print(identity.public_key_hex)
     return OK
 
@@ -171,7 +181,9 @@ def _identity_public(args) -> int:
 def _sign(args) -> int:
     from ..protect import sign_file
     from ..protect.signing import SUFFIX
-    _write_json(args.out or args.file + SUFFIX, sign_file(args.file, _identity(args)))
+    out = args.out or args.file + SUFFIX
+    _refuse_outputs(args, out)
+    _write_json(out, sign_file(args.file, _identity(args)), args.force)
     return OK
 
 
@@ -224,7 +236,8 @@ def _register(args) -> int:
     keys = _key_bodies(args.key) + list(args.commitment or [])
     if not keys:
         raise ValueError("give at least one --key KEYFILE or --commitment HEX")
-    _write_json(args.out, register(args.model, keys, _identity(args)))
+    _refuse_outputs(args, args.out)
+    _write_json(args.out, register(args.model, keys, _identity(args)), args.force)
     return OK
 
 
@@ -260,10 +273,11 @@ def _scan_verdicts(results: dict, path: str, suspect: str) -> list[dict]:
 @_guard
 def _evidence_build(args) -> int:
     from ..ownership import evidence, evidence_html, reveal
+    _refuse_outputs(args, args.out, args.html)
     openings = [reveal(b) for b in _key_bodies(args.reveal)]
     doc = evidence(_load_verdicts(args.verdict, args.suspect), args.suspect, opening=openings,
                    identity=_identity(args), command=args.command_line)
-    _write_json(args.out, doc)
+    _write_json(args.out, doc, args.force)
     if args.html:
         with open(args.html, "w", encoding="utf-8") as f:
             f.write(evidence_html(doc, args.suspect))
@@ -287,6 +301,7 @@ def _evidence_check(args) -> int:
 @_guard
 def _evidence_html(args) -> int:
     from ..ownership import evidence_html, load_document
+    _refuse_outputs(args, args.out)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(evidence_html(load_document(args.file), args.suspect,
                               public_key=args.public_key))
@@ -322,6 +337,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("new", help="generate an Ed25519 identity, saved encrypted")
     q.add_argument("out")
     q.add_argument("--passphrase-env", metavar="NAME")
+    q.add_argument("--force", action="store_true", help="replace an existing identity file "
+                   "(its private key is lost)")
     q.set_defaults(func=_identity_new)
     q = sub.add_parser("public", help="print the public key of an identity or key file")
     q.add_argument("file")
@@ -331,6 +348,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file")
     p.add_argument("--out", help="signature file (default FILE.mlguard-sig.json; - for stdout)")
     _add_identity_args(p)
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_sign)
 
     p = subparsers.add_parser("verify-signature", help="check a file's detached signature")
@@ -357,6 +375,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--commitment", action="append", help="key commitment (repeatable)")
     p.add_argument("--out", help="record file (default: stdout)")
     _add_identity_args(p)
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_register)
 
     p = subparsers.add_parser("evidence", help="build, check or render an evidence report")
@@ -373,6 +392,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", help="report JSON (default: stdout)")
     q.add_argument("--html", help="also write a readable HTML page here")
     _add_identity_args(q)
+    q.add_argument("--force", action="store_true", help="replace existing output files")
     q.set_defaults(func=_evidence_build)
     q = sub.add_parser("check", help="verify a report or registration record")
     q.add_argument("file")
@@ -384,4 +404,5 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True)
     q.add_argument("--suspect")
     q.add_argument("--public-key", help="the owner's public key, to check who signed")
+    q.add_argument("--force", action="store_true", help="replace existing output files")
     q.set_defaults(func=_evidence_html)
