@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ._args import add_progress_arguments
+
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
 (prune:0.5 amount, quantize:4 bits, cast:bf16, noise:0.5 sigma, jpeg:50 quality, blur:1.0
 sigma, ftal:3 / distill:5 epochs), further ':k=v' other ones (fine_prune:0.5:epochs=2).
@@ -59,10 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     p.add_argument("--seed", type=int, default=0, help="the attacker's split and shuffles")
-    progress = p.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show a progress bar (default: only on a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from ._args import add_progress_arguments
+
 EPILOG = """exit status:
   0  every file was checked and nothing was detected
   1  at least one detection
@@ -58,10 +60,7 @@ def add_parser(subparsers) -> None:
                    help="reader threads (default min(8, CPUs))")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="load TorchScript archives (runs code from the files: trusted files only)")
-    progress = p.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show a progress bar (default: only on a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 

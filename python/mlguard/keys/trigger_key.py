@@ -224,7 +224,7 @@ class TriggerKey:
                     "and could silently give chance-level matches): it cannot be verified "
                     "reliably; make a new key with TriggerKey.generate(..., source=...) or "
                     "TriggerKey.from_images(...)")
-            decoded = key_images.decode(stored_images)
+            decoded = key_images.decode(stored_images)  # checked once, kept by the key
             if tuple(decoded.shape) != (size, *shape):
                 raise ValueError(f"stored images are {tuple(decoded.shape)}, the key needs "
                                  f"{(size, *shape)}")
@@ -234,9 +234,12 @@ class TriggerKey:
             if kind != "custom":
                 raise ValueError("only 'custom' keys (from_images) carry user-given labels")
             user_labels = tuple(key_images.read_labels(list(user_labels), size, num_classes))
-        return cls(secret=bytes(secret), nonce=bytes(nonce), num_classes=num_classes, size=size,
+        key = cls(secret=bytes(secret), nonce=bytes(nonce), num_classes=num_classes, size=size,
                    shape=shape, kind=kind, mean=mean, std=std, options=dict(options),
                    stored_images=stored_images, user_labels=user_labels)
+        if stored_images is not None:
+            key.__dict__["_pixels"] = decoded  # the cached_property, filled without decoding again
+        return key
 
     # -- derived values --------------------------------------------------------------------
 
@@ -276,6 +279,11 @@ class TriggerKey:
 
     def commitment(self) -> str:
         """Hex SHA-256 commitment to the whole key; safe to publish (hides the secret)."""
+        return self._commitment
+
+    @cached_property
+    def _commitment(self) -> str:
+        # Computed once: the body of an image-carrying key is hundreds of kB of JSON.
         return keyfile.commitment(self.to_body())
 
     @property
