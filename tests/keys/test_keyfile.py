@@ -270,8 +270,8 @@ def test_malformed_secret(key_path: tuple[Path, dict]) -> None:
 
 def test_wrong_version(key_path: tuple[Path, dict]) -> None:
     path, body = key_path
-    _rewrite(path, lambda d: d.update(version=2))
-    _expect_error(path, "uses key-file version 2, but this mlguard supports version 1",
+    _rewrite(path, lambda d: d.update(version=3))
+    _expect_error(path, "uses key-file version 3, but this mlguard supports versions 1, 2",
                   body["secret"])
     _rewrite(path, lambda d: d.update(version="1"))
     _expect_error(path, "non-integer 'version' field", body["secret"])

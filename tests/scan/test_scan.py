@@ -247,7 +247,9 @@ def test_reports(corpus, rows, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "data:image/png;base64," in page and "finetuned_ckpt.pth" in page
     assert "&lt;img src=x onerror=alert(1)&gt;.pt" in page and "<img src=x" not in page
-    assert page.count("unsafe pickle refused") == 2
+    errors, table = page.split("<h2>All rows</h2>")
+    # Grouped per key (3 keys; the two evil files share one reason), then one cell per pair.
+    assert errors.count("unsafe pickle refused") == 3 and table.count("unsafe pickle refused") == 6
     with pytest.raises(ValueError, match=r"must end in .json, .csv, .png or .html"):
         write_report(rows, tmp_path / "r.txt", alpha=1e-6)
 

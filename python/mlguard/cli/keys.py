@@ -68,6 +68,9 @@ def add_parser(subparsers) -> None:
 def _common(q) -> None:
     q.add_argument("--out", required=True, metavar="FILE", help="the key file to write (0600)")
     q.add_argument("--force", action="store_true", help="replace an existing key file")
+    q.add_argument("--label", metavar="NAME", default=None,
+                   help="a name for people (e.g. a customer id), saved in the key file and "
+                        "shown by scan reports; not part of the commitment")
 
 
 def _floats(name: str, text: str | None) -> tuple[float, ...] | None:
@@ -123,7 +126,10 @@ def _new_weight(args) -> int:
 
 
 def _save(key, args) -> int:
+    key = key.with_label(args.label)
     key.save(args.out, overwrite=args.force)
-    print(f"wrote {args.out}: key {key.commitment()[:16]} (commitment {key.commitment()})")
+    named = f" labelled {key.label!r}" if key.label is not None else ""
+    print(f"wrote {args.out}: key {key.commitment()[:16]}{named} "
+          f"(commitment {key.commitment()})")
     print("keep this file secret: it holds the key's secret", file=sys.stderr)
     return 0

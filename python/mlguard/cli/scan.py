@@ -28,6 +28,7 @@ EPILOG = """exit status:
   130 interrupted (Ctrl-C); rows already in the --journal are kept
 Put PATHs before --keys: every argument after --keys is taken as a key."""
 ERRORS_SHOWN = 5  # error rows printed in the summary
+DETECTIONS_SHOWN = 20  # detections printed in the summary
 
 
 def add_parser(subparsers) -> None:
@@ -104,8 +105,7 @@ def run(args) -> int:
         return 0
     for target in args.out + args.report:
         write_report(rows, target, args.alpha)
-    if not args.out:
-        _print_detections(rows)
+    _print_detections(rows, all_shown=not args.out)
     if not (args.progress or (args.progress is None and sys.stderr.isatty())):
         print(summary_line(rows, time.perf_counter() - start), file=sys.stderr)  # else scan did
     _print_errors(rows)
@@ -139,13 +139,19 @@ def _print_errors(rows: list[dict]) -> None:
               file=sys.stderr)
 
 
-def _print_detections(rows: list[dict]) -> None:
+def _print_detections(rows: list[dict], all_shown: bool) -> None:
+    """One line per detection, naming the file and the key (label, else file stem, and id);
+    with --out the first DETECTIONS_SHOWN (the file lists all)."""
+    from ..scan.rows import key_name
     from ..verification.stats import format_p
-    for r in rows:
-        if r["detected"]:
-            p = format_p(r["log10_adjusted_p_value"] * math.log(10.0))
-            print(f"DETECTED  {r['path']}  key {r['key_id']}  {r['matches']}/{r['total']}  "
-                  f"adjusted p = {p}")
+    detections = [r for r in rows if r["detected"]]
+    shown = detections if all_shown else detections[:DETECTIONS_SHOWN]
+    for r in shown:
+        p = format_p(r["log10_adjusted_p_value"] * math.log(10.0))
+        print(f"DETECTED  {r['path']}  key {key_name(r)} ({r['key_id']})  "
+              f"{r['matches']}/{r['total']}  adjusted p = {p}")
+    if len(shown) < len(detections):
+        print(f"... and {len(detections) - len(shown)} more detections (--out lists all)")
 
 
 def _usage(message: str) -> int:

@@ -6,6 +6,17 @@ A key file is a JSON document::
      "body": {..., "secret": "<64 hex chars>", ...},
      "mac": "<hex HMAC-SHA256 of canonical_json(body)>"}
 
+or, for a key that carries metadata (a human label such as a customer id), version 2::
+
+    {"format": "mlguard-key", "version": 2, "body": {...}, "meta": {"label": "acme-corp"},
+     "mac": "<hex HMAC-SHA256 of canonical_json({"body": body, "meta": meta})>"}
+
+The commitment is over the body only, so a label never changes a key's commitment (the
+owner's published evidence). The MAC covers the metadata too: a label edited, swapped
+with another file's or removed fails the check. Keys without metadata are still written
+as version 1, readable by every mlguard; an older mlguard refuses a version 2 file clearly
+("upgrade mlguard") instead of misreading it.
+
 The body is scheme specific (trigger keys, weight keys, ...) but always holds
 the 32-byte secret as hex.  The MAC is keyed with a value derived from that
 secret, so it catches corruption, truncation and hand edits; it is not a
@@ -44,11 +55,15 @@ __all__ = [
     "commitment",
     "write_key_file",
     "read_key_file",
+    "read_key_file_meta",
+    "check_label",
 ]
 
 FORMAT = "mlguard-key"
 VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+META_VERSION = 2  # a file with a "meta" object (label), covered by the MAC
+SUPPORTED_VERSIONS = (1, 2)
+MAX_LABEL_CHARS = 200
 SECRET_BYTES = 32
 
 _INFO_PREFIX = b"mlguard/v1/"
@@ -156,28 +171,65 @@ def _mac(secret: bytes, payload: bytes) -> hmac.HMAC:
     return h
 
 
-def write_key_file(path: str | os.PathLike, body: dict, *, overwrite: bool = False) -> None:
+def check_label(label: object) -> str | None:
+    """A key label as stored: None, or a str of 1 to 200 printable characters (no line
+    breaks or other control characters: it is shown in tables, CSV cells and file names)."""
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str or None, got {type(label).__name__} {label!r}")
+    if not label.strip() or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise ValueError(f"label must be 1 to {MAX_LABEL_CHARS} printable characters (no "
+                         f"line breaks or control characters), got {_short(label)}")
+    return label
+
+
+def _check_meta(meta: object) -> dict:
+    if not isinstance(meta, dict) or set(meta) - {"label"}:
+        raise ValueError(f"meta must be a dict with at most a 'label', got {_short(meta)}")
+    return {"label": check_label(meta["label"])} if meta.get("label") is not None else {}
+
+
+def _mac_payload(body: dict, meta: dict) -> bytes:
+    # Version 1 (no metadata) MACs the body alone, as every existing file does; version 2
+    # MACs body and metadata together. The two payloads cannot coincide: a body always
+    # has a top-level "secret", the version 2 payload never does.
+    return canonical_json({"body": body, "meta": meta}) if meta else canonical_json(body)
+
+
+def write_key_file(path: str | os.PathLike, body: dict, *, overwrite: bool = False,
+                   meta: dict | None = None) -> None:
     """Write `body` as a MAC-protected key file, atomically, with mode 0o600.
 
-    `body["secret"]` must be the 32-byte secret as hex. Readers never see a half-written
-    key. An existing file is never replaced unless `overwrite=True` (FileExistsError): a
-    key file holds a secret that nothing else can regenerate.
+    `body["secret"]` must be the 32-byte secret as hex. `meta` ({"label": str}) is
+    metadata outside the body and its commitment, covered by the MAC (version 2); without
+    it the file is version 1. Readers never see a half-written key. An existing file is
+    never replaced unless `overwrite=True` (FileExistsError): a key file holds a secret
+    that nothing else can regenerate.
     """
     if not isinstance(body, dict):
         raise TypeError(f"body must be a dict, got {type(body).__name__}")
     if "secret" not in body:
         raise ValueError("body must contain the hex secret under 'secret'")
     secret = secret_from_hex(body["secret"])
-    payload = canonical_json(body)
-    doc = {"format": FORMAT, "version": VERSION, "body": body,
-           "mac": _mac(secret, payload).finalize().hex()}
+    meta = _check_meta({} if meta is None else meta)
+    doc = {"format": FORMAT, "version": META_VERSION if meta else VERSION, "body": body,
+           "mac": _mac(secret, _mac_payload(body, meta)).finalize().hex()}
+    if meta:
+        doc["meta"] = meta
     data = (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     with atomic_write(path, mode=0o600, overwrite=overwrite) as f:
         f.write(data)
 
 
 def read_key_file(path: str | os.PathLike) -> dict:
-    """Read and verify a key file; return its body.
+    """Read and verify a key file; return its body (``read_key_file_meta`` also gives the
+    metadata)."""
+    return read_key_file_meta(path)[0]
+
+
+def read_key_file_meta(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read and verify a key file; return (body, meta), meta {} or {"label": str}.
 
     Raises ValueError naming the path and the problem if the file cannot be
     read, is not JSON (corrupted or truncated), has the wrong format or an
@@ -210,7 +262,7 @@ def read_key_file(path: str | os.PathLike) -> dict:
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
         raise fail(f"uses key-file version {version}, but this mlguard supports "
-                   f"version {supported}; upgrade mlguard to read it")
+                   f"versions {supported}; upgrade mlguard to read it")
     body, mac_hex = doc.get("body"), doc.get("mac")
     if not isinstance(body, dict):
         raise fail("has a missing or non-object 'body' field")
@@ -225,11 +277,20 @@ def read_key_file(path: str | os.PathLike) -> dict:
         raise fail(f"has a malformed secret: {e}; the file may have been modified "
                    "or corrupted") from None
 
+    if version == VERSION and "meta" in doc:
+        raise fail("has a 'meta' field, which version 1 does not protect; the file may "
+                   "have been modified")
     try:
-        _mac(secret, canonical_json(body)).verify(bytes.fromhex(mac_hex))
+        meta = _check_meta(doc.get("meta", {}))
+    except (TypeError, ValueError) as e:
+        raise fail(f"has a malformed 'meta' field: {e}") from None
+    if version == META_VERSION and not meta:
+        raise fail("is version 2 but has no 'meta' label; the file may have been modified")
+    try:
+        _mac(secret, _mac_payload(body, meta)).verify(bytes.fromhex(mac_hex))
     except InvalidSignature:
         raise fail("has been modified or corrupted (MAC check failed)") from None
-    return body
+    return body, meta
 
 
 def _reject_constant(name: str) -> Any:

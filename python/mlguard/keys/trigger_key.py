@@ -19,6 +19,7 @@ import torch
 from ..ops import abstract_triggers, keyed_words
 from . import images as key_images
 from . import keyfile
+from .metadata import display_name, file_meta, with_metadata
 from .sampling import keyed_below, keyed_choice
 
 SCHEME = "trigger-set"
@@ -91,13 +92,18 @@ class TriggerKey:
     options: dict = field(default_factory=dict)
     stored_images: dict | None = field(default=None, repr=False)  # images.encode() form
     user_labels: tuple[int, ...] | None = field(default=None, repr=False)
+    # Metadata, not key material: outside the body, so never part of the commitment or of
+    # equality. `label` is a human name (e.g. a customer id) saved in the key file's MAC'd
+    # metadata (keyfile, version 2); `path` is the file load_key read the key from.
+    label: str | None = field(default=None, compare=False)
+    path: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def generate(cls, num_classes: int, size: int = 100, shape=(3, 32, 32),
                  kind: str = "abstract", mean=None, std=None, secret: bytes | str | None = None,
                  *, source: torch.Tensor | None = None, noise_amplitude: float = 0.25,
                  patch=None, patch_size: int | None = None, mode: str | None = None,
-                 patterns: int = DEFAULT_PATTERNS) -> TriggerKey:
+                 patterns: int = DEFAULT_PATTERNS, label: str | None = None) -> TriggerKey:
         """A new key. `mean`/`std` are the per-channel input normalization used in training
         (both or neither).
 
@@ -114,6 +120,9 @@ class TriggerKey:
         user's own images in training and on carrier images (the stored ones) at verification,
         tested exactly with Binomial(K, 1/C) (docs/design.md). In pattern mode `patch` may be
         one (C, h, w) logo for all K patterns (at K keyed positions) or a list of K.
+
+        `label`: a name for people (e.g. a customer id), saved in the key file and shown in
+        scan reports; metadata, never part of the commitment (see `with_label`).
         """
         secret = _secret(secret)
         shape = _check_shape(shape)
@@ -150,12 +159,13 @@ class TriggerKey:
                              "only for 'noise', 'content' and 'unrelated'")
         return cls._checked(secret=secret, nonce=keyfile.new_nonce(), num_classes=num_classes,
                             size=size, shape=shape, kind=kind, mean=mean, std=std,
-                            options=options, stored_images=stored)
+                            options=options, stored_images=stored, label=label)
 
     @classmethod
     def from_images(cls, images, labels=None, *, num_classes: int, shape=(3, 32, 32),
                     resize: str = "center_crop", mean=None, std=None,
-                    secret: bytes | str | None = None) -> TriggerKey:
+                    secret: bytes | str | None = None,
+                    label: str | None = None) -> TriggerKey:
         """A key for your own trigger set (e.g. a published one), stored in the key.
 
         `images`: a uint8 or float ([0, 1]) tensor (N, C, H, W), a list of image files, or a
@@ -185,11 +195,12 @@ class TriggerKey:
         return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
                             num_classes=num_classes, size=int(pixels.shape[0]), shape=shape,
                             kind="custom", mean=mean, std=std, options={},
-                            stored_images=key_images.encode(pixels), user_labels=given)
+                            stored_images=key_images.encode(pixels), user_labels=given,
+                            label=label)
 
     @classmethod
     def _checked(cls, *, secret, nonce, num_classes, size, shape, kind, mean, std,
-                 options, stored_images=None, user_labels=None) -> TriggerKey:
+                 options, stored_images=None, user_labels=None, label=None) -> TriggerKey:
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
         num_classes = _as_int("num_classes", num_classes, 2)
@@ -236,7 +247,8 @@ class TriggerKey:
             user_labels = tuple(key_images.read_labels(list(user_labels), size, num_classes))
         key = cls(secret=bytes(secret), nonce=bytes(nonce), num_classes=num_classes, size=size,
                    shape=shape, kind=kind, mean=mean, std=std, options=dict(options),
-                   stored_images=stored_images, user_labels=user_labels)
+                   stored_images=stored_images, user_labels=user_labels,
+                   label=keyfile.check_label(label))
         if stored_images is not None:
             key.__dict__["_pixels"] = decoded  # the cached_property, filled without decoding again
         return key
@@ -289,6 +301,15 @@ class TriggerKey:
     @property
     def key_id(self) -> str:
         return self.commitment()[:16]
+
+    @property
+    def display_name(self) -> str:
+        """The label, else the key file's stem, else the 16-hex key id."""
+        return display_name(self.label, self.path, self.key_id)
+
+    def with_label(self, label: str | None) -> TriggerKey:
+        """This key with another label (None removes it); the commitment is unchanged."""
+        return with_metadata(self, label=label)
 
     def materialize(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels): float32 images in [0, 1] of shape (size, *shape), int64 labels,
@@ -456,7 +477,7 @@ class TriggerKey:
 
         An existing file is never replaced unless `overwrite=True`: it may hold the only copy
         of another secret."""
-        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite)
+        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite, meta=file_meta(self))
 
 
 def _secret(secret: bytes | str | None) -> bytes:

@@ -23,6 +23,7 @@ import torch
 
 from ..ops.keyed_projection import LATEST_PROJECTION, PROJECTIONS
 from . import keyfile
+from .metadata import display_name, file_meta, with_metadata
 from .sampling import keyed_below
 
 SCHEME = "weight"
@@ -146,18 +147,25 @@ class WeightKey:
     # How bits are read (mlguard.ops.keyed_projection, docs/projection.md): 2 = exact integer
     # sums; 1 = the float order of keys made before it (their bodies have no such field).
     projection: int = LATEST_PROJECTION
+    # Metadata, not key material: outside the body, so never part of the commitment or of
+    # equality. `label` is a human name (e.g. a customer id) saved in the key file's MAC'd
+    # metadata (keyfile, version 2); `path` is the file load_key read the key from.
+    label: str | None = field(default=None, compare=False)
+    path: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def generate(cls, bits: int = 256, targets=None, reduce: str = "none",
                  message=None, secret: bytes | str | None = None,
                  nonce: bytes | None = None, projection: int = LATEST_PROJECTION, *,
-                 model: torch.nn.Module | None = None) -> WeightKey:
+                 model: torch.nn.Module | None = None, label: str | None = None) -> WeightKey:
         """A new key; `message` defaults to `bits` key-derived random bits. `projection` 1 makes
         a key read like those made before projection 2 (docs/projection.md).
 
         `targets` (required): parameter names, or "auto" with `model=` for the model's
         largest weight matrix (the resolved name is what the key records). With `model=`
         the targets are checked now: parameters (not buffers), enough weights for `bits`.
+        `label`: a name for people (e.g. a customer id), saved in the key file and shown in
+        scan reports; metadata, never part of the commitment (see `with_label`).
         """
         if secret is None:
             secret = keyfile.new_secret()
@@ -185,14 +193,14 @@ class WeightKey:
             message = keyed_below(keyfile.derive_seed(secret, "weight/message"), bits, 2).tolist()
         key = cls._checked(secret=secret, nonce=nonce or keyfile.new_nonce(), bits=bits,
                            targets=targets, reduce=reduce, message=message,
-                           projection=projection)
+                           projection=projection, label=label)
         if model is not None:
             key.check_capacity(key.carrying_size(key.parameters(model)))
         return key
 
     @classmethod
     def _checked(cls, *, secret, nonce, bits, targets, reduce, message,
-                 projection) -> WeightKey:
+                 projection, label=None) -> WeightKey:
         if projection not in PROJECTIONS or isinstance(projection, bool):
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if len(secret) != keyfile.SECRET_BYTES:
@@ -205,7 +213,8 @@ class WeightKey:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
         message = _as_message(message, bits)
         return cls(secret=bytes(secret), nonce=bytes(nonce), bits=bits, targets=targets,
-                   reduce=reduce, message=message, projection=projection)
+                   reduce=reduce, message=message, projection=projection,
+                   label=keyfile.check_label(label))
 
     @cached_property
     def seed(self) -> int:  # cached: the regularizer needs it every training step
@@ -277,6 +286,15 @@ class WeightKey:
     def key_id(self) -> str:
         return self.commitment()[:16]
 
+    @property
+    def display_name(self) -> str:
+        """The label, else the key file's stem, else the 16-hex key id."""
+        return display_name(self.label, self.path, self.key_id)
+
+    def with_label(self, label: str | None) -> WeightKey:
+        """This key with another label (None removes it); the commitment is unchanged."""
+        return with_metadata(self, label=label)
+
     def to_body(self) -> dict:
         return {"scheme": SCHEME, "secret": self.secret.hex(), "nonce": self.nonce.hex(),
                 "bits": self.bits, "targets": list(self.targets), "reduce": self.reduce,
@@ -303,4 +321,4 @@ class WeightKey:
 
         An existing file is never replaced unless `overwrite=True`: it may hold the only copy
         of another secret."""
-        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite)
+        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite, meta=file_meta(self))

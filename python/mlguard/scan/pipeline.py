@@ -34,7 +34,7 @@ from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, arch_name
                        resolve_arch, scheme_of)
 from .journal import Journal, file_stamp
 from .result import ScanResult
-from .rows import adjust, make_row, summary_line
+from .rows import adjust, key_columns, make_row, name_keys, summary_line
 from .staging import DeviceStager
 
 
@@ -151,6 +151,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     rows = distributed.gather_rows(rows, ranks, device)
     order = {k.commitment(): i for i, k in enumerate(key_list)}
     rows.sort(key=lambda r: (r["path"], order[r["commitment"]]))
+    name_keys(rows, key_list)  # journaled rows name the keys as this scan was given them
     adjust(rows, alpha)
     if show:
         print(summary_line(rows, time.perf_counter() - start), file=sys.stderr)
@@ -335,7 +336,8 @@ class _Runner:
             per_key = {id(k): o for scheme, members in self.by_scheme.items()
                        for k, o in zip(members, outcomes[scheme][i])}
             file_rows = [make_row(model.path, model.size, model.sha256, commitment, scheme,
-                                  per_key[id(k)], str(self.device), model.weights_sha256)
+                                  per_key[id(k)], str(self.device), model.weights_sha256,
+                                  **key_columns(k))
                          for k, (commitment, scheme) in zip(self.keys, self.labels)]
             rows += self._commit(model.path, stamps[model.path], file_rows)
             if model.buffer is not None:  # checked: nothing views the file's bytes any more
@@ -346,8 +348,8 @@ class _Runner:
     def _error_rows(self, failed: _Failed) -> list[dict]:
         outcome = Outcome.failed(failed.error)
         return [make_row(failed.path, failed.size, failed.sha256, commitment, scheme, outcome,
-                         str(self.device), failed.weights_sha256)
-                for commitment, scheme in self.labels]
+                         str(self.device), failed.weights_sha256, **key_columns(k))
+                for k, (commitment, scheme) in zip(self.keys, self.labels)]
 
     def _commit(self, path: str, stamp, rows: list[dict]) -> list[dict]:
         """Journals all rows of one file in one transaction, then hands them on."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 from ..verification.stats import format_p
+from .rows import key_name
 
 _SHOWN = 20  # rows of each kind in the HTML view
 
@@ -57,11 +58,11 @@ class ScanResult(list):
         out = head
         if self.detections:
             out += "<h4>Detections</h4>" + table(
-                [(r["path"], r["key_id"], f"{r['matches']}/{r['total']}",
+                [(r["path"], key_name(r), r["key_id"], f"{r['matches']}/{r['total']}",
                   format_p(r["log10_adjusted_p_value"] * 2.302585092994046))
-                 for r in self.detections], ("file", "key", "matches", "adjusted p"))
+                 for r in self.detections], ("file", "key", "key id", "matches", "adjusted p"))
         if self.errors:
             out += "<h4>Errors</h4>" + table(
-                [(r["path"], r["key_id"], r["error"]) for r in self.errors],
-                ("file", "key", "error"))
+                [(r["path"], key_name(r), r["key_id"], r["error"]) for r in self.errors],
+                ("file", "key", "key id", "error"))
         return f"<div>{out}</div>"

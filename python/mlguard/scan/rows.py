@@ -7,6 +7,11 @@ number of (model, key) pairs actually tested in the scan (error rows are not tes
 detection in the whole scan by alpha. Everything is computed in log space, so p-values far
 below the double range (1e-300 and less) stay exact in the log10 columns.
 
+Each row names its key for people too: ``key_label`` (the key's label, e.g. the customer
+id of a fingerprint key; None for a key without one) and ``key_path`` (the key file it was
+loaded from; None for a key given as an object). ``key_name(row)`` is the name reports
+show: the label, else the key file's stem, else the 16-hex ``key_id``.
+
 A file that cannot be checked gets one error row per key (same columns, counts and
 p-values None, ``detected`` False), so every scan has exactly files x keys rows.
 
@@ -19,22 +24,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ..keys.metadata import display_name
 from ..verification import stats
 from ..verification.verdict import Verdict, make_verdict
 from .checkers import Outcome
 
-COLUMNS = ("path", "file_sha256", "weights_sha256", "file_size", "key_id", "commitment",
+COLUMNS = ("path", "file_sha256", "weights_sha256", "file_size", "key_id", "key_label",
+           "key_path", "commitment",
            "scheme", "matches", "total", "chance", "p_value", "log10_p_value",
            "adjusted_p_value", "log10_adjusted_p_value", "detected", "error", "device", "extra")
 
 
 def make_row(path: str, size: int | None, sha256: str | None, commitment: str, scheme: str,
-             outcome: Outcome, device: str, weights_sha256: str | None = None) -> dict:
+             outcome: Outcome, device: str, weights_sha256: str | None = None, *,
+             key_label: str | None = None, key_path: str | None = None) -> dict:
     """A row before the correction (adjusted columns None until ``adjust``)."""
     row = dict.fromkeys(COLUMNS)
     row.update(path=path, file_sha256=sha256, weights_sha256=weights_sha256, file_size=size,
-               key_id=commitment[:16], commitment=commitment, scheme=scheme, detected=False,
-               device=device, extra={})
+               key_id=commitment[:16], key_label=key_label, key_path=key_path,
+               commitment=commitment, scheme=scheme, detected=False, device=device, extra={})
     if outcome.error is not None:
         row["error"] = outcome.error
         return row
@@ -43,6 +51,29 @@ def make_row(path: str, size: int | None, sha256: str | None, commitment: str, s
                p_value=math.exp(log_p), log10_p_value=stats.log10_p(log_p),
                extra=dict(outcome.extra))
     return row
+
+
+def key_columns(key) -> dict:
+    """{"key_label": ..., "key_path": ...} of a key object (None where it has none: a
+    plug-in scheme's key need not carry them)."""
+    label, path = getattr(key, "label", None), getattr(key, "path", None)
+    return {"key_label": label if isinstance(label, str) else None,
+            "key_path": path if isinstance(path, str) else None}
+
+
+def name_keys(rows: list[dict], keys: list) -> list[dict]:
+    """Sets every row's key columns from the scan's keys (in place), by commitment: rows
+    resumed from a journal then name keys as this scan was given them (a key relabelled
+    or moved since, a journal written before these columns existed)."""
+    columns = {k.commitment(): key_columns(k) for k in keys}
+    for r in rows:
+        r.update(columns.get(r["commitment"], {}))
+    return rows
+
+
+def key_name(row: Mapping) -> str:
+    """The key as people read it: its label, else its file's stem, else its 16-hex id."""
+    return display_name(row.get("key_label"), row.get("key_path"), row["key_id"])
 
 
 def adjust(rows: list[dict], alpha: float) -> list[dict]:
@@ -85,7 +116,8 @@ def row_verdict(row: Mapping, *, alpha: float, tests: int) -> Verdict:
     extra.update(scan_alpha=alpha, scan_tests=tests)
     return make_verdict(row["scheme"], row["matches"], row["total"], row["chance"],
                         alpha / tests, row["commitment"], row["weights_sha256"], row["device"],
-                        extra=extra, file_sha256=row["file_sha256"])
+                        extra=extra, file_sha256=row["file_sha256"],
+                        key_label=row.get("key_label"))
 
 
 def summary_line(rows: list[dict], seconds: float) -> str:

@@ -7,6 +7,8 @@ weights hash of the checked model (``weights_sha256``, see ``state_dict_sha256``
 and, when the model came from a file, the SHA-256 of the file's bytes.
 
 ``weights_sha256`` was called ``model_sha256`` before; ``from_dict`` reads either.
+``key_label`` (the key's human label, e.g. a customer id) is shown, never tested: it is
+not part of the commitment, and ``to_dict`` leaves it out when the key has none.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from . import stats
 __all__ = ["Verdict", "make_verdict", "state_dict_sha256"]
 
 _STR_FIELDS = ("scheme", "commitment", "weights_sha256", "device", "mlguard_version", "test")
-_OPTIONAL_STR_FIELDS = ("file_sha256",)
+_OPTIONAL_STR_FIELDS = ("file_sha256", "key_label")
 _RENAMED = {"model_sha256": "weights_sha256"}  # old name -> new name, read by from_dict
 _INT_FIELDS = ("matches", "total")
 _FLOAT_FIELDS = ("p_value", "log_p_value", "alpha", "chance")
@@ -56,6 +58,7 @@ class Verdict:
     test: str  # e.g. "exact one-sided binomial test, H0: P(match)=1/10"
     file_sha256: str | None = None  # SHA-256 of the model file's bytes, if read from a file
     extra: dict = field(default_factory=dict)  # scheme-specific figures
+    key_label: str | None = None  # the key's label (metadata, not evidence), if it has one
 
     @property
     def model_sha256(self) -> str:
@@ -65,6 +68,8 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of all fields plus ``log10_p_value``."""
         d = dataclasses.asdict(self)
+        if d["key_label"] is None:  # as verdicts were written before labels existed
+            del d["key_label"]
         d["log10_p_value"] = stats.log10_p(self.log_p_value)
         try:
             # Round-trip so the result is plain JSON data (tuples -> lists, ...).
@@ -119,6 +124,7 @@ class Verdict:
         color = "#b00020" if self.detected else "#1b5e20"
         rows = [("test", self.test), ("matches", f"{self.matches}/{self.total}"),
                 ("p-value", stats.format_p(self.log_p_value)), ("alpha", f"{self.alpha:g}"),
+                *([("key", self.key_label)] if self.key_label is not None else []),
                 ("key commitment", self.commitment), ("weights sha256", self.weights_sha256),
                 ("file sha256", self.file_sha256 or "-"),
                 ("run on", f"{self.device} with mlguard {self.mlguard_version}")]
@@ -140,6 +146,7 @@ class Verdict:
             f"  chance:     {self.chance:g} per trial "
             f"({self.chance * self.total:.4g} of {self.total} expected under H0)",
             f"  p-value:    {p} (log10 p = {stats.log10_p(self.log_p_value):.4f})",
+            *([f"  key label:  {self.key_label}"] if self.key_label is not None else []),
             f"  key commit: {self.commitment or '-'}",
             f"  weights:    sha256 {self.weights_sha256 or '-'}",
             f"  file:       sha256 {self.file_sha256 or '-'}",
@@ -160,6 +167,7 @@ def make_verdict(
     device: str,
     extra: dict | None = None,
     file_sha256: str | None = None,
+    key_label: str | None = None,
 ) -> Verdict:
     """Run the exact one-sided binomial test and package the result.
 
@@ -182,6 +190,8 @@ def make_verdict(
     _expect("device", device, str)
     if file_sha256 is not None:
         _expect("file_sha256", file_sha256, str)
+    if key_label is not None:
+        _expect("key_label", key_label, str)
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__} {extra!r}")
 
@@ -202,6 +212,7 @@ def make_verdict(
         test=f"exact one-sided binomial test, H0: P(match)={_describe_chance(chance)}",
         file_sha256=file_sha256,
         extra=dict(extra or {}),
+        key_label=key_label,
     )
 
 

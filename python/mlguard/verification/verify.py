@@ -117,7 +117,7 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
         matches, total = int((preds == labels).sum()), key.size
     return make_verdict("trigger-set", matches, total, 1.0 / key.num_classes, alpha,
                         key.commitment(), weights_sha256(model), str(device),
-                        extra=extra, file_sha256=file_sha)
+                        extra=extra, file_sha256=file_sha, key_label=getattr(key, "label", None))
 
 
 def pattern_votes(preds: torch.Tensor, key: TriggerKey) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,5 +234,5 @@ def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alph
                 "weight", matches, bits, 0.5, alpha, keys[i].commitment(), weights_sha,
                 str(w.device), extra={"bit_error_rate": 1 - matches / bits,
                                       "targets": list(targets), "reduce": reduce},
-                file_sha256=file_sha)
+                file_sha256=file_sha, key_label=keys[i].label)
     return verdicts  # type: ignore[return-value]

@@ -47,7 +47,8 @@ class Fingerprints:
     model itself is not kept). The arguments are checked here, not at the first key_for.
     Weight keys use the exact projection 2 read (docs/projection.md); a registry made
     before it (mlguard 0.1) re-derives its customers' keys, commitments included, with
-    projection=1.
+    projection=1. Every customer key carries its customer id as its `label` (saved in its
+    key file, shown by scans; metadata, not part of the commitment).
     """
 
     def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):
@@ -61,6 +62,9 @@ class Fingerprints:
                              f"got {len(master_secret)}")
         if not isinstance(scheme, str) or scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+        if "label" in key_args:
+            raise ValueError(f"label={key_args['label']!r}: every customer key is labelled "
+                             "with its customer id; no label is given to all of them")
         if scheme == "weight":
             # One check key (a throwaway secret) resolves "auto" and validates every argument
             # against the model, if given; customers' keys then record the resolved names.
@@ -76,7 +80,7 @@ class Fingerprints:
         key = SCHEMES[self.scheme].generate(secret=secret, **self.key_args)
         # A derived nonce keeps each customer's commitment reproducible from the master.
         nonce = keyfile.derive_key_bytes(self._master, f"fingerprint-nonce/{customer_id}")
-        return dataclasses.replace(key, nonce=nonce)
+        return dataclasses.replace(key, nonce=nonce, label=_label(customer_id))
 
     def identify(self, model, customers: Iterable[str], alpha: float = 1e-6) -> Identification:
         """Tests every customer's key; names the best if it survives Bonferroni correction."""
@@ -93,3 +97,12 @@ class Fingerprints:
         return Identification(customer=best_id if log_adj < math.log(alpha) else None,
                               adjusted_p_value=math.exp(log_adj), log_adjusted_p_value=log_adj,
                               verdict=best, tried=len(customers))
+
+
+def _label(customer_id: str) -> str | None:
+    """The customer id as a key label; None for an id a label cannot hold (over 200
+    characters, line breaks): the key itself, derived from the id, is the same either way."""
+    try:
+        return keyfile.check_label(customer_id)
+    except ValueError:
+        return None
