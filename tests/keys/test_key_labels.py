@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlguard import TriggerKey, WeightKey, load_key
+from mlguard import TriggerKey, WeightKey, embed_weights, load_key, verify
 from mlguard.keys import keyfile
 
 SECRET, NONCE = b"\x05" * 32, b"\x06" * 32
@@ -114,3 +114,14 @@ def test_with_label_keeps_what_the_key_derived():
     assert relabelled.__dict__["_commitment"] is key.__dict__["_commitment"]
     assert relabelled.with_label(None).label is None and key.label is None
     assert torch.equal(relabelled.materialize()[0], key.materialize()[0])
+
+
+def test_a_verdict_shows_the_label_of_its_key():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64))
+    key = WeightKey.generate(64, ("0.weight",), label="acme")
+    embed_weights(model, key)
+    verdict = verify(model, key)
+    assert verdict.detected and verdict.key_label == "acme"
+    assert "acme" in verdict._repr_html_() and verdict.to_dict()["key_label"] == "acme"
+    assert "key_label" not in verify(model, key.with_label(None)).to_dict()
