@@ -281,6 +281,7 @@ class _Runner:
         self.stager = DeviceStager(device)
         self.per_call = max(c.models_per_call for c in checkers.values())
         self.pool: BufferPool | None = None
+        self.committed = 0  # files whose rows are committed (journaled, if journaling)
 
     def run(self, todo: list, workers: int, prefetch: int, show: bool,
             done_before: int = 0) -> list[dict]:
@@ -299,7 +300,6 @@ class _Runner:
         batch: list[LoadedModel] = []
         batch_bytes, batch_since = 0, 0.0
         held = 0  # bytes charged to pending reads and to the models in `batch`
-        checked = 0
         executor = ThreadPoolExecutor(workers, thread_name_prefix="mlguard-scan")
 
         def refill() -> bool:
@@ -345,13 +345,12 @@ class _Runner:
                         held -= batch_bytes
                         batch, batch_bytes = [], 0
                         refill()
-                    checked += done
                     rate = read_bytes / 1e6 / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix_str(f"read {rate:.0f} MB/s", refresh=False)
                     bar.update(done)
         except KeyboardInterrupt:
             executor.shutdown(wait=False, cancel_futures=True)  # drop the files in flight
-            raise ScanInterrupted(done_before + checked, done_before + len(todo)) from None
+            raise ScanInterrupted(done_before + self.committed, done_before + len(todo)) from None
         executor.shutdown(wait=True)
         return rows
 
@@ -418,6 +417,7 @@ class _Runner:
         """Journals all rows of one file in one transaction, then hands them on."""
         if self.journal is not None:
             self.journal.record(path, stamp, rows)
+        self.committed += 1
         return rows
 
 
