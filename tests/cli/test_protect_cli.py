@@ -196,3 +196,93 @@ def test_signed_outputs_are_never_overwritten_without_force(env, capsys):
     assert "release.json' exists; refusing to overwrite it (use --force)" in \
         capsys.readouterr().err
     assert run(*args, "--force") == 0 and "signature" in record.read_text()
+
+
+def _signed_safetensors(env):
+    import safetensors.torch
+    model = env / "m.safetensors"
+    safetensors.torch.save_file({"w": torch.arange(4.0)}, model)
+    ident = env / "owner.id"
+    assert run("identity", "new", ident, "--passphrase-env", PASS_ENV) == 0
+    return model, ident
+
+
+def test_stamp_refuses_a_registered_safetensors_file(env, capsys):
+    """Issue 10: stamping after `register` broke the registration without a word."""
+    model, ident = _signed_safetensors(env)
+    record = env / "m.registration.json"
+    assert run("register", model, "--commitment", "ab" * 32, "--out", record,
+               "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    before = model.read_bytes()
+    capsys.readouterr()
+    assert run("stamp", model, "--owner", "ACME", "--registration", record) == 2
+    err = capsys.readouterr().err
+    assert f"is registered ('{record}')" in err and "Stamp first, then sign and register" in err
+    assert model.read_bytes() == before
+    # --resign re-signs, it cannot re-register: still refused.
+    assert run("stamp", model, "--owner", "ACME", "--registration", record, "--resign",
+               "--identity", ident, "--passphrase-env", PASS_ENV) == 2
+    assert model.read_bytes() == before
+    assert run("evidence", "check", record, "--suspect", model) == 0
+    assert run("stamp", model, "--owner", "ACME", "--registration", record, "--force") == 0
+    assert f"'{record}' no longer matches the file: register it again" in \
+        capsys.readouterr().err
+    assert run("evidence", "check", record, "--suspect", model) == 1  # what --force broke
+
+
+def test_stamp_help_says_unnamed_registrations_cannot_be_seen(capsys):
+    with pytest.raises(SystemExit):
+        run("stamp", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Stamp first, then sign and register" in out
+    assert "records kept elsewhere cannot be seen, so name them" in out
+
+
+def test_stamp_resign_signs_the_stamped_file_again(env, capsys):
+    model, ident = _signed_safetensors(env)
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    public = Identity.load(ident, "cli pass phrase").public_key_hex
+    assert run("stamp", model, "--owner", "ACME", "--resign", "--identity", ident,
+               "--passphrase-env", PASS_ENV) == 0
+    assert protect.read_stamp(model)["owner"] == "ACME"
+    capsys.readouterr()
+    assert run("verify-signature", model, "--public-key", public) == 0
+    assert f"OK: {model} is signed by {public}" in capsys.readouterr().out
+
+
+def test_stamp_resign_keeps_the_file_when_it_cannot_sign(env, capsys, monkeypatch):
+    model, ident = _signed_safetensors(env)
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    before = model.read_bytes()
+    signature = (env / "m.safetensors.mlguard-sig.json").read_bytes()
+    capsys.readouterr()
+    assert run("stamp", model, "--owner", "ACME", "--resign") == 2  # no --identity
+    assert "--resign needs --identity" in capsys.readouterr().err
+    monkeypatch.setenv(PASS_ENV, "wrong pass phrase")  # the identity cannot be opened
+    assert run("stamp", model, "--owner", "ACME", "--resign", "--identity", ident,
+               "--passphrase-env", PASS_ENV) == 2
+    monkeypatch.setenv(PASS_ENV, "cli pass phrase")
+    other = env / "other.id"
+    assert run("identity", "new", other, "--passphrase-env", PASS_ENV) == 0
+    capsys.readouterr()
+    assert run("stamp", model, "--owner", "ACME", "--resign", "--identity", other,
+               "--passphrase-env", PASS_ENV) == 2
+    assert "was signed by another key" in capsys.readouterr().err
+    assert model.read_bytes() == before
+    assert (env / "m.safetensors.mlguard-sig.json").read_bytes() == signature
+
+
+def test_stamp_goes_ahead_when_nothing_valid_would_break(env, capsys):
+    """A signature of an older version of the file is broken already; a sidecar stamp
+    (not safetensors) leaves the file's bytes, and so its signature, as they are."""
+    model, ident = _signed_safetensors(env)
+    assert run("sign", model, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    import safetensors.torch
+    safetensors.torch.save_file({"w": torch.arange(5.0)}, model)  # a new version
+    assert run("stamp", model, "--owner", "ACME") == 0
+    pt = env / "m.pt"
+    torch.save({"w": torch.arange(3.0)}, pt)
+    assert run("sign", pt, "--identity", ident, "--passphrase-env", PASS_ENV) == 0
+    assert run("stamp", pt, "--owner", "ACME") == 0
+    public = Identity.load(ident, "cli pass phrase").public_key_hex
+    assert run("verify-signature", pt, "--public-key", public) == 0

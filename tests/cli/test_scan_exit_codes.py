@@ -125,3 +125,38 @@ def test_resumed_scan_says_how_many_were_done(files, tmp_path, capsys):
     capsys.readouterr()
     assert _scan(files, "--arch", ARCH, "--journal", str(journal)) == 0
     assert "2 of 2 files already done, 0 to check" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_the_scan_says_how_many_files_were_checked(files, tmp_path, capsys,
+                                                                  monkeypatch):
+    from mlguard.scan import ScanInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise ScanInterrupted(3, 7)
+    monkeypatch.setattr(sys.modules["mlguard.scan"], "scan", interrupted)
+    assert _scan(files, "--arch", ARCH, "--journal", str(tmp_path / "j.db")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == ("mlguard scan: interrupted after 3 of 7 files; "
+                   "rerun with the same --journal to resume")
+
+
+@pytest.mark.parametrize("text, size", [("512M", 512 << 20), ("8G", 8 << 30),
+                                        ("1.5GiB", 3 << 29), ("4096", 4096), ("64mb", 64 << 20)])
+def test_memory_cap_sizes(files, monkeypatch, text, size):
+    seen = {}
+
+    def fake_scan(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+    monkeypatch.setattr(sys.modules["mlguard.scan"], "scan", fake_scan)
+    assert _scan(files, "--arch", ARCH, "--memory-cap", text) == 2
+    assert seen["memory_cap"] == size
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "0.5", "inf", "nan"])
+def test_bad_memory_cap_exits_2_naming_it(files, capsys, text):
+    with pytest.raises(SystemExit) as e:
+        _scan(files, "--arch", ARCH, "--memory-cap", text)
+    assert e.value.code == 2
+    assert f"--memory-cap: expected a size like 512M or 8G, got '{text}'" in \
+        capsys.readouterr().err

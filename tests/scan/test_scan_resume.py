@@ -1,7 +1,9 @@
-"""A scan killed with SIGKILL halfway resumes from its journal and loses nothing."""
+"""A scan killed with SIGKILL or stopped with Ctrl-C halfway resumes from its journal and
+loses nothing."""
 
 import collections
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -9,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import safetensors.torch
 import torch
 
-from mlguard import TriggerKey
-from mlguard.scan import loading, scan
+from mlguard import TriggerKey, WeightKey
+from mlguard.scan import CHECKERS, ScanInterrupted, loading, pipeline, scan
 
 from scan_helper import MEAN, SHAPE, STD, tiny_cnn
 
@@ -98,3 +101,105 @@ def test_killed_scan_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
     assert scan(models, keys, arch="scan_helper:slow_tiny_cnn", journal=journal,
                 device="cpu") == uninterrupted
     assert reads == []  # a finished scan does no work
+
+
+# -- Ctrl-C: the files checked before it are kept, the rest resumes (issue 10) --------------
+
+
+def _weight_corpus(root: Path, count: int) -> tuple[Path, Path]:
+    models = root / "wmodels"
+    models.mkdir()
+    for i in range(count):
+        torch.manual_seed(100 + i)
+        safetensors.torch.save_file(tiny_cnn().state_dict(), models / f"w{i:02d}.safetensors")
+    key = root / "w.key"
+    WeightKey.generate(bits=16, targets=("0.weight",), secret=b"\x11" * 32).save(key)
+    return models, key
+
+
+def _counting_weight_check(monkeypatch, interrupt_on_call: int | None = None) -> list[int]:
+    """Wraps the weight checker: records each call's batch size, raises KeyboardInterrupt
+    on the given call (1-based) as a Ctrl-C during that check would."""
+    checker = CHECKERS["weight"]
+    real = checker.fn
+    calls: list[int] = []
+
+    def check(state_dicts, keys, device):
+        calls.append(len(state_dicts))
+        if len(calls) == interrupt_on_call:
+            raise KeyboardInterrupt
+        return real(state_dicts, keys, device)
+    monkeypatch.setattr(checker, "fn", staticmethod(check))
+    return calls
+
+
+def test_interrupted_scan_keeps_every_checked_file_and_resumes_to_the_same_rows(
+        tmp_path, monkeypatch):
+    models, key = _weight_corpus(tmp_path, 6)
+    journal = tmp_path / "scan.db"
+    calls = _counting_weight_check(monkeypatch, interrupt_on_call=3)
+    # A 1-byte cap: one model at a time, so the weight checker is called once per file.
+    with pytest.raises(ScanInterrupted) as e:
+        scan(models, key, journal=journal, device="cpu", workers=1, memory_cap=1)
+    assert calls == [1, 1, 1]
+    assert (e.value.checked, e.value.total) == (2, 6)
+    assert str(e.value) == "scan interrupted after 2 of 6 files"
+    assert _journal_rows(journal) == 2  # the two files checked before Ctrl-C, one key
+
+    monkeypatch.undo()
+    resumed = scan(models, key, journal=journal, device="cpu")
+    assert resumed == scan(models, key, device="cpu")
+    assert _journal_rows(journal) == 6
+
+
+def test_a_partial_weight_key_batch_is_journaled_within_seconds(tmp_path, monkeypatch):
+    """A batch waiting to fill (64 models per weight-key call) is checked and journaled once
+    it has waited COMMIT_INTERVAL, not when the whole scan is read."""
+    models, key = _weight_corpus(tmp_path, 8)
+    calls = _counting_weight_check(monkeypatch)
+    real_read = loading.read_model_file
+
+    def slow_read(path, *args):
+        time.sleep(0.2)
+        return real_read(path, *args)
+    monkeypatch.setattr(loading, "read_model_file", slow_read)
+    monkeypatch.setattr(pipeline, "COMMIT_INTERVAL", 0.5)
+    rows = scan(models, key, journal=tmp_path / "scan.db", device="cpu", workers=1)
+    assert len(rows) == 8 and sum(calls) == 8
+    assert len(calls) >= 2 and max(calls) <= 4, calls  # ~0.2 s per file, 0.5 s per batch
+
+
+def test_ctrl_c_keeps_the_checked_files_prints_one_line_and_exits_130(tmp_path):
+    models, keys = _corpus(tmp_path)
+    journal = tmp_path / "scan.db"
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path, SCAN_TEST_SLEEP="0.3", OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "mlguard", "scan", str(models), "--keys", *map(str, keys),
+            "--arch", "scan_helper:slow_tiny_cnn", "--journal", str(journal), "--device", "cpu",
+            "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _journal_rows(journal) < 3 * KEYS:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the scan wrote no rows within 60 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    found = re.fullmatch(r"mlguard scan: interrupted after (\d+) of (\d+) files; "
+                         r"rerun with the same --journal to resume", lines[0])
+    assert found and int(found.group(2)) == FILES, lines[0]
+    checked, kept = int(found.group(1)), _journal_rows(journal) // KEYS
+    assert 3 <= checked < FILES and checked <= kept <= checked + 1  # commit, then count
+
+    env["SCAN_TEST_SLEEP"] = "0"
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]  # broken.pt cannot be checked
+    assert f"{kept} of {FILES} files already done, {FILES - kept} to check" in done.stderr
+    assert _journal_rows(journal) == FILES * KEYS

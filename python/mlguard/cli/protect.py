@@ -206,23 +206,69 @@ def _stamp(args) -> int:
         from ..keys.keyfile import commitment as commit, read_key_file
         commitment = commit(read_key_file(args.key))
     if args.owner is None and args.license is None and commitment is None:
+        if args.resign or args.registration:
+            raise ValueError("--resign and --registration go with fields to stamp "
+                             "(--owner, --license, --commitment or --key)")
         result = read_stamp(args.file)
         print(json.dumps(result, indent=2, sort_keys=True) if result else "no stamp")
         return OK if result else FAILED
     from ..protect.signing import SUFFIX
     from ..protect.stamp import stamp_changes_file
-    signature = args.file + SUFFIX
-    if os.path.exists(signature) and stamp_changes_file(args.file) and not args.force:
-        raise ValueError(f"'{args.file}' is signed ('{signature}'): stamping rewrites its "
-                         "header and would break that signature and any registration of it. "
-                         "Stamp first, then sign and register; --force stamps anyway (sign "
-                         "and register the file again afterwards)")
+    if args.resign != (args.identity is not None):
+        raise ValueError("--resign needs --identity (the identity that signs the stamped "
+                         "file), and --identity goes with --resign")
+    signature = args.signature or args.file + SUFFIX
+    breaks = stamp_changes_file(args.file)
+    signed = breaks and os.path.exists(signature) and _covers(signature, "signature", args.file)
+    registered = [r for r in args.registration or []
+                  if breaks and _covers(r, "registration", args.file)]
+    if (signed and not args.resign or registered) and not args.force:
+        what = ([f"signed ('{signature}')"] if signed and not args.resign else []) + \
+            [f"registered ('{r}')" for r in registered]
+        raise ValueError(
+            f"'{args.file}' is {' and '.join(what)}: stamping rewrites its header and would "
+            "break that. Stamp first, then sign and register; --resign --identity ID signs "
+            "the stamped file again, --force stamps anyway (then register again). A "
+            "registration record kept elsewhere cannot be seen here: name it with "
+            "--registration")
+    identity = _identity(args) if args.resign else None  # before anything is written
+    if identity is not None and signed and not args.force:
+        _refuse_other_signer(signature, identity)
     result = stamp(args.file, owner=args.owner, license=args.license, commitment=commitment)
-    if os.path.exists(signature) and stamp_changes_file(args.file):
+    if identity is not None and breaks:
+        from ..protect import sign_file
+        _write_json(signature, sign_file(args.file, identity), force=True)
+    elif identity is not None:
+        print(f"'{args.file}' is not rewritten by a stamp (sidecar): not signed again",
+              file=sys.stderr)
+    elif signed:
         print(f"warning: '{signature}' no longer matches the file: sign it again",
+              file=sys.stderr)
+    for r in registered:
+        print(f"warning: '{r}' no longer matches the file: register it again",
               file=sys.stderr)
     print(json.dumps(result, indent=2, sort_keys=True))
     return OK
+
+
+def _covers(record_path: str, kind: str, path: str) -> bool:
+    """Whether a signature or registration record holds this file's current SHA-256 and
+    size (a record of an older version of the file is broken already)."""
+    from ..files.io import file_sha256, read_json
+    doc = read_json(record_path, f"{kind} file")
+    facts = doc.get("model") if isinstance(doc, dict) and kind == "registration" else doc
+    if not isinstance(facts, dict) or not isinstance(facts.get("sha256"), str):
+        raise ValueError(f"'{record_path}' is not an mlguard {kind} record (no sha256)")
+    return facts.get("size") == os.path.getsize(path) and facts["sha256"] == file_sha256(path)
+
+
+def _refuse_other_signer(signature: str, identity) -> None:
+    """--resign replaces the signature: only one made by the same identity."""
+    from ..files.io import read_json
+    signer = (read_json(signature, "signature file").get("signer") or {}).get("public_key")
+    if signer != identity.public_key_hex:
+        raise ValueError(f"'{signature}' was signed by another key ({signer}); --resign "
+                         "replaces only your own signature (--force replaces it anyway)")
 
 
 def _key_bodies(paths: list[str]) -> list[dict]:
@@ -359,14 +405,32 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_verify_signature)
 
     p = subparsers.add_parser("stamp", help="write (or, with no fields, show) owner/licence "
-                              "metadata")
+                              "metadata; stamp first, then sign and register",
+                              description="Stamp first, then sign and register: stamping a "
+                              "safetensors file rewrites its header, which breaks a signature "
+                              "or registration of it (refused unless --resign or --force).")
     p.add_argument("file")
     p.add_argument("--owner")
     p.add_argument("--license")
     p.add_argument("--commitment", help="key commitment (64 hex digits)")
     p.add_argument("--key", help="key file whose commitment to stamp")
+    p.add_argument("--signature", metavar="FILE",
+                   help="the file's signature record (default FILE.mlguard-sig.json): a "
+                        "stamp that would break it is refused")
+    p.add_argument("--registration", action="append", metavar="RECORD",
+                   help="a registration record of the file (mlguard register --out): a stamp "
+                        "that would break it is refused (repeatable; records kept elsewhere "
+                        "cannot be seen, so name them)")
+    p.add_argument("--resign", action="store_true",
+                   help="sign the stamped file again (replaces the signature record; needs "
+                        "--identity, the key that signed it)")
+    p.add_argument("--identity", help="identity file for --resign")
+    p.add_argument("--passphrase-env", metavar="NAME",
+                   help="environment variable holding the identity's passphrase "
+                        "(default: prompt)")
     p.add_argument("--force", action="store_true",
-                   help="stamp a signed safetensors file anyway (breaks its signature)")
+                   help="stamp a signed or registered safetensors file anyway (breaks its "
+                        "signature and registration: sign and register again)")
     p.set_defaults(func=_stamp)
 
     p = subparsers.add_parser("register", help="signed record of a released model and its keys")

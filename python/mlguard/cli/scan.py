@@ -25,7 +25,7 @@ EPILOG = """exit status:
      --report folders must exist and be writable)
   3  nothing detected, but some files could not be checked (corrupt, not a model, wrong
      architecture, NaN weights, unsafe pickles): the first errors are printed; --out has all
-  130 interrupted (Ctrl-C); rows already in the --journal are kept
+  130 interrupted (Ctrl-C); rows of the files already checked are kept in the --journal
 Put PATHs before --keys: every argument after --keys is taken as a key."""
 ERRORS_SHOWN = 5  # error rows printed in the summary
 DETECTIONS_SHOWN = 20  # detections printed in the summary
@@ -59,6 +59,10 @@ def add_parser(subparsers) -> None:
                    help="trigger images per forward pass (default 1024 on CUDA, 64 on the CPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="reader threads (default min(8, CPUs))")
+    p.add_argument("--memory-cap", type=_byte_size, default=None, metavar="SIZE",
+                   help="model data held in memory at once, e.g. 512M or 8G (default 4G): "
+                        "files read ahead and decoded models waiting for a batched check; "
+                        "peak memory stays within it + one model + a constant")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="load TorchScript archives (runs code from the files: trusted files only)")
     add_progress_arguments(p)
@@ -67,7 +71,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     """Runs a parsed `scan` command; returns the exit status (see EPILOG)."""
-    from ..scan import scan, summary_line, write_report
+    from ..scan import ScanInterrupted, scan, summary_line, write_report
     from ..scan.distributed import from_env
 
     for target in args.out:
@@ -93,13 +97,16 @@ def run(args) -> int:
         rows = scan(args.paths, args.keys, arch=args.arch, arch_kwargs=kwargs,
                     device=args.device, journal=args.journal, alpha=args.alpha,
                     batch_size=args.batch_size, workers=args.workers,
-                    trust_torchscript=args.trust_torchscript, progress=args.progress)
+                    trust_torchscript=args.trust_torchscript, progress=args.progress,
+                    memory_cap=args.memory_cap)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # ScanInterrupted once the scan has started
         resume = ("rerun with the same --journal to resume" if args.journal else
                   "nothing was kept: use --journal FILE to make a scan resumable")
-        print(f"\nmlguard scan: interrupted; {resume}", file=sys.stderr)
+        where = (f" after {e.checked} of {e.total} files"
+                 if isinstance(e, ScanInterrupted) else "")
+        print(f"\nmlguard scan: interrupted{where}; {resume}", file=sys.stderr)
         return 130
     if from_env().rank != 0:  # under torchrun, rank 0 writes the outputs
         return 0
@@ -112,6 +119,22 @@ def run(args) -> int:
     if any(r["detected"] for r in rows):
         return 1
     return 3 if any(r["error"] is not None for r in rows) else 0
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _byte_size(text: str) -> int:
+    """'512M', '8G', '1.5G' or a number of bytes -> bytes (K, M, G, T are powers of 1024)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        size = int(float(value[:len(value) - len(unit)]) * _UNITS[unit])
+    except (ValueError, OverflowError):  # not a number, inf
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a size like 512M or 8G, got '{text}'")
+    return size
 
 
 def _unwritable(target: str) -> str | None:

@@ -16,11 +16,11 @@ from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, register_
                        register_state_dict_checker, scheme_of)
 from . import weight_checker  # noqa: F401  (registers the "weight" scheme)
 from .loading import ModelFileError
-from .pipeline import load_keys, scan
+from .pipeline import ScanInterrupted, load_keys, scan
 from .result import ScanResult
 from .report import write as write_report
 from .rows import COLUMNS, row_verdict, summary_line
 
 __all__ = ["scan", "ScanResult", "load_keys", "write_report", "summary_line", "COLUMNS", "row_verdict",
            "CHECKERS", "CheckerOptions", "LoadedModel", "Outcome", "register_checker",
-           "register_state_dict_checker", "scheme_of", "ModelFileError"]
+           "register_state_dict_checker", "scheme_of", "ModelFileError", "ScanInterrupted"]

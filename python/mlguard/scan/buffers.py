@@ -39,6 +39,19 @@ class BufferPool:
             if len(self._free) < self.keep:
                 self._free.append(buffer)
 
+    def free_bytes(self) -> int:
+        """Bytes held by free buffers: memory the process keeps although no file uses it."""
+        with self._lock:
+            return sum(b.numel() for b in self._free)
+
+    def trim(self, max_free_bytes: int) -> None:
+        """Drops free buffers, largest first, until they hold at most `max_free_bytes`."""
+        with self._lock:
+            self._free.sort(key=lambda b: b.numel())
+            total = sum(b.numel() for b in self._free)
+            while self._free and total > max_free_bytes:
+                total -= self._free.pop().numel()
+
 
 class MemoryStream(io.RawIOBase):
     """A read-only, seekable file over a memoryview, without copying it (io.BytesIO would)."""

@@ -8,9 +8,21 @@ The pipeline, per rank:
     stage to the device (pinned buffer +            p-values, journal commit, progress
     side CUDA stream)
 
-At most `prefetch` files (and MAX_INFLIGHT_BYTES) are in flight, so memory stays bounded
-while reading model i+1 overlaps checking model i; file buffers are reused (BufferPool).
-Everything also runs on the CPU (no pinned memory, no streams).
+At most `prefetch` files are read ahead, so reading model i+1 overlaps checking model i;
+file buffers are reused (BufferPool). Everything also runs on the CPU (no pinned memory, no
+streams).
+
+Memory: `memory_cap` bounds the bytes of model data the scan holds at once: files being read
+(charged twice their size, for the file's bytes and the decoded tensors beside them), decoded
+models waiting for their check (their tensors' storage, or the file buffer they view) and free
+pooled buffers. Weight keys are checked many models per call (``models_per_call``); the cap
+closes such a batch early, so peak memory stays within the cap + one model (a model larger
+than the cap is still checked, alone) + a constant.
+
+Durability: each file's rows are committed to the journal as soon as it is checked, and a
+batch that has waited COMMIT_INTERVAL seconds is checked without waiting to fill, so the
+journal never lags more than a few seconds behind the files read. On Ctrl-C the files in
+flight are dropped and ScanInterrupted says how many files were checked.
 """
 
 from __future__ import annotations
@@ -38,7 +50,17 @@ from .rows import adjust, key_columns, make_row, name_keys, summary_line
 from .staging import DeviceStager
 
 
-MAX_INFLIGHT_BYTES = 4 << 30  # file bytes read ahead of the model being checked
+MAX_INFLIGHT_BYTES = 4 << 30  # the default memory_cap: model bytes the scan holds at once
+COMMIT_INTERVAL = 2.0  # seconds a partial batch may wait before it is checked and journaled
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a scan: `checked` of `total` files were checked (and journaled, if a
+    journal was given); the files in flight were dropped."""
+
+    def __init__(self, checked: int, total: int):
+        super().__init__(f"scan interrupted after {checked} of {total} files")
+        self.checked, self.total = checked, total
 
 
 @dataclass
@@ -57,7 +79,8 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
          trust_torchscript: bool = False, progress: bool | None = None, *,
          arch_kwargs: dict | None = None,
          autocast: bool | None = None,
-         prefetch: int | None = None) -> ScanResult:
+         prefetch: int | None = None,
+         memory_cap: int | None = None) -> ScanResult:
     """Checks every model file under `models` against every key; returns one row per pair.
 
     Args:
@@ -82,6 +105,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             default when stderr is a TTY or in a Jupyter kernel.
         autocast: bf16 autocast for the forward pass; default on for CUDA, off on the CPU.
         prefetch: files read ahead of the one being checked (default 2 * workers).
+        memory_cap: bytes of model data held at once (default MAX_INFLIGHT_BYTES, 4 GiB):
+            files being read (twice their size while they decode), decoded models waiting
+            for a batched check, reusable buffers. Peak memory stays within the cap + one
+            model + a constant; a model larger than the cap is still checked, alone.
 
     Returns:
         A ScanResult: a list of rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``)
@@ -92,6 +119,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
         p-value (and log10), the adjusted p-value, ``detected`` and ``error``: a file that
         cannot be checked gets one row per key with ``error`` naming the problem. Under
         torchrun every rank returns all rows.
+
+    Raises:
+        ScanInterrupted (a KeyboardInterrupt) on Ctrl-C, saying how many files were checked;
+        with a journal, rerunning the same scan resumes from them.
     """
     start = time.perf_counter()
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
@@ -104,6 +135,9 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     prefetch = 2 * workers if prefetch is None else prefetch
     if not isinstance(prefetch, int) or prefetch < 1:
         raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
+    memory_cap = MAX_INFLIGHT_BYTES if memory_cap is None else memory_cap
+    if isinstance(memory_cap, bool) or not isinstance(memory_cap, int) or memory_cap < 1:
+        raise ValueError(f"memory_cap must be an int >= 1 (bytes), got {memory_cap!r}")
     ranks = distributed.from_env()
     device = _resolve_device(device, ranks)
     key_list = load_keys(keys)
@@ -142,8 +176,9 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             done = len(files) - len(todo)
             print(f"scan: resuming from journal {journal}: {done} of {len(files)} files already "
                   f"done, {len(todo)} to check", file=sys.stderr)
-        runner = _Runner(key_list, by_scheme, checkers, device, journal_db, trust_torchscript)
-        rows += runner.run(todo, workers, prefetch, show)
+        runner = _Runner(key_list, by_scheme, checkers, device, journal_db, trust_torchscript,
+                         memory_cap)
+        rows += runner.run(todo, workers, prefetch, show, done_before=len(files) - len(todo))
     finally:
         if journal_db is not None:
             journal_db.close()
@@ -238,58 +273,86 @@ class _Runner:
     """The streaming loop for one rank's files (see the module docstring)."""
 
     def __init__(self, keys: list, by_scheme: dict[str, list], checkers: dict, device,
-                 journal: Journal | None, trust_torchscript: bool):
+                 journal: Journal | None, trust_torchscript: bool, memory_cap: int):
         self.keys, self.by_scheme, self.checkers = keys, by_scheme, checkers
         self.labels = [(k.commitment(), scheme_of(k)) for k in keys]  # computed once
         self.device, self.journal = device, journal
         self.trust_torchscript = trust_torchscript
+        self.memory_cap = memory_cap
         self.stager = DeviceStager(device)
         self.per_call = max(c.models_per_call for c in checkers.values())
         self.pool: BufferPool | None = None
+        self.committed = 0  # files whose rows are committed (journaled, if journaling)
 
-    def run(self, todo: list, workers: int, prefetch: int, show: bool) -> list[dict]:
+    def run(self, todo: list, workers: int, prefetch: int, show: bool,
+            done_before: int = 0) -> list[dict]:
+        """Rows of every file in `todo`; ScanInterrupted on Ctrl-C (see the module docstring)."""
         from tqdm.auto import tqdm  # a widget in notebooks
 
         rows: list[dict] = []
         stamps = dict(todo)
-        self.pool = BufferPool(keep=prefetch + workers + self.per_call)
+        cap = self.memory_cap
+        self.pool = pool = BufferPool(keep=prefetch + workers + self.per_call)
         bar = tqdm(total=len(todo), unit="model", disable=not show, dynamic_ncols=True,
                    desc="scan")
         read_bytes, started = 0, time.perf_counter()
         queue = deque(todo)
-        pending: deque[tuple[Future, int]] = deque()  # (future, file size)
-        with ThreadPoolExecutor(workers, thread_name_prefix="mlguard-scan") as pool, bar:
-            def refill() -> None:
-                # Read ahead by `prefetch` files, but hold at most MAX_INFLIGHT_BYTES of
-                # them (huge checkpoints): never fewer than a checker's call needs.
-                inflight = sum(size for _, size in pending)
-                while queue and len(pending) < max(prefetch, self.per_call + 1):
-                    path, (size, _) = queue[0]
-                    if len(pending) > self.per_call and inflight + size > MAX_INFLIGHT_BYTES:
-                        return
-                    queue.popleft()
-                    pending.append((pool.submit(self._prepare, path), size))
-                    inflight += max(size, 0)
+        pending: deque[tuple[Future, int]] = deque()  # (future, bytes charged for it)
+        batch: list[LoadedModel] = []
+        batch_bytes, batch_since = 0, 0.0
+        held = 0  # bytes charged to pending reads and to the models in `batch`
+        executor = ThreadPoolExecutor(workers, thread_name_prefix="mlguard-scan")
 
-            refill()
-            batch: list[LoadedModel] = []
-            while pending:
-                item = pending.popleft()[0].result()
+        def refill() -> bool:
+            """Reads ahead up to `prefetch` files within the cap; True if the cap stopped it."""
+            nonlocal held
+            while queue and len(pending) < prefetch:
+                path, (size, _) = queue[0]
+                charge = 2 * max(size, 0)  # the file's bytes, then its tensors beside them
+                pool.trim(max(0, cap - held - charge))  # unused buffers count as held too
+                if (pending or batch) and held + pool.free_bytes() + charge > cap:
+                    return True  # one file always goes, however large
+                queue.popleft()
+                pending.append((executor.submit(self._prepare, path), charge))
+                held += charge
+            return False
+
+        try:
+            with bar:
                 refill()
-                checked = 0  # the bar counts files checked (rows committed), not files read
-                if isinstance(item, _Failed):
-                    rows += self._commit(item.path, stamps[item.path], self._error_rows(item))
-                    checked = 1
-                else:
-                    batch.append(item)
-                if batch and (len(batch) >= self.per_call or not pending):
-                    rows += self._check(batch, stamps)
-                    checked += len(batch)
-                    batch = []
-                read_bytes += item.size or 0
-                rate = read_bytes / 1e6 / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"read {rate:.0f} MB/s", refresh=False)
-                bar.update(checked)
+                while pending:
+                    future, charge = pending.popleft()
+                    item = future.result()
+                    held -= charge
+                    done = 0  # the bar counts files checked (rows committed), not files read
+                    if isinstance(item, _Failed):
+                        rows += self._commit(item.path, stamps[item.path],
+                                             self._error_rows(item))
+                        done = 1
+                    else:
+                        if not batch:
+                            batch_since = time.monotonic()
+                        size = _held_bytes(item)
+                        batch.append(item)
+                        batch_bytes += size
+                        held += size
+                    read_bytes += item.size or 0
+                    del item  # a checked model's tensors must not outlive its batch
+                    capped = refill()
+                    if batch and (len(batch) >= self.per_call or not pending or capped or
+                                  time.monotonic() - batch_since >= COMMIT_INTERVAL):
+                        rows += self._check(batch, stamps)
+                        done += len(batch)
+                        held -= batch_bytes
+                        batch, batch_bytes = [], 0
+                        refill()
+                    rate = read_bytes / 1e6 / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix_str(f"read {rate:.0f} MB/s", refresh=False)
+                    bar.update(done)
+        except KeyboardInterrupt:
+            executor.shutdown(wait=False, cancel_futures=True)  # drop the files in flight
+            raise ScanInterrupted(done_before + self.committed, done_before + len(todo)) from None
+        executor.shutdown(wait=True)
         return rows
 
     def _prepare(self, path: str) -> LoadedModel | _Failed:
@@ -340,9 +403,10 @@ class _Runner:
                                   **key_columns(k))
                          for k, (commitment, scheme) in zip(self.keys, self.labels)]
             rows += self._commit(model.path, stamps[model.path], file_rows)
-            if model.buffer is not None:  # checked: nothing views the file's bytes any more
-                model.state_dict = {}
+            model.state_dict, model.module = {}, None  # checked: free the tensors now
+            if model.buffer is not None:  # nothing views the file's bytes any more
                 self.pool.release(model.buffer)
+                model.buffer = None
         return rows
 
     def _error_rows(self, failed: _Failed) -> list[dict]:
@@ -355,5 +419,19 @@ class _Runner:
         """Journals all rows of one file in one transaction, then hands them on."""
         if self.journal is not None:
             self.journal.record(path, stamp, rows)
+        self.committed += 1
         return rows
 
+
+
+def _held_bytes(model: LoadedModel) -> int:
+    """Bytes a loaded model keeps alive: the file buffer its tensors view, else the storage
+    of its tensors (each storage once: tensors may share one)."""
+    if model.buffer is not None:
+        return model.buffer.numel()
+    storages = {}
+    for t in model.state_dict.values():
+        if isinstance(t, torch.Tensor):
+            storage = t.untyped_storage()
+            storages[(storage.device, storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
