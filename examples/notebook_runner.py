@@ -56,9 +56,15 @@ def execute(path: str | os.PathLike, scale: str, *, env: dict[str, str] | None =
     os.environ.update({**(env or {}), "MLGUARD_SCALE": scale})
     try:
         with tempfile.TemporaryDirectory(prefix="mlguard-kernels-") as spec_dir:
-            client = NotebookClient(nb, timeout=timeout, km=_kernel_manager(python, Path(spec_dir)),
+            km = _kernel_manager(python, Path(spec_dir))
+            client = NotebookClient(nb, timeout=timeout, km=km,
                                     resources={"metadata": {"path": str(cwd or path.parent)}})
-            client.execute()
+            try:
+                client.execute()
+            finally:
+                # nbclient leaves a kernel it was handed running (about 1 GB per notebook).
+                if km.has_kernel:
+                    km.shutdown_kernel(now=True)
     finally:
         os.environ.clear()
         os.environ.update(saved)

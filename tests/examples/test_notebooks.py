@@ -59,3 +59,18 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path):
     assert len(tables) == 1, "the notebook must end with one table of ours vs published"
     for r in rows:
         assert f"| {r['what']} | {r['ours']} | {r['published']} | {r['source']} |" in tables[0]
+
+
+def test_runner_shuts_its_kernel_down(tmp_path):
+    """A notebook run must not leave its kernel (about 1 GB with torch loaded) running."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        f"import os; open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))")]
+    path = tmp_path / "pid.ipynb"
+    nbformat.write(nb, path)
+    notebook_runner.execute(path, "smoke", cwd=tmp_path)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), f"kernel process {pid} still running"
