@@ -15,8 +15,8 @@ from .evaluation import RobustnessReport, evaluate
 from .files.checkpoint import load_state_dict
 from .files.model import load_model
 from .keys import TriggerKey, WeightKey, load_key
-from .ownership import (Identity, check_evidence, check_opening, check_registration, evidence,
-                        evidence_html, register, reveal)
+from .ownership import (EvidenceReport, Identity, check_evidence, check_opening,
+                        check_registration, evidence, evidence_html, register, reveal)
 from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
 from .triggers import MixedLoader, TriggerMixer, embed, mix
 from .verification import Verdict, verify, verify_weights
@@ -28,5 +28,5 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
            "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
-           "check_registration", "evidence", "check_evidence", "evidence_html", "scan",
+           "check_registration", "evidence", "EvidenceReport", "check_evidence", "evidence_html", "scan",
            "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport", "data"]

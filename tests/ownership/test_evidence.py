@@ -215,3 +215,15 @@ def test_weight_key_evidence_checks_the_opened_parameters(case, tmp_path):
     liar["verdicts"][0]["matches"] = min(liar["verdicts"][0]["matches"], 32)
     problems = check_evidence(sign_document(liar, case["owner"]))
     assert any("the key implies 64 trials at chance 0.5" in p for p in problems)
+
+
+def test_evidence_report_shows_itself_in_a_notebook(case):
+    """evidence() returns a dict (saved as JSON, checked as before) that Jupyter renders as
+    the report's HTML page, isolated in an iframe so its styles stay out of the notebook."""
+    doc = evidence([case["verdict"]], case["suspect"], reveal(case["key"]), case["owner"])
+    assert isinstance(doc, mlguard.EvidenceReport) and isinstance(doc, dict)
+    assert json.loads(json.dumps(doc)) == doc and check_evidence(doc, case["suspect"]) == []
+    shown = doc._repr_html_()
+    assert shown.startswith("<iframe srcdoc=") and "<style" not in shown  # the page is escaped
+    assert "DETECTED" in shown and "all checks pass" in shown
+    assert "the suspect file: none was given" in shown  # says which checks did not run

@@ -1,23 +1,19 @@
-"""Evidence reports: `evidence(verdicts, suspect_file, ...)` signs a report of a detection;
-`check_evidence` verifies the signature and recomputes everything that can be recomputed
-from the files at hand (p-values and decisions, commitments, the suspect's hashes).
+"""Checking evidence reports: `check_evidence` verifies the signature and recomputes
+everything that can be recomputed from the files at hand (p-values and decisions,
+commitments, the suspect's hashes). signed_report.py builds and signs them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shlex
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from .._version import __version__
 from ..verification import stats
 from ..verification.verdict import Verdict, make_verdict
-from .commitments import HEX64, check_opening, reveal
-from .documents import VERSION, environment, file_facts, file_problems, load_signed, now
-from .identity import Identity, sign_document
+from .commitments import HEX64, check_opening
+from .documents import file_problems, load_signed
 
 EVIDENCE_FORMAT = "mlguard-evidence"
 _REL_TOL = 1e-9  # recomputed p-values may differ in the last digits across lgamma versions
@@ -94,55 +90,6 @@ def _opening_problems(openings: Any, verdicts: list[dict]) -> list[str]:
                 problems.append(f"{label}: the key implies {total} trials at chance {chance:g}, "
                                 f"the verdict used {v.get('total')} at {v.get('chance')}")
     return problems
-
-
-def evidence(verdicts: Iterable[Verdict | Mapping], suspect_file: str | os.PathLike,
-             opening: Mapping | list[Mapping] | None = None, identity: Identity | None = None,
-             *, command: str | None = None, note: str | None = None) -> dict:
-    """A signed evidence report that `suspect_file` carries the watermarks in `verdicts`.
-
-    `opening`: reveal(key) output (or a list), included so the expert can check the key
-    against its published commitment. `command`: the exact command that re-runs the check
-    (default: this process's command line). Raises ValueError if the report would not pass
-    check_evidence (an inconsistent verdict, an opening for another key, verdicts about a
-    model whose weights differ from the suspect file's).
-    """
-    if not isinstance(identity, Identity):
-        raise TypeError(f"identity must be an mlguard.Identity to sign the report, got "
-                        f"{type(identity).__name__}")
-    vds = [_as_verdict_dict(v) for v in verdicts]
-    if not vds:
-        raise ValueError("verdicts must not be empty")
-    openings = [] if opening is None else [opening] if isinstance(opening, Mapping) \
-        else list(opening)
-    openings = [reveal(o) for o in openings]  # validates and copies
-    suspect = file_facts(os.fspath(suspect_file))
-    if command is None:
-        command = shlex.join([sys.executable] + sys.argv)
-    doc = {"format": EVIDENCE_FORMAT, "version": VERSION, "created": now(),
-           "mlguard_version": __version__, "suspect": suspect, "verdicts": vds,
-           "commitments": sorted({str(v.get("commitment")) for v in vds}),
-           "openings": openings, "environment": environment(),
-           "rerun": {"command": str(command), "cwd": os.getcwd()},
-           "summary": {"detected": any(v.get("detected") is True for v in vds),
-                       "verdicts": len(vds)}}
-    if note is not None:
-        doc["note"] = str(note)
-    problems = _content_problems(doc)
-    if problems:
-        raise ValueError("evidence would not verify: " + "; ".join(problems))
-    return sign_document(doc, identity)
-
-
-def _as_verdict_dict(v: Verdict | Mapping) -> dict:
-    """A verdict as the report stores it: current field names (older verdict JSON has
-    model_sha256); a dict that is no verdict is kept as is for the checks to name."""
-    if isinstance(v, Verdict):
-        return v.to_dict()
-    try:
-        return Verdict.from_dict(v).to_dict()
-    except (TypeError, ValueError):
-        return dict(v) if isinstance(v, Mapping) else v
 
 
 def _weights_hashes(facts: Mapping, verdict: Mapping) -> tuple[object, object]:
