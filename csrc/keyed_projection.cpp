@@ -5,7 +5,8 @@
 // of their values, one per sign pattern; a row then costs one lookup per 8 columns instead
 // of 8 additions, and the tables of a tile are shared by all rows and keys. Integer tables
 // make keyed_projection_sums exact in any order (keyed_projection.h); float tables serve the
-// training forward, which need not be exact. Work is split by column tiles; each thread
+// training forward, which need not be exact. On CPUs with AVX-512 VPOPCNTDQ the exact read
+// uses bit planes instead (projection_bitplanes.cpp). Work is split by column tiles; each thread
 // accumulates its own N x K x T sums, added up at the end (extra memory O(threads N K T +
 // tables), independent of M).
 #include "keyed_projection.h"
