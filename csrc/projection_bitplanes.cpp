@@ -215,7 +215,7 @@ void project_sums_bitplanes(const at::Tensor& w, const int64_t* shifts, const in
   std::vector<double> factors(N);
   for (int64_t n = 0; n < N; ++n) factors[n] = projection_factor(shifts[n]);
   const int64_t tc = std::clamp<int64_t>(kTileBytes / (N * kPlaneWords * 4), 1, kMaxTileChunks);
-  const bool serial = N * K * T * M < kSerialBelow;
+  const bool serial = static_cast<double>(N) * K * T * M < kSerialBelow;  // no int64 overflow
   const int64_t parts = serial ? 1 : std::max<int64_t>(1, std::min<int64_t>(chunks, at::get_num_threads()));
   std::fill(out, out + rows_out, int64_t{0});
   std::vector<int64_t> partial((parts - 1) * rows_out, 0);
