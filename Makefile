@@ -52,15 +52,22 @@ test-python:
 
 # The same C++ sources as a LibTorch library, with the keyed-generator test under ctest.
 # A CUDA build of torch makes its CMake config look for the CUDA toolkit (skipping GPU
-# detection needs TORCH_CUDA_ARCH_LIST) and for nvrtc, which ships in the nvidia wheels.
+# detection needs TORCH_CUDA_ARCH_LIST) and for nvrtc, which ships in the nvidia wheels
+# (nvidia-cuda-nvrtc: nvidia/cu13/lib/libnvrtc.so.13 beside torch 2.14's CUDA 13 build).
+# With all three (toolkit, nvrtc, CUDA torch) the library is built with its CUDA kernels
+# (-DMLGUARD_CUDA=ON), as CI does; otherwise C++ only.
 CUDA_ROOT = $(shell for d in "$$CUDA_HOME" /usr/local/cuda /usr/local/cuda-*; do \
   ls $$d/lib*/libcudart.so* >/dev/null 2>&1 && { echo $$d; break; }; done)
 NVRTC = $(shell $(PY) -c 'import glob, os, nvidia; \
   print(next(iter(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib", "libnvrtc.so.*[0-9]"))), ""))' 2>/dev/null)
+TORCH_CUDA = $(shell $(PY) -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null)
+CMAKE_CUDA = $(if $(and $(CUDA_ROOT),$(NVRTC),$(TORCH_CUDA)),ON,OFF)
 test-cpp: $(VENV)/.deps
 	@mkdir -p build
-	test -f build/cmake/build.ninja || TORCH_CUDA_ARCH_LIST="8.0;9.0" cmake -S . -B build/cmake \
-	  -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	grep -qx 'MLGUARD_CUDA:BOOL=$(CMAKE_CUDA)' build/cmake/CMakeCache.txt 2>/dev/null \
+	  && test -f build/cmake/build.ninja \
+	  || TORCH_CUDA_ARCH_LIST="8.0;9.0" cmake -S . -B build/cmake \
+	  -G Ninja -DCMAKE_BUILD_TYPE=Release -DMLGUARD_CUDA=$(CMAKE_CUDA) \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
 	  $(if $(CUDA_ROOT),-DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_ROOT) -DCUDAToolkit_ROOT=$(CUDA_ROOT)) \
 	  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC)) > build/cmake-configure.log 2>&1 \

@@ -5,10 +5,12 @@
 // of their values, one per sign pattern; a row then costs one lookup per 8 columns instead
 // of 8 additions, and the tables of a tile are shared by all rows and keys. Integer tables
 // make keyed_projection_sums exact in any order (keyed_projection.h); float tables serve the
-// training forward, which need not be exact. Work is split by column tiles; each thread
+// training forward, which need not be exact. On CPUs with AVX-512 VPOPCNTDQ the exact read
+// uses bit planes instead (projection_bitplanes.cpp). Work is split by column tiles; each thread
 // accumulates its own N x K x T sums, added up at the end (extra memory O(threads N K T +
 // tables), independent of M).
 #include "keyed_projection.h"
+#include "projection_bitplanes.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -21,6 +23,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace mlguard {
@@ -268,26 +271,53 @@ void project_tiles(int64_t N, int64_t M, const int64_t* seeds, int64_t K, int64_
     for (int64_t i = 0; i < rows_out; ++i) out[i] += partial[(p - 1) * rows_out + i];
 }
 
-// The shift of each model (row) of a contiguous 2-D w: max |w| with plain vectorizable loops
-// (ATen's inf-norm costs milliseconds even on small rows); NaN or inf give kProjNonFinite.
+// The largest |x| of n IEEE values as their bit pattern with the sign cleared: magnitudes
+// order like the unsigned integers of their bits, and NaN and inf sort above every finite
+// value, so an integer max (which vectorizes, unlike a float max that must keep NaN) is exact.
+#define MLGUARD_MAX_BITS(NAME, U)                                   \
+  __attribute__((target_clones("avx512f", "avx2", "default")))      \
+  U NAME(const U* x, int64_t n) {                                   \
+    constexpr U magnitude = static_cast<U>(~U(0)) >> 1;             \
+    U m = 0;                                                        \
+    for (int64_t j = 0; j < n; ++j) {                               \
+      const U a = x[j] & magnitude;                                 \
+      m = a > m ? a : m;                                            \
+    }                                                               \
+    return m;                                                       \
+  }
+MLGUARD_MAX_BITS(max_bits16, uint16_t)
+MLGUARD_MAX_BITS(max_bits32, uint32_t)
+MLGUARD_MAX_BITS(max_bits64, uint64_t)
+#undef MLGUARD_MAX_BITS
+
+template <typename scalar_t>
+double max_magnitude(const scalar_t* x, int64_t n) {
+  static_assert(sizeof(scalar_t) == 2 || sizeof(scalar_t) == 4 || sizeof(scalar_t) == 8);
+  scalar_t m;
+  if constexpr (sizeof(scalar_t) == 2) {
+    const uint16_t b = max_bits16(reinterpret_cast<const uint16_t*>(x), n);
+    std::memcpy(&m, &b, sizeof m);
+  } else if constexpr (sizeof(scalar_t) == 4) {
+    const uint32_t b = max_bits32(reinterpret_cast<const uint32_t*>(x), n);
+    std::memcpy(&m, &b, sizeof m);
+  } else {
+    const uint64_t b = max_bits64(reinterpret_cast<const uint64_t*>(x), n);
+    std::memcpy(&m, &b, sizeof m);
+  }
+  return static_cast<double>(m);  // exact; NaN and inf stay so
+}
+
+// The shift of each model (row) of a contiguous 2-D w (kProjNonFinite for NaN or inf).
 template <typename scalar_t>
 void cpu_shifts(const scalar_t* w, int64_t N, int64_t M, int64_t* out) {
-  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   constexpr int64_t grain = int64_t{1} << 16;
   const int64_t blocks = (M + grain - 1) / grain;
   std::vector<double> part(N * blocks, 0.0);
   at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* x = w + (b / blocks) * M + (b % blocks) * grain;
-      const int64_t len = std::min(grain, M - (b % blocks) * grain);
-      acc_t m = 0;
-      bool bad = false;
-      for (int64_t j = 0; j < len; ++j) {
-        const acc_t a = std::abs(static_cast<acc_t>(x[j]));
-        m = a > m ? a : m;
-        bad |= !(a <= std::numeric_limits<acc_t>::max());  // NaN or inf
-      }
-      part[b] = bad ? INFINITY : static_cast<double>(m);
+      const int64_t col = (b % blocks) * grain;
+      const double m = max_magnitude(w + (b / blocks) * M + col, std::min(grain, M - col));
+      part[b] = m <= DBL_MAX ? m : INFINITY;  // NaN or inf
     }
   });
   for (int64_t n = 0; n < N; ++n) {
@@ -315,6 +345,10 @@ std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cpu(const at::Tensor& w
   for (int64_t n = 0; n < N; ++n)
     TORCH_CHECK(sh[n] != kProjNonFinite, "keyed_projection_sums: w must be finite, got NaN or "
                 "inf in model ", n);
+  if (bitplanes_available()) {
+    project_sums_bitplanes(w, sh, s.data_ptr<int64_t>(), K, bits, sums.data_ptr<int64_t>());
+    return {sums, shifts};
+  }
   std::vector<double> factor(N);
   for (int64_t n = 0; n < N; ++n) factor[n] = projection_factor(sh[n]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "keyed_projection_sums", [&] {
@@ -431,6 +465,9 @@ TORCH_LIBRARY_FRAGMENT(mlguard, m) {
   m.def("keyed_projection(Tensor w, int seed, int bits) -> Tensor");
   m.def("keyed_projection_sums(Tensor w, Tensor seeds, int bits) -> (Tensor, Tensor)");
   m.def("_keyed_projection_backward(Tensor grad_y, int seed, int numel) -> Tensor");
+  // Which CPU kernel keyed_projection_sums uses here (for build_info and the tests).
+  m.def("_projection_sums_cpu_kernel() -> str",
+        [] { return std::string(bitplanes_available() ? "bitplanes" : "tables"); });
 }
 
 TORCH_LIBRARY_IMPL(mlguard, CPU, m) {

@@ -65,4 +65,6 @@ def build_info() -> dict:
         "cuda_runs_on": _runs_on(BUILD_CONFIG["cuda_archs"]),
         "cuda_kernels": bool(has_cuda_kernels),
         "cuda_available": torch.cuda.is_available(),
+        # the exact read's CPU kernel: "bitplanes" (AVX-512 VPOPCNTDQ) or "tables"
+        "cpu_projection_kernel": torch.ops.mlguard._projection_sums_cpu_kernel(),
     }

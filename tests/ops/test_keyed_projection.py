@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+import mlguard
 from mlguard import reference
 from mlguard.ops import keyed_projection, keyed_projection_batched
 from mlguard.ops.keyed_projection import keyed_projection_sums, read_bits
@@ -114,8 +115,18 @@ def test_sums_match_the_definition_exactly(numel, dtype):
     assert torch.equal(sums, ref_sums)
 
 
-@pytest.mark.parametrize("scale", [1e-300, 1e-40, 1.0, 1e37, 1e300])
-def test_sums_exact_at_the_ends_of_the_exponent_range(scale):
+@pytest.fixture(params=["native", "tables"])
+def sums_kernel(request, monkeypatch):
+    """Runs a test with this CPU's kernel for the exact read, then with the lookup tables
+    forced (the bit-plane kernel needs AVX-512 VPOPCNTDQ; other CPUs always use the tables)."""
+    if request.param == "tables":
+        monkeypatch.setenv("MLGUARD_PROJECTION_TABLES", "1")
+    return torch.ops.mlguard._projection_sums_cpu_kernel()
+
+
+@pytest.mark.parametrize("scale", [1e-310, 1e-300, 1e-40, 1.0, 1e37, 1e300])
+def test_sums_exact_at_the_ends_of_the_exponent_range(scale, sums_kernel):
+    # 1e-310: float64 subnormals, whose 2^-shift is not a finite double (the ldexp form)
     dtype = torch.float32 if 1e-40 <= scale <= 1e37 else torch.float64
     w = (torch.randn(1, 2000, dtype=torch.float64) * scale).to(dtype)
     w[0, 5] = 0.0
@@ -126,7 +137,7 @@ def test_sums_exact_at_the_ends_of_the_exponent_range(scale):
     assert torch.equal(shift, ref_shift) and torch.equal(sums, ref_sums)
 
 
-def test_rounding_is_half_to_even():
+def test_rounding_is_half_to_even(sums_kernel):
     # amax = 1 -> shift = 1 - 16: q = w * 2^15, so k + 1/2 ulps are exact ties.
     ties = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.25]) / 2**15
     w = torch.cat([torch.tensor([1.0]), ties]).double()
@@ -137,8 +148,8 @@ def test_rounding_is_half_to_even():
     assert torch.equal(sums[0, 0], signs @ q)
 
 
-def test_sums_do_not_depend_on_batching_or_threads():
-    w = torch.randn(5, 9000)
+def test_sums_do_not_depend_on_batching_or_threads(sums_kernel):
+    w = torch.randn(5, 30000)  # large enough for both threads; one model, one seed is not
     seeds = torch.tensor([1, -2, 2**62])
     batched = keyed_projection_sums(w, seeds, 33)[0]
     for n in range(5):
@@ -153,7 +164,7 @@ def test_sums_do_not_depend_on_batching_or_threads():
         torch.set_num_threads(threads)
 
 
-def test_integer_weights_are_their_own_image_and_sums_do_not_overflow():
+def test_integer_weights_are_their_own_image_and_sums_do_not_overflow(sums_kernel):
     # Integers below 2^16 with amax >= 2^15 have shift 0, so q = w and S = signs @ w exactly;
     # all terms of row 0 positive makes S[0] = M (2^16 - 1) > 2^32: int64 across tiles.
     M = 100_000
@@ -166,6 +177,46 @@ def test_integer_weights_are_their_own_image_and_sums_do_not_overflow():
     r[7] = 2**15
     sums, shift = keyed_projection_sums(r.float().reshape(1, -1), torch.tensor([21]), 3)
     assert int(shift) == 0 and torch.equal(sums[0, 0], signs @ r)
+
+
+def test_sums_at_the_largest_fixed_point_values(sums_kernel):
+    # max |w| just below a power of two rounds to |q| = 2^16: the top of the 18-bit range
+    top = 1 - 2**-20
+    w = torch.randn(1, 3000, dtype=torch.float64).clamp(-0.9, 0.9)
+    w[0, 0], w[0, 1], w[0, 2999] = -top, top, -top
+    q, shift = reference.fixed_point(w[0])
+    assert shift == -16 and q[0] == -2**16 and q[1] == 2**16
+    sums, got_shift = keyed_projection_sums(w, torch.tensor([SEED]), 21)
+    assert int(got_shift) == -16
+    assert torch.equal(sums, reference.keyed_projection_sums(w, [SEED], 21)[0])
+
+
+@pytest.mark.parametrize("models,numel,bits", [
+    (1, 1, 1), (1, 4095, 16), (1, 4097, 17), (3, 40000, 70),  # tiles of 32 chunks, 16 rows
+    (130, 300, 33),                                           # many models: 1-chunk tiles
+    (1, 300_000, 64), (2, 70_000, 130)])                      # split across threads
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cpu_kernels_give_the_same_sums(models, numel, bits, dtype, monkeypatch):
+    w = torch.randn(models, numel).to(dtype)
+    w[0] *= 1e-3
+    seeds = torch.tensor([SEED, 7])
+    native = keyed_projection_sums(w, seeds, bits)
+    monkeypatch.setenv("MLGUARD_PROJECTION_TABLES", "1")
+    tables = keyed_projection_sums(w, seeds, bits)
+    assert torch.equal(native[1], tables[1]) and torch.equal(native[0], tables[0])
+
+
+def test_cpu_kernel_follows_the_cpu(monkeypatch):
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    expected = "bitplanes" if {"avx512f", "avx512_vpopcntdq"} <= flags else "tables"
+    assert torch.ops.mlguard._projection_sums_cpu_kernel() == expected
+    assert mlguard.build_info()["cpu_projection_kernel"] == expected
+    monkeypatch.setenv("MLGUARD_PROJECTION_TABLES", "1")
+    assert torch.ops.mlguard._projection_sums_cpu_kernel() == "tables"
 
 
 def test_read_bits_and_batched_values():
