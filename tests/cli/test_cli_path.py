@@ -30,7 +30,9 @@ def test_key_train_scan_verify_evidence_check(tmp_path, monkeypatch, capsys):
     before = key_file.read_bytes()
     assert main(["key", "new", "trigger", "--num-classes", "10", "--shape", "1,12,12",
                  "--out", str(key_file)]) == 2  # never overwrites a key without --force
-    assert "exists" in capsys.readouterr().err and key_file.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err and "overwrite=True" not in err
+    assert key_file.read_bytes() == before
 
     key = load_key(key_file)
     torch.manual_seed(0)

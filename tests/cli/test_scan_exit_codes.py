@@ -83,6 +83,19 @@ def test_output_into_a_missing_folder_exits_2_before_the_scan(files, tmp_path, c
     assert f"cannot write '{target}'" in err and "does not exist" in err
 
 
+@pytest.mark.parametrize("flag, name", [("--out", "rows.csv"), ("--report", "report.png")])
+def test_existing_output_is_kept_without_force(files, tmp_path, capsys, flag, name):
+    """An earlier scan's results are not replaced silently (the rule of every other verb)."""
+    target = tmp_path / name
+    target.write_text("earlier results\n")
+    assert _scan(files, "--arch", ARCH, flag, str(target)) == 2
+    err = capsys.readouterr().err
+    assert f"'{target}' exists" in err and "--force" in err
+    assert target.read_text() == "earlier results\n"
+    assert _scan(files, "--arch", ARCH, flag, str(target), "--force") == 0
+    assert target.read_bytes() != b"earlier results\n"
+
+
 def test_files_that_could_not_be_checked_exit_3_and_are_printed(files, capsys):
     status = scan_cli.main([str(files / "models"), str(files / "broken"), "--keys",
                             str(files / "keys" / "owner.key"), "--arch", ARCH,

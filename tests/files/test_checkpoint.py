@@ -101,8 +101,11 @@ def test_hostile_files_are_refused_without_running_code(tmp_path):
     torch.save({"state_dict": {"w": torch.ones(1)}, "hook": Evil()}, buf)
     (tmp_path / "evil_zip.pt").write_bytes(buf.getvalue())
     for name in ("evil.pt", "evil_zip.pt"):
-        with pytest.raises(ValueError, match=f"model file .*{name}.*not a loadable torch"):
+        with pytest.raises(ValueError, match=f"model file .*{name}.*not a loadable torch") as e:
             load_state_dict(tmp_path / name)
+        # Named as a refused pickle, without torch's advice to load it with weights_only=False.
+        assert "refused (not unpickled)" in str(e.value)
+        assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
     assert not marker.exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -8,11 +8,13 @@ is never replaced without --force, since it may hold the only copy of another se
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..files.model import resolve_arch
 from ..keys import TriggerKey, WeightKey
 from ..keys.images import RESIZE_MODES, image_paths, read_images
+from ..keys.keyfile import check_label
 from ..keys.trigger_key import KINDS
 from .protect import _guard
 
@@ -92,7 +94,16 @@ def _shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
+def _check_output(args) -> None:
+    """Refuses an existing --out and a bad --label before any work (a --source may be large)."""
+    if os.path.exists(args.out) and not args.force:
+        raise ValueError(f"'{args.out}' exists; refusing to overwrite it (use --force)")
+    if args.label is not None:
+        check_label(args.label)
+
+
 def _new_trigger(args) -> int:
+    _check_output(args)
     shape = _shape(args.shape)
     mean, std = _floats("--mean", args.mean), _floats("--std", args.std)
     if args.images is not None:
@@ -114,6 +125,7 @@ def _new_trigger(args) -> int:
 
 
 def _new_weight(args) -> int:
+    _check_output(args)
     model = None
     if args.arch is not None:
         kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None

@@ -63,6 +63,8 @@ def add_parser(subparsers) -> None:
                    help="model data held in memory at once, e.g. 512M or 8G (default 4G): "
                         "files read ahead and decoded models waiting for a batched check; "
                         "peak memory stays within it + one model + a constant")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing --out and --report files")
     p.add_argument("--trust-torchscript", action="store_true",
                    help="load TorchScript archives (runs code from the files: trusted files only)")
     add_progress_arguments(p)
@@ -81,7 +83,7 @@ def run(args) -> int:
         if not target.lower().endswith((".html", ".htm", ".png")):
             return _usage(f"--report must end in .html or .png, got '{target}'")
     for target in args.out + args.report:
-        problem = _unwritable(target)
+        problem = _unwritable(target, args.force)
         if problem:
             return _usage(problem)
     kwargs = None
@@ -137,7 +139,7 @@ def _byte_size(text: str) -> int:
     return size
 
 
-def _unwritable(target: str) -> str | None:
+def _unwritable(target: str, force: bool) -> str | None:
     """Why `target` cannot be written (checked before the scan), or None."""
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
@@ -146,6 +148,8 @@ def _unwritable(target: str) -> str | None:
         return f"cannot write '{target}': folder '{folder}' is not writable"
     if os.path.isdir(target):
         return f"cannot write '{target}': it is a folder"
+    if os.path.exists(target) and not force:
+        return f"'{target}' exists (earlier results?): pass --force to replace it"
     return None
 
 

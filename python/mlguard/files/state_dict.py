@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 from typing import Any
 
@@ -58,9 +59,24 @@ def load_state_dict(f: io.RawIOBase | io.BufferedIOBase, what: str, format: str 
     try:
         return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for bad data; report them as one
-        raise ValueError(f"{what}: not a loadable torch checkpoint "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from None
+        raise ValueError(f"{what}: not a loadable torch checkpoint: {load_error(e)}") from None
+
+
+_UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed|\n|$)")
+
+
+def load_error(e: BaseException) -> str:
+    """One line for an error of `torch.load(..., weights_only=True)`. A refused pickle is
+    named as such, without torch's advice to retry with weights_only=False: that would run
+    the suspect file's code."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = _UNPICKLER_ERROR.search(text)
+        detail = found.group(1).strip() if found else "it is not plain tensor data"
+        what = "unsafe pickle" if "global" in detail.lower() else "pickle with unsupported content"
+        return f"{what} refused (not unpickled): {detail}"
+    line = (text.strip().splitlines() or [""])[0][:200]
+    return f"truncated or corrupt torch.save file: {type(e).__name__}: {line}"
 
 
 def _read_exact(f, size: int, what: str) -> bytes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..files.checkpoint import CheckpointError, is_torchscript, unwrap
+from ..files.state_dict import load_error
 from . import safetensors_view
 from .buffers import BufferPool, MemoryStream
 
@@ -193,23 +193,12 @@ def _decode_zip(data: memoryview, trust_torchscript: bool) -> Decoded:
     return Decoded("torch.save", as_state_dict(_torch_load(stream)))
 
 
-_UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed|\n|$)")
-
-
 def _torch_load(stream: MemoryStream):
     """torch.load restricted to tensors and plain containers: no pickle code ever runs."""
     try:
         return torch.load(stream, weights_only=True, map_location="cpu")
     except Exception as e:
-        text = str(e)
-        if "Weights only load failed" in text:
-            found = _UNPICKLER_ERROR.search(text)
-            detail = found.group(1).strip() if found else "it is not plain tensor data"
-            what = "unsafe pickle" if "global" in detail.lower() else \
-                "pickle with unsupported content"
-            raise ModelFileError(f"{what} refused (not unpickled): {detail}") from None
-        raise ModelFileError(f"truncated or corrupt torch.save file: "
-                             f"{type(e).__name__}: {_first_line(e)}") from None
+        raise ModelFileError(load_error(e)) from None
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
