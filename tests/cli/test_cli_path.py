@@ -54,7 +54,7 @@ def test_key_train_scan_verify_evidence_check(tmp_path, monkeypatch, capsys):
     assert main(["verify", leak, "--key", str(key_file), "--arch", ARCH, "--out",
                  str(verdict)]) == 2  # exists
     assert main(["verify", leak, "--key", str(key_file)]) == 2  # trigger keys need --arch
-    assert "arch" in capsys.readouterr().err
+    assert "--arch MODULE:FACTORY is required" in capsys.readouterr().err
 
     ident = tmp_path / "owner.identity"
     assert main(["identity", "new", str(ident), "--passphrase-env", PASS_ENV]) == 0

@@ -132,10 +132,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `demo` subcommand to the `mlguard` command's subparsers."""
     p = subparsers.add_parser("demo", help="watermark a Fashion-MNIST CNN and verify it and a "
                               "clean twin")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3,
+                   help="training epochs for each of the two models (default 3)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--out", default="runs/demo", help="folder for models, key and verdicts")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--train-limit", type=int, default=None, help="train on the first N of the 60,000 training images (default all; "
+                        "too few and the watermark is not learned)")
     p.set_defaults(func=_demo)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..keys import load_key
+from ..keys import TriggerKey, load_key
 from ..verification import verify
 from .protect import _guard
 
@@ -48,6 +48,9 @@ def run(args) -> int:
     if not os.path.isfile(args.model):
         raise ValueError(f"model: no such file: '{args.model}'")
     key = load_key(args.key)
+    if args.arch is None and isinstance(key, TriggerKey):
+        raise ValueError("--arch MODULE:FACTORY is required with a trigger-set key (a model "
+                         "file holds weights, not the network that runs the triggers)")
     verdict = verify(args.model, key, args.alpha, arch=args.arch, arch_kwargs=kwargs)
     if args.out is not None:
         with open(args.out, "w") as f:
