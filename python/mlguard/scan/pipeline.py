@@ -352,6 +352,9 @@ class _Runner:
         except KeyboardInterrupt:
             executor.shutdown(wait=False, cancel_futures=True)  # drop the files in flight
             raise ScanInterrupted(done_before + self.committed, done_before + len(todo)) from None
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)  # no reads for a failed scan
+            raise
         executor.shutdown(wait=True)
         return rows
 
