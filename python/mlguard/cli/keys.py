@@ -8,7 +8,6 @@ is never replaced without --force, since it may hold the only copy of another se
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from ..files.model import resolve_arch
@@ -16,6 +15,7 @@ from ..keys import TriggerKey, WeightKey
 from ..keys.images import RESIZE_MODES, image_paths, read_images
 from ..keys.keyfile import check_label
 from ..keys.trigger_key import KINDS
+from ._args import refuse_existing
 from .protect import _guard
 
 
@@ -96,8 +96,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def _check_output(args) -> None:
     """Refuses an existing --out and a bad --label before any work (a --source may be large)."""
-    if os.path.exists(args.out) and not args.force:
-        raise ValueError(f"'{args.out}' exists; refusing to overwrite it (use --force)")
+    refuse_existing(args.out, args.force)
     if args.label is not None:
         check_label(args.label)
 

@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from ._args import refuse_existing
+
 OK, FAILED, ERROR = 0, 1, 2
 
 
@@ -120,7 +122,7 @@ def _refuse_outputs(args, *paths: str | None) -> None:
     """Checks every output before any work (a passphrase prompt, a signature, a scan)."""
     for path in paths:
         if path is not None and path != "-":
-            _refuse_existing(path, args.force)
+            refuse_existing(path, args.force)
 
 
 def _report(problems: list[str], ok_message: str) -> int:
@@ -137,7 +139,7 @@ def _report(problems: list[str], ok_message: str) -> int:
 @_guard
 def _encrypt(args) -> int:
     from ..protect import encrypt_file
-    _refuse_existing(args.dst, args.force)
+    refuse_existing(args.dst, args.force)
     size = encrypt_file(args.src, args.dst, chunk_size=args.chunk_size, **_secret(args, True))
     print(f"encrypted {size} bytes: {args.src} -> {args.dst}")
     return OK
@@ -146,17 +148,12 @@ def _encrypt(args) -> int:
 @_guard
 def _decrypt(args) -> int:
     from ..protect import decrypt_file
-    _refuse_existing(args.dst, args.force)
+    refuse_existing(args.dst, args.force)
     size = decrypt_file(args.src, args.dst, **_secret(args, False))
     print(f"decrypted {size} bytes: {args.src} -> {args.dst}")
     print(f"warning: the decrypted model is in the clear in {args.dst} (mode 0600); "
           "load_encrypted() decrypts into memory only", file=sys.stderr)
     return OK
-
-
-def _refuse_existing(path: str, force: bool) -> None:
-    if os.path.lexists(path) and not force:
-        raise ValueError(f"'{path}' exists; refusing to overwrite it (use --force)")
 
 
 @_guard

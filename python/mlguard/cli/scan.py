@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from ._args import add_progress_arguments
+from ._args import add_progress_arguments, existing_output
 
 EPILOG = """exit status:
   0  every file was checked and nothing was detected
@@ -148,9 +148,7 @@ def _unwritable(target: str, force: bool) -> str | None:
         return f"cannot write '{target}': folder '{folder}' is not writable"
     if os.path.isdir(target):
         return f"cannot write '{target}': it is a folder"
-    if os.path.exists(target) and not force:
-        return f"'{target}' exists (earlier results?): pass --force to replace it"
-    return None
+    return existing_output(target, force)
 
 
 def _print_errors(rows: list[dict]) -> None:

@@ -11,6 +11,7 @@ import os
 
 from ..keys import TriggerKey, load_key
 from ..verification import verify
+from ._args import refuse_existing
 from .protect import _guard
 
 EPILOG = "exit status: 0 not detected, 1 detected, 2 bad arguments or a file that cannot be checked"
@@ -32,8 +33,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     if args.out is not None:
-        if os.path.exists(args.out) and not args.force:
-            raise ValueError(f"--out '{args.out}' exists (use --force to replace it)")
+        refuse_existing(args.out, args.force)
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder):
             raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist")
