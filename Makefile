@@ -51,8 +51,8 @@ test-python:
 	$(PY) -m pytest tests -q
 
 # The same C++ sources as a LibTorch library, with the keyed-generator test under ctest.
-# A CUDA build of torch makes its CMake config look for the CUDA toolkit (skipping GPU
-# detection needs TORCH_CUDA_ARCH_LIST) and for nvrtc, which ships in the nvidia wheels
+# A CUDA build of torch makes its CMake config look for the CUDA toolkit (CMakeLists.txt names
+# the architectures, as setup.py does, which skips GPU detection) and for nvrtc, which ships in the nvidia wheels
 # (nvidia-cuda-nvrtc: nvidia/cu13/lib/libnvrtc.so.13 beside torch 2.14's CUDA 13 build).
 # With all three (toolkit, nvrtc, CUDA torch) the library is built with its CUDA kernels
 # (-DMLGUARD_CUDA=ON), as CI does; otherwise C++ only.
@@ -66,7 +66,7 @@ test-cpp: $(VENV)/.deps
 	@mkdir -p build
 	grep -qx 'MLGUARD_CUDA:BOOL=$(CMAKE_CUDA)' build/cmake/CMakeCache.txt 2>/dev/null \
 	  && test -f build/cmake/build.ninja \
-	  || TORCH_CUDA_ARCH_LIST="8.0;9.0" cmake -S . -B build/cmake \
+	  || cmake -S . -B build/cmake \
 	  -G Ninja -DCMAKE_BUILD_TYPE=Release -DMLGUARD_CUDA=$(CMAKE_CUDA) \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
 	  $(if $(CUDA_ROOT),-DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_ROOT) -DCUDAToolkit_ROOT=$(CUDA_ROOT)) \

@@ -3,7 +3,7 @@
 The C++ ops are always built. The CUDA kernels are built when a CUDA toolkit and a CUDA
 build of torch are present, decided without asking for a GPU (build machines have none):
   FORCE_CUDA=1 / FORCE_CUDA=0   force them on or off
-  TORCH_CUDA_ARCH_LIST          architectures (default "8.0;9.0+PTX")
+  TORCH_CUDA_ARCH_LIST          architectures (default "7.5;8.0;8.6;9.0;10.0;12.0+PTX")
   MAX_JOBS                      parallel compile jobs (ninja)
 """
 
@@ -15,7 +15,9 @@ import torch
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0+PTX"
+# What torch 2.14's CUDA 13 wheel runs on, T4 (7.5) to Blackwell (12.0), PTX for newer GPUs;
+# CMakeLists.txt uses the same list (tests/ops/test_cuda_build.py).
+DEFAULT_ARCHS = "7.5;8.0;8.6;9.0;10.0;12.0+PTX"
 
 
 def locate_cuda_home() -> None:

@@ -46,9 +46,14 @@ def _runs_on(archs: str | None) -> str | None:
         return None
     low = min(levels)
     note = f"compute capability {low:.1f} and newer"
+    if low > 7.5:
+        note += ('; not T4 (7.5): rebuild with '
+                 'TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;9.0;10.0;12.0+PTX"')
     if low > 7.0:
-        note += ("; not V100 (7.0) or T4 (7.5): rebuild with "
-                 'TORCH_CUDA_ARCH_LIST="7.0;7.5;8.0;9.0+PTX" for those')
+        # CUDA 13 (torch's default wheels) cannot compile for 7.0: sm_70 is rejected.
+        note += ("; not V100 (7.0), which CUDA 13 dropped: for a V100 install a CUDA 12 build "
+                 "of torch and a CUDA 12 toolkit and rebuild mlguard with 7.0 in "
+                 "TORCH_CUDA_ARCH_LIST")
     return note
 
 

@@ -96,7 +96,13 @@ def test_build_info_reports_the_build():
 def test_build_info_says_which_gpus_the_kernels_run_on():
     from mlguard._extension import _runs_on
     assert _runs_on(None) is None
-    assert "V100 (7.0) or T4 (7.5)" in _runs_on("8.0;9.0+PTX")
     assert _runs_on("7.0;7.5;8.0;9.0+PTX") == "compute capability 7.0 and newer"
+    old = _runs_on("8.0;9.0+PTX")
+    assert "not T4 (7.5)" in old and 'TORCH_CUDA_ARCH_LIST="7.5;' in old
+    # CUDA 13 cannot compile for a V100 (7.0): the advice is what works, a CUDA 12 build.
+    for archs in ("8.0;9.0+PTX", "7.5;8.0;8.6;9.0;10.0;12.0+PTX"):
+        note = _runs_on(archs)
+        assert "V100 (7.0)" in note and "CUDA 12" in note, note
+        assert "7.0;7.5;8.0" not in note
     info = mlguard.build_info()
     assert info["cuda_runs_on"] == _runs_on(info["cuda_archs"])
