@@ -6,18 +6,11 @@
 #include <torch/library.h>
 
 #include "keyed_words.h"
+#include "keyed_words_kernel.cuh"
 #include "launch.cuh"
 
 namespace mlguard {
 namespace {
-
-__global__ void keyed_words_kernel(const int64_t* index, int64_t n, uint64_t seed,
-                                   int64_t stream, int64_t* out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    keyed_words_one(seed, index[i], stream, out + 4 * i);
-  }
-}
 
 at::Tensor keyed_words_cuda(const at::Tensor& index, int64_t seed, int64_t stream) {
   check_keyed_words_args(index);

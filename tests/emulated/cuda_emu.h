@@ -1,0 +1,252 @@
+// Runs CUDA kernel bodies on the host, so that CI checks kernels no GPU here can run
+// (tests/emulated/test_kernels.cpp). Every CUDA thread of a block is a ucontext fiber;
+// blocks run one after another; threads of a block interleave at barriers:
+//  - __syncthreads() is a block barrier, __shfl_sync / __shfl_xor_sync (full mask only) a warp
+//    barrier with a value exchange. A barrier reached by only some live threads of a block or
+//    lanes of a warp is a divergent barrier: it sets emu::deadlock (the test fails on it).
+//  - __shared__ becomes static (one block at a time); CUDA_KERNEL_ASSERT sets
+//    emu::assert_failed instead of trapping; a shuffle from an exited lane sets emu::bad_shuffle.
+//  - atomicAdd runs sequentially: exact for integers, order-dependent for floats (as on a GPU).
+// Built with -fsanitize=address, fiber switches are announced to ASan, so out-of-bounds
+// accesses to global (heap) and shared (static) arrays are reported.
+// Not emulated: partial-mask shuffles, __ballot_sync, cooperative groups, 2-D/3-D grids,
+// streams, timing. From the review tool in ../shared/tools/cuda-emulator, extended.
+#pragma once
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
+struct uint3_ { unsigned x, y, z; };
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+inline uint3_ threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
+#define CUDA_KERNEL_ASSERT(c)                                                                  \
+  do {                                                                                        \
+    if (!(c)) {                                                                               \
+      std::fprintf(stderr, "device assert failed: %s (block %u thread %u)\n", #c, blockIdx.x, \
+                   threadIdx.x);                                                              \
+      emu::assert_failed = true;                                                              \
+    }                                                                                         \
+  } while (0)
+
+namespace emu {
+inline bool assert_failed = false;
+inline bool deadlock = false;
+inline bool bad_shuffle = false;  // read from a lane that has exited or does not exist
+inline long long barriers = 0, warp_syncs = 0;
+
+enum State { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+struct Fiber {
+  ucontext_t ctx;
+  State st;
+  std::vector<char> stack;
+  uint64_t xchg;
+  void* fake_stack;  // ASan's bookkeeping while switched out
+};
+inline std::vector<Fiber> fibers;
+inline ucontext_t sched_ctx;
+inline int cur = -1;
+inline std::function<void()>* body = nullptr;
+inline const void* sched_bottom = nullptr;  // the scheduler's stack, for ASan
+inline size_t sched_size = 0;
+constexpr size_t kStack = EMU_ASAN ? (1 << 18) : (1 << 16);
+
+// Fiber -> scheduler (dying: the fiber never resumes).
+inline void to_scheduler(bool dying) {
+#if EMU_ASAN
+  __sanitizer_start_switch_fiber(dying ? nullptr : &fibers[cur].fake_stack, sched_bottom,
+                                 sched_size);
+#endif
+  const int me = cur;
+  swapcontext(&fibers[me].ctx, &sched_ctx);
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(fibers[me].fake_stack, &sched_bottom, &sched_size);
+#endif
+  (void)dying;
+}
+inline void trampoline() {
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &sched_bottom, &sched_size);
+#endif
+  (*body)();
+  fibers[cur].st = DONE;
+  to_scheduler(true);
+}
+inline void yield_as(State s) {
+  fibers[cur].st = s;
+  to_scheduler(false);
+}
+// Scheduler -> fiber t.
+inline void resume(int t) {
+  cur = t;
+  threadIdx = {unsigned(t), 0, 0};
+#if EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, fibers[t].stack.data(), fibers[t].stack.size());
+#endif
+  swapcontext(&sched_ctx, &fibers[t].ctx);
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+}
+
+// Runs one block to completion.
+inline void run_block(int nthreads, std::function<void()> fn) {
+  body = &fn;
+  fibers.resize(nthreads);
+  for (int t = 0; t < nthreads; ++t) {
+    Fiber& f = fibers[t];
+    if (f.stack.size() < kStack) f.stack.resize(kStack);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, trampoline, 0);
+    f.st = RUN;
+    f.fake_stack = nullptr;
+  }
+  for (;;) {
+    bool ran = false;
+    for (int t = 0; t < nthreads; ++t) {
+      if (fibers[t].st != RUN) continue;
+      resume(t);
+      ran = true;
+    }
+    if (ran) continue;
+    // Nobody runnable: release warp barriers that all live lanes of the warp reached.
+    bool released = false;
+    for (int w = 0; w * 32 < nthreads; ++w) {
+      int live = 0, waiting = 0;
+      for (int l = w * 32; l < std::min(nthreads, w * 32 + 32); ++l) {
+        live += fibers[l].st != DONE;
+        waiting += fibers[l].st == WAIT_WARP;
+      }
+      if (waiting > 0 && waiting == live) {
+        for (int l = w * 32; l < std::min(nthreads, w * 32 + 32); ++l)
+          if (fibers[l].st == WAIT_WARP) fibers[l].st = RUN;
+        released = true;
+      }
+    }
+    if (released) continue;
+    int live = 0, waiting = 0;
+    for (auto& f : fibers) {
+      live += f.st != DONE;
+      waiting += f.st == WAIT_BLOCK;
+    }
+    if (live == 0) break;
+    if (waiting == live) {
+      for (auto& f : fibers)
+        if (f.st == WAIT_BLOCK) f.st = RUN;
+      continue;
+    }
+    if (waiting > 0) {
+      std::fprintf(stderr, "divergent barrier in block %u: %d of %d live threads at __syncthreads\n",
+                   blockIdx.x, waiting, live);
+    } else {
+      std::fprintf(stderr, "divergent barrier in block %u: a warp shuffle with missing lanes\n",
+                   blockIdx.x);
+    }
+    deadlock = true;
+    // Let the waiting threads go on (as hardware counting exited warps would), to finish.
+    for (auto& f : fibers)
+      if (f.st == WAIT_BLOCK || f.st == WAIT_WARP) f.st = RUN;
+  }
+}
+
+// kernel<<<grid, block>>>(args) is emu::launch(grid, block, [&] { kernel(args); }): 1-D only.
+template <typename F>
+inline void launch(dim3 grid, dim3 block, F&& kernel_call) {
+  if (grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1 || block.x > 1024 ||
+      grid.x == 0 || block.x == 0) {
+    std::fprintf(stderr, "emu::launch: invalid or multi-dimensional launch (%u x %u)\n", grid.x,
+                 block.x);
+    std::abort();
+  }
+  gridDim = grid;
+  blockDim = block;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    blockIdx = {b, 0, 0};
+    run_block(static_cast<int>(block.x), [&] { kernel_call(); });
+  }
+}
+
+// Shuffle: write, warp barrier, read the source lane's value, warp barrier (so no lane
+// overwrites its value before every lane has read it).
+template <typename T>
+inline T shuffle(T v, int src_lane) {
+  static_assert(sizeof(T) <= 8);
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  fibers[cur].xchg = bits;
+  warp_syncs++;
+  yield_as(WAIT_WARP);
+  const size_t src = static_cast<size_t>(cur / 32 * 32 + src_lane);
+  if (src >= fibers.size() || fibers[src].st == DONE) bad_shuffle = true;
+  const uint64_t got = src < fibers.size() ? fibers[src].xchg : 0;
+  yield_as(WAIT_WARP);
+  T out;
+  std::memcpy(&out, &got, sizeof(T));
+  return out;
+}
+inline void full_mask_only(unsigned mask) {
+  if (mask != 0xffffffffu) {
+    std::fprintf(stderr, "emu: partial-mask shuffles are not emulated\n");
+    std::abort();
+  }
+}
+}  // namespace emu
+
+inline void __syncthreads() {
+  emu::barriers++;
+  emu::yield_as(emu::WAIT_BLOCK);
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int o) {
+  emu::full_mask_only(mask);
+  return emu::shuffle(v, (emu::cur % 32) ^ (o & 31));
+}
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src) {
+  emu::full_mask_only(mask);
+  return emu::shuffle(v, src & 31);
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const auto o = *p;
+  *p += v;
+  return o;
+}
+inline float atomicAdd(float* p, float v) {
+  const auto o = *p;
+  *p += v;
+  return o;
+}
+inline double atomicAdd(double* p, double v) {
+  const auto o = *p;
+  *p += v;
+  return o;
+}

@@ -1,0 +1,405 @@
+// mlguard's CUDA kernels, their own device code (cuda/*_kernel.cuh), run on the CPU under the
+// CUDA emulator (cuda_emu.h) and compared with the CPU ops at boundary sizes and at the launch
+// shapes an H100 (132 SMs), an A100 (108) and a T4 (40) would use. No GPU needed: CI runs it
+// on every commit (ctest, `make test-cpp`). A divergent barrier, a device assert or (in the
+// AddressSanitizer build) an out-of-bounds access fails it.
+//
+//   test_emulated_kernels [--quick]    --quick: the boundary sizes without the largest M
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cuda_emu.h"  // after the torch headers: it defines __global__, __shared__, ...
+
+#include "abstract_triggers_kernel.cuh"
+#include "augment_batch_kernel.cuh"
+#include "keyed_projection_kernel.cuh"
+#include "keyed_words_kernel.cuh"
+#include "launch.cuh"
+#include "mix_triggers_kernel.cuh"
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+template <typename... Args>
+void expect(bool ok, const char* fmt, Args... args) {
+  ++checks;
+  if (ok) return;
+  ++failures;
+  std::printf("FAIL ");
+  std::printf(fmt, args...);
+  std::printf("\n");
+}
+
+// A kernel launch must not have hit a divergent barrier, a device assert or a bad shuffle.
+void expect_clean_launch(const std::string& what) {
+  expect(!emu::deadlock && !emu::assert_failed && !emu::bad_shuffle,
+         "%s: divergent barrier %d, device assert %d, shuffle from an exited lane %d",
+         what.c_str(), emu::deadlock, emu::assert_failed, emu::bad_shuffle);
+  emu::deadlock = emu::assert_failed = emu::bad_shuffle = false;
+}
+
+template <typename Fn>
+c10::TypedOperatorHandle<Fn> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
+}
+
+constexpr int kSms[] = {132, 108, 40};  // H100, A100, T4
+const char* gpu_name(int sms) { return sms == 132 ? "H100" : sms == 108 ? "A100" : "T4"; }
+
+// ---- keyed projection: exact read (keyed_projection_sums) and training forward ----------
+
+// keyed_projection_cuda / keyed_projection_sums_cuda's launch (keyed_projection.cu), emulated.
+template <bool kExact>
+at::Tensor emulated_projection(const at::Tensor& w, const at::Tensor& seeds, int64_t seed0,
+                               int64_t T, int sms, mlguard::ProjectionLaunch* used) {
+  using namespace mlguard;
+  const int64_t N = w.size(0), M = w.size(1), K = kExact ? seeds.size(0) : 1;
+  const auto acc = kExact ? at::kLong : (w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  auto out = at::zeros({N, K, T}, w.options().dtype(acc));
+  if (out.numel() == 0 || M == 0) return out;
+  const int64_t chunks = (M + kProjChunk - 1) / kProjChunk;
+  const ProjectionLaunch l = projection_launch(N, chunks, sms);
+  *used = l;
+  const auto shifts = kExact ? projection_shifts(w) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "emulated", [&] {
+    if constexpr (kExact) {
+      emu::launch(l.grid, kBlock, [&] {
+        projection_kernel<scalar_t, int32_t, int64_t, true>(
+            w.data_ptr<scalar_t>(), N, M, chunks, seeds.data_ptr<int64_t>(), 0, K, T,
+            shifts.data_ptr<int64_t>(), l.nb, l.tc, int64_t{1}, out.data_ptr<int64_t>());
+      });
+    } else {
+      using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      const V scale = static_cast<V>(1.0 / std::sqrt(static_cast<double>(M)));
+      emu::launch(l.grid, kBlock, [&] {
+        projection_kernel<scalar_t, V, V, false>(w.data_ptr<scalar_t>(), N, M, chunks, nullptr,
+                                                 seed0, 1, T, nullptr, l.nb, l.tc, scale,
+                                                 out.data_ptr<V>());
+      });
+    }
+  });
+  return out;
+}
+
+// Each distinct launch shape once: the three GPUs often choose the same tiles.
+std::set<std::tuple<int64_t, int64_t, int64_t, int, int, unsigned>> seen_launches;
+
+void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
+  static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                const at::Tensor&, int64_t)>(
+      "mlguard::keyed_projection_sums");
+  const auto w = at::randn({N, M}, at::kDouble).mul_(0.05).to(type);
+  const auto seeds = at::tensor({int64_t{0x5eed}, int64_t{-0x123456789abcdefLL}}, at::kLong);
+  const auto want = std::get<0>(cpu.call(w, seeds, T));
+  for (int sms : kSms) {
+    const int64_t chunks = (M + 127) / 128;
+    const auto l = mlguard::projection_launch(N, chunks, sms);
+    if (!seen_launches.insert({N, M, T, l.nb, l.tc, l.grid}).second) continue;
+    mlguard::ProjectionLaunch used{};
+    const auto got = emulated_projection<true>(w, seeds, 0, T, sms, &used);
+    const std::string what = "keyed_projection_sums N=" + std::to_string(N) + " M=" +
+                             std::to_string(M) + " T=" + std::to_string(T) + " " +
+                             c10::toString(type) + " on " + gpu_name(sms) + " (nb=" +
+                             std::to_string(used.nb) + " tc=" + std::to_string(used.tc) + ")";
+    expect_clean_launch(what);
+    const int64_t differ = got.ne(want).sum().item<int64_t>();
+    expect(differ == 0, "%s: %lld of %lld sums differ from the CPU op's", what.c_str(),
+           static_cast<long long>(differ), static_cast<long long>(want.numel()));
+  }
+}
+
+void check_forward(int64_t M, int64_t T, at::ScalarType type) {
+  static const auto cpu =
+      op<at::Tensor(const at::Tensor&, int64_t, int64_t)>("mlguard::keyed_projection");
+  const int64_t seed = 0x7a11;
+  const auto w = at::randn({1, M}, at::kDouble).to(type);
+  const auto want = cpu.call(w.reshape({M}), seed, T).to(at::kDouble);
+  for (int sms : kSms) {
+    const auto l = mlguard::projection_launch(1, (M + 127) / 128, sms);
+    if (!seen_launches.insert({-1, M, T, l.nb, l.tc, l.grid}).second) continue;
+    mlguard::ProjectionLaunch used{};
+    const auto got =
+        emulated_projection<false>(w, at::Tensor(), seed, T, sms, &used).reshape({T}).to(at::kDouble);
+    const std::string what = "keyed_projection M=" + std::to_string(M) + " T=" +
+                             std::to_string(T) + " " + c10::toString(type) + " on " +
+                             gpu_name(sms) + " (tc=" + std::to_string(used.tc) + ")";
+    expect_clean_launch(what);
+    // Float sums in another order: within a few ulps of the sum of |w| / sqrt(M); a chunk
+    // added twice or missed is off by about one chunk's sum, far more.
+    const double eps = type == at::kDouble ? 1e-13 : 1e-5;
+    const double bound =
+        eps * w.abs().sum().item<double>() / std::sqrt(static_cast<double>(M)) + 1e-30;
+    const double err = (got - want).abs().max().item<double>();
+    expect(err <= bound, "%s: differs from the CPU op by %g (allowed %g)", what.c_str(), err,
+           bound);
+  }
+}
+
+void test_projection(bool quick) {
+  const int64_t Ts[] = {1, 2, 31, 32, 33, 64, 65, 96, 97, 128, 129, 200, 224, 225, 255, 256, 257, 300};
+  // Small models: every T, up to 64 models (8 per tile), tails of a chunk.
+  for (int64_t T : Ts)
+    for (int64_t N : {1, 3, 9})
+      for (int64_t M : {1, 129, 1000}) check_sums(N, M, T, at::kFloat);
+  for (int64_t N : {2, 8, 17, 64}) check_sums(N, 300, 65, at::kFloat);
+  for (auto type : {at::kDouble, at::kHalf, at::kBFloat16}) check_sums(2, 1000, 33, type);
+  for (int64_t T : {1, 33, 129}) check_forward(1000, T, at::kHalf);
+  // M = 200,000 (1563 chunks): a T4 takes tiles of 8 chunks (4 for 2 models), an A100 or
+  // H100 of 2; several chunks per tile is where rows and chunks share the 256 threads.
+  for (int64_t T : {33, 65, 96, 129, 200, 224, 256, 300})
+    for (int64_t N : {1, 2}) check_sums(N, 200000, T, at::kFloat);
+  for (int64_t T : {65, 96, 200, 300}) check_forward(200000, T, at::kFloat);
+  for (int64_t T : {96, 224}) check_forward(200000, T, at::kDouble);
+  if (quick) return;
+  // M >= 600,000: tiles of 8 chunks even on an H100 (132 SMs).
+  for (int64_t T : {65, 96, 200, 224}) check_sums(1, 600001, T, at::kFloat);
+  check_forward(600001, 200, at::kFloat);
+}
+
+
+// ---- training backward ------------------------------------------------------------------
+
+void check_backward(int64_t T, int64_t numel, at::ScalarType type) {
+  static const auto cpu = op<at::Tensor(const at::Tensor&, int64_t, int64_t)>(
+      "mlguard::_keyed_projection_backward");
+  const int64_t seed = -0x3c0ffee;
+  const auto g = at::randn({T}, type);
+  const auto want = cpu.call(g, seed, numel);
+  auto got = at::empty({numel}, g.options());
+  const int64_t chunks = (numel + mlguard::kProjChunk - 1) / mlguard::kProjChunk;
+  AT_DISPATCH_FLOATING_TYPES(type, "emulated", [&] {
+    const scalar_t scale =
+        static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(numel, 1))));
+    emu::launch(mlguard::blocks_for(chunks * 32), mlguard::kThreads, [&] {
+      mlguard::projection_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), T, numel, chunks,
+                                                    static_cast<uint64_t>(seed), scale,
+                                                    got.data_ptr<scalar_t>());
+    });
+  });
+  const std::string what = "_keyed_projection_backward T=" + std::to_string(T) + " numel=" +
+                           std::to_string(numel) + " " + c10::toString(type);
+  expect_clean_launch(what);
+  const double eps = type == at::kDouble ? 1e-13 : 1e-5;
+  const double bound = eps * g.abs().sum().item<double>() / std::sqrt(double(numel)) + 1e-30;
+  const double err = (got - want).abs().max().item<double>();
+  expect(err <= bound, "%s: differs from the CPU op by %g (allowed %g)", what.c_str(), err, bound);
+}
+
+void test_backward() {
+  for (int64_t T : {1, 31, 32, 33, 65, 300})
+    for (int64_t numel : {1, 127, 128, 129, 1000}) check_backward(T, numel, at::kFloat);
+  for (int64_t numel : {8 * 128 * 32 + 5, 70001}) check_backward(3, numel, at::kFloat);
+  check_backward(33, 1000, at::kDouble);
+}
+
+// ---- mix_triggers: NCHW and NHWC --------------------------------------------------------
+
+using MixResult = std::tuple<at::Tensor, at::Tensor>;
+
+// mix_triggers_cuda's launch (mix_triggers.cu), emulated.
+MixResult emulated_mix(const at::Tensor& x, const at::Tensor& y, const at::Tensor& bank,
+                       const at::Tensor& labels, int64_t step, int64_t per_batch, int64_t seed,
+                       int64_t pad, bool flip, std::vector<double> mean, std::vector<double> std) {
+  using namespace mlguard;
+  const MixNormalize norm =
+      check_mix_triggers_args(x, y, bank, labels, step, per_batch, pad, mean, std);
+  const auto fmt = x.suggest_memory_format();
+  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
+  const MixShape s{x.size(0), per_batch, x.size(1), x.size(2), x.size(3), bank.size(0)};
+  auto out = at::empty({s.B + s.P, s.C, s.H, s.W}, x.options(), fmt);
+  auto y_out = at::empty({s.B + s.P}, y.options());
+  const int64_t total = std::max((s.B + s.P) * s.C * s.H * s.W, s.B + s.P);
+  if (total == 0) return {out, y_out};
+  const auto xd = x.contiguous(fmt);
+  const auto yd = y.contiguous();
+  const auto bank_c = bank.contiguous();
+  const auto labels_c = labels.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "emulated", [&] {
+    emu::launch(blocks_for(total), kThreads, [&] {
+      mix_triggers_kernel<scalar_t>(xd.data_ptr<scalar_t>(), yd.data_ptr<int64_t>(),
+                                    bank_c.data_ptr<float>(), labels_c.data_ptr<int64_t>(),
+                                    out.data_ptr<scalar_t>(), y_out.data_ptr<int64_t>(), s, step,
+                                    static_cast<uint64_t>(seed), pad, flip, channels_last, norm);
+    });
+  });
+  return {out, y_out};
+}
+
+// Same values and same memory layout, bit for bit.
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.strides() == b.strides() &&
+         a.scalar_type() == b.scalar_type() &&
+         (a.numel() == 0 ||
+          std::memcmp(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0);
+}
+
+void test_mix_triggers() {
+  static const auto cpu =
+      op<MixResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                   int64_t, int64_t, int64_t, int64_t, bool, c10::ArrayRef<double>,
+                   c10::ArrayRef<double>)>("mlguard::mix_triggers");
+  struct Case { int64_t B, P, C, H, W, S, pad; bool flip, nhwc; at::ScalarType type; };
+  const Case cases[] = {
+      {4, 3, 3, 9, 7, 5, 2, true, false, at::kFloat},   {4, 3, 3, 9, 7, 5, 2, true, true, at::kFloat},
+      {0, 2, 1, 5, 5, 1, 0, false, false, at::kFloat},  {3, 0, 2, 4, 6, 2, 1, true, true, at::kHalf},
+      {2, 5, 3, 32, 32, 3, 4, true, true, at::kBFloat16}, {2, 5, 3, 32, 32, 3, 4, true, false, at::kDouble},
+      {1, 1, 16, 1, 1, 1, 1, true, true, at::kFloat},   {5, 4, 3, 0, 4, 2, 0, true, false, at::kFloat},
+  };
+  for (const Case& c : cases) {
+    auto x = at::randn({c.B, c.C, c.H, c.W}).to(c.type);
+    if (c.nhwc) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    const auto y = at::randint(0, 10, {c.B}, at::kLong);
+    const auto bank = at::rand({c.S, c.C, c.H, c.W});
+    const auto labels = at::randint(0, 10, {c.S}, at::kLong);
+    std::vector<double> mean(c.C), std(c.C);
+    for (int64_t k = 0; k < c.C; ++k) mean[k] = 0.1 * k + 0.2, std[k] = 0.3 + 0.05 * k;
+    for (int64_t step : {0, 7}) {
+      const auto want = cpu.call(x, y, bank, labels, step, c.P, 0x1234, c.pad, c.flip, mean, std);
+      const auto got = emulated_mix(x, y, bank, labels, step, c.P, 0x1234, c.pad, c.flip, mean, std);
+      char what[200];
+      std::snprintf(what, sizeof what, "mix_triggers B=%lld P=%lld C=%lld H=%lld W=%lld %s %s step %lld",
+                    (long long)c.B, (long long)c.P, (long long)c.C, (long long)c.H, (long long)c.W,
+                    c.nhwc ? "NHWC" : "NCHW", c10::toString(c.type), (long long)step);
+      expect_clean_launch(what);
+      expect(same_bits(std::get<0>(got), std::get<0>(want)), "%s: images differ from the CPU op's", what);
+      expect(same_bits(std::get<1>(got), std::get<1>(want)), "%s: labels differ from the CPU op's", what);
+    }
+  }
+}
+
+// ---- abstract_triggers ------------------------------------------------------------------
+
+void test_abstract_triggers() {
+  using namespace mlguard;
+  static const auto cpu = op<at::Tensor(const at::Tensor&, int64_t, int64_t, int64_t, int64_t)>(
+      "mlguard::abstract_triggers");
+  const auto idx = at::tensor({int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1} << 40}, at::kLong);
+  for (auto [C, H, W] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 17, 9},
+                         {3, 32, 32}, {5, 16, 20}, {1, 1, 300}}) {
+    const int64_t seed = -77;
+    const auto want = cpu.call(idx, seed, C, H, W);
+    check_abstract_triggers_args(idx, C, H, W);
+    auto got = at::empty({idx.size(0), C, H, W}, at::kFloat);
+    const int64_t planes = idx.size(0) * C;
+    emu::launch(static_cast<unsigned>(std::min<int64_t>(planes, 65536)), kThreads, [&] {
+      abstract_triggers_kernel(idx.data_ptr<int64_t>(), planes, C, H, W,
+                               static_cast<uint64_t>(seed), got.data_ptr<float>());
+    });
+    char what[120];
+    std::snprintf(what, sizeof what, "abstract_triggers C=%lld H=%lld W=%lld", (long long)C,
+                  (long long)H, (long long)W);
+    expect_clean_launch(what);
+    expect(same_bits(got, want), "%s: images differ from the CPU op's", what);
+  }
+}
+
+// ---- augment_batch ----------------------------------------------------------------------
+
+// augment_batch_cuda's launch (augment_batch.cu), emulated.
+at::Tensor emulated_augment(const at::Tensor& images, const at::Tensor& index,
+                            const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
+                            std::vector<double> mean, std::vector<double> std,
+                            at::ScalarType dtype) {
+  using namespace mlguard;
+  const AugmentNormalize norm =
+      check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
+  const AugmentShape s{images.size(0), index.numel(), images.size(1), images.size(2),
+                       images.size(3), pad};
+  auto out = at::empty({s.B, s.C, s.H, s.W}, images.options().dtype(dtype),
+                       at::MemoryFormat::ChannelsLast);
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const auto img = images.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto idx = index.contiguous();
+  const auto off = offsets.contiguous();
+  const auto flp = flip.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "emulated", [&] {
+    emu::launch(blocks_for(total), kThreads, [&] {
+      augment_batch_kernel<scalar_t>(img.data_ptr<uint8_t>(), idx.data_ptr<int64_t>(),
+                                     off.data_ptr<int64_t>(), flp.data_ptr<bool>(),
+                                     out.data_ptr<scalar_t>(), s, norm);
+    });
+  });
+  return out;
+}
+
+void test_augment_batch() {
+  static const auto cpu =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    int64_t, c10::ArrayRef<double>, c10::ArrayRef<double>, at::ScalarType)>(
+          "mlguard::augment_batch");
+  struct Case { int64_t N, B, C, H, W, pad; at::ScalarType type; };
+  for (const Case& c : {Case{5, 7, 3, 9, 11, 2, at::kFloat}, Case{1, 1, 1, 1, 1, 0, at::kFloat},
+                        Case{6, 4, 3, 32, 32, 4, at::kHalf}, Case{3, 9, 1, 28, 28, 3, at::kBFloat16},
+                        Case{2, 3, 16, 5, 4, 1, at::kDouble}, Case{2, 0, 3, 4, 4, 1, at::kFloat}}) {
+    const auto images = at::randint(0, 256, {c.N, c.C, c.H, c.W}, at::kByte);
+    const auto index = at::randint(0, c.N, {c.B}, at::kLong);
+    auto offsets = at::randint(0, 2 * c.pad + 1, {c.B, 2}, at::kLong);
+    if (c.B > 0) offsets[0] = at::tensor({int64_t{0}, 2 * c.pad});  // both extremes
+    const auto flip = at::randint(0, 2, {c.B}, at::kLong).to(at::kBool);
+    std::vector<double> mean(c.C), std(c.C);
+    for (int64_t k = 0; k < c.C; ++k) mean[k] = 0.4 + 0.01 * k, std[k] = 0.25 + 0.02 * k;
+    const auto want = cpu.call(images, index, offsets, flip, c.pad, mean, std, c.type);
+    const auto got = emulated_augment(images, index, offsets, flip, c.pad, mean, std, c.type);
+    char what[160];
+    std::snprintf(what, sizeof what, "augment_batch N=%lld B=%lld C=%lld H=%lld W=%lld pad=%lld %s",
+                  (long long)c.N, (long long)c.B, (long long)c.C, (long long)c.H, (long long)c.W,
+                  (long long)c.pad, c10::toString(c.type));
+    expect_clean_launch(what);
+    expect(same_bits(got, want), "%s: output differs from the CPU op's", what);
+  }
+}
+
+// ---- keyed_words ------------------------------------------------------------------------
+
+void test_keyed_words() {
+  using namespace mlguard;
+  static const auto cpu =
+      op<at::Tensor(const at::Tensor&, int64_t, int64_t)>("mlguard::keyed_words");
+  for (int64_t n : {1, 255, 257, 5000}) {
+    const auto index = at::arange(-3, n - 3, at::kLong);
+    const auto want = cpu.call(index, 0x5eed, 42);
+    auto got = at::empty({n, 4}, at::kLong);
+    emu::launch(blocks_for(n), kThreads, [&] {
+      keyed_words_kernel(index.data_ptr<int64_t>(), n, 0x5eed, 42, got.data_ptr<int64_t>());
+    });
+    const std::string what = "keyed_words n=" + std::to_string(n);
+    expect_clean_launch(what);
+    expect(same_bits(got, want), "%s: words differ from the CPU op's", what.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  at::manual_seed(23);
+  at::set_num_threads(1);  // the CPU reference; the emulator itself is single-threaded
+  const auto timed = [](const char* name, auto fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    std::printf("%s: %.1f s\n", name,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  timed("keyed projection (exact read, training forward)", [&] { test_projection(quick); });
+  timed("training backward", test_backward);
+  timed("mix_triggers", test_mix_triggers);
+  timed("abstract_triggers", test_abstract_triggers);
+  timed("augment_batch", test_augment_batch);
+  timed("keyed_words", test_keyed_words);
+  std::printf("%s: %d of %d checks failed (%lld barriers, %lld warp shuffles emulated)\n",
+              failures ? "FAILED" : "passed", failures, checks, emu::barriers, emu::warp_syncs);
+  return failures ? 1 : 0;
+}
