@@ -82,7 +82,9 @@ projection_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int64_t 
     __syncthreads();
     for (int64_t k = 0; k < K; ++k) {
       const uint64_t seed = static_cast<uint64_t>(seeds != nullptr ? seeds[k] : seed0);
-      for (int64_t t = r; t < T; t += rows) {
+      // Threads past lanes * rows (rows = 96: 256 = 2 x 96 + 64) have no lane of their own;
+      // with lane == lanes they would add chunks that lane 0 adds too.
+      for (int64_t t = r; lane < lanes && t < T; t += rows) {
         V acc = 0;  // nb == 1: up to 8 chunks, |acc| <= 2^26 for the exact read
         bool any = false;
         for (int c = lane; c < tc && c0 + c < chunks; c += lanes) {
