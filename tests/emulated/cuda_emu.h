@@ -7,6 +7,8 @@
 //  - __shared__ becomes static (one block at a time); CUDA_KERNEL_ASSERT sets
 //    emu::assert_failed instead of trapping; a shuffle from an exited lane sets emu::bad_shuffle.
 //  - atomicAdd runs sequentially: exact for integers, order-dependent for floats (as on a GPU).
+// On x86-64 a fiber switch is a few instructions (glibc's swapcontext makes a system call per
+// switch, which made the emulator ~10x slower); elsewhere ucontext.
 // Built with -fsanitize=address, fiber switches are announced to ASan, so out-of-bounds
 // accesses to global (heap) and shared (static) arrays are reported.
 // Not emulated: partial-mask shuffles, __ballot_sync, cooperative groups, 2-D/3-D grids,
@@ -62,14 +64,33 @@ inline long long barriers = 0, warp_syncs = 0;
 
 enum State { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
 struct Fiber {
+#if defined(__x86_64__)
+  void* sp;  // saved stack pointer; callee-saved registers are on the fiber's stack
+#else
   ucontext_t ctx;
+#endif
   State st;
   std::vector<char> stack;
   uint64_t xchg;
   void* fake_stack;  // ASan's bookkeeping while switched out
 };
 inline std::vector<Fiber> fibers;
+#if defined(__x86_64__)
+// mlguard_emu_switch(save, to): pushes the System V callee-saved registers, stores the stack
+// pointer in *save, switches to stack `to` and pops that fiber's registers. (This header is
+// included by one translation unit: the symbol is defined once.)
+extern "C" void mlguard_emu_switch(void** save, void* to);
+__asm__(
+    ".text\n.globl mlguard_emu_switch\n.type mlguard_emu_switch,@function\n"
+    "mlguard_emu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n.size mlguard_emu_switch, .-mlguard_emu_switch\n");
+inline void* sched_sp = nullptr;
+#else
 inline ucontext_t sched_ctx;
+#endif
 inline int cur = -1;
 inline std::function<void()>* body = nullptr;
 inline const void* sched_bottom = nullptr;  // the scheduler's stack, for ASan
@@ -83,7 +104,11 @@ inline void to_scheduler(bool dying) {
                                  sched_size);
 #endif
   const int me = cur;
+#if defined(__x86_64__)
+  mlguard_emu_switch(&fibers[me].sp, sched_sp);
+#else
   swapcontext(&fibers[me].ctx, &sched_ctx);
+#endif
 #if EMU_ASAN
   __sanitizer_finish_switch_fiber(fibers[me].fake_stack, &sched_bottom, &sched_size);
 #endif
@@ -109,7 +134,11 @@ inline void resume(int t) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, fibers[t].stack.data(), fibers[t].stack.size());
 #endif
+#if defined(__x86_64__)
+  mlguard_emu_switch(&sched_sp, fibers[t].sp);
+#else
   swapcontext(&sched_ctx, &fibers[t].ctx);
+#endif
 #if EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -122,11 +151,21 @@ inline void run_block(int nthreads, std::function<void()> fn) {
   for (int t = 0; t < nthreads; ++t) {
     Fiber& f = fibers[t];
     if (f.stack.size() < kStack) f.stack.resize(kStack);
+#if defined(__x86_64__)
+    // The first switch "returns" into trampoline with the stack aligned as after a call.
+    const auto top = reinterpret_cast<uintptr_t>(f.stack.data() + f.stack.size()) & ~uintptr_t{15};
+    void** frame = reinterpret_cast<void**>(top - 16);
+    frame[0] = reinterpret_cast<void*>(&trampoline);
+    frame[1] = nullptr;  // trampoline never returns
+    for (int i = 1; i <= 6; ++i) frame[-i] = nullptr;  // the callee-saved registers
+    f.sp = frame - 6;
+#else
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.data();
     f.ctx.uc_stack.ss_size = f.stack.size();
     f.ctx.uc_link = nullptr;
     makecontext(&f.ctx, trampoline, 0);
+#endif
     f.st = RUN;
     f.fake_stack = nullptr;
   }
