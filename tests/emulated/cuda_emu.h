@@ -2,8 +2,9 @@
 // (tests/emulated/test_kernels.cpp). Every CUDA thread of a block is a ucontext fiber;
 // blocks run one after another; threads of a block interleave at barriers:
 //  - __syncthreads() is a block barrier, __shfl_sync / __shfl_xor_sync (full mask only) a warp
-//    barrier with a value exchange. A barrier reached by only some live threads of a block or
-//    lanes of a warp is a divergent barrier: it sets emu::deadlock (the test fails on it).
+//    barrier with a value exchange. A divergent barrier sets emu::deadlock (the test fails on
+//    it): a __syncthreads that not every thread of the block reaches (some wait elsewhere,
+//    some exited), or a shuffle that not every live lane of the warp reaches.
 //  - __shared__ becomes static (one block at a time); CUDA_KERNEL_ASSERT sets
 //    emu::assert_failed instead of trapping; a shuffle from an exited lane sets emu::bad_shuffle.
 //  - atomicAdd runs sequentially: exact for integers, order-dependent for floats (as on a GPU).
@@ -72,6 +73,7 @@ struct Fiber {
   State st;
   std::vector<char> stack;
   uint64_t xchg;
+  int site;  // the source line of the barrier it waits at
   void* fake_stack;  // ASan's bookkeeping while switched out
 };
 inline std::vector<Fiber> fibers;
@@ -186,6 +188,11 @@ inline void run_block(int nthreads, std::function<void()> fn) {
         waiting += fibers[l].st == WAIT_WARP;
       }
       if (waiting > 0 && waiting == live) {
+        if (live < std::min(nthreads, w * 32 + 32) - w * 32) {
+          std::fprintf(stderr, "divergent barrier in block %u: a full-mask shuffle in warp %d "
+                       "after some of its lanes exited\n", blockIdx.x, w);
+          deadlock = true;
+        }
         for (int l = w * 32; l < std::min(nthreads, w * 32 + 32); ++l)
           if (fibers[l].st == WAIT_WARP) fibers[l].st = RUN;
         released = true;
@@ -199,6 +206,15 @@ inline void run_block(int nthreads, std::function<void()> fn) {
     }
     if (live == 0) break;
     if (waiting == live) {
+      // Strict: all threads of the block at the same __syncthreads, none exited before it.
+      bool same = true;
+      for (auto& f : fibers) same = same && f.st == WAIT_BLOCK && f.site == fibers[0].site;
+      if (!same) {
+        std::fprintf(stderr, "divergent barrier in block %u: threads wait at different "
+                     "__syncthreads or some exited before it (line %d)\n", blockIdx.x,
+                     fibers[0].site);
+        deadlock = true;
+      }
       for (auto& f : fibers)
         if (f.st == WAIT_BLOCK) f.st = RUN;
       continue;
@@ -260,8 +276,9 @@ inline void full_mask_only(unsigned mask) {
 }
 }  // namespace emu
 
-inline void __syncthreads() {
+inline void __syncthreads(int line = __builtin_LINE()) {
   emu::barriers++;
+  emu::fibers[emu::cur].site = line;
   emu::yield_as(emu::WAIT_BLOCK);
 }
 template <typename T>

@@ -381,6 +381,48 @@ void test_keyed_words() {
   }
 }
 
+// ---- the emulator itself: a divergent barrier must be seen, or the checks above mean less --
+
+__global__ void exits_before_barrier(float* out) {
+  if (threadIdx.x < 64) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+__global__ void two_barriers(float* out) {
+  if (threadIdx.x < 64) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+__global__ void half_warp_shuffle(float* out) {
+  float v = static_cast<float>(threadIdx.x);
+  if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  out[threadIdx.x] = v;
+}
+__global__ void uniform_barriers(float* out) {
+  __syncthreads();
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<float>(threadIdx.x), 1);
+}
+
+void test_emulator() {
+  std::fprintf(stderr, "emulator self-check: three divergent barriers reported on purpose:\n");
+  std::vector<float> out(256);
+  const std::pair<const char*, void (*)(float*)> divergent[] = {
+      {"a barrier some threads exit before", exits_before_barrier},
+      {"two barriers", two_barriers},
+      {"a shuffle half a warp skips", half_warp_shuffle}};
+  for (const auto& [name, kernel] : divergent) {
+    emu::launch(2, 256, [&] { kernel(out.data()); });
+    expect(emu::deadlock, "emulator: %s is not reported as a divergent barrier", name);
+    emu::deadlock = false;
+  }
+  emu::launch(2, 256, [&] { uniform_barriers(out.data()); });
+  expect_clean_launch("emulator: uniform barriers");
+  expect(out[5] == 4.0f && out[254] == 255.0f, "emulator: shuffle gave %g and %g", out[5], out[254]);
+  std::fprintf(stderr, "emulator self-check done\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -393,6 +435,7 @@ int main(int argc, char** argv) {
     std::printf("%s: %.1f s\n", name,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
+  test_emulator();
   timed("keyed projection (exact read, training forward)", [&] { test_projection(quick); });
   timed("training backward", test_backward);
   timed("mix_triggers", test_mix_triggers);
