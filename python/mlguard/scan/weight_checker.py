@@ -30,10 +30,6 @@ def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.
                 for i in members:
                     answers[n][i] = f"weight key: {e}"
                 continue
-            if not bool(torch.isfinite(w).all()):
-                for i in members:
-                    answers[n][i] = "weight key: the target weights contain NaN or inf"
-                continue
             vectors[n] = w
         by_length: dict[int, list[int]] = {}
         for n, w in vectors.items():  # models whose targets differ in size cannot be stacked
@@ -42,6 +38,18 @@ def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.
         messages = torch.stack([keys[i].message_tensor(device) for i in members])
         for models in by_length.values():
             stacked = torch.stack([vectors[n].to(device).reshape(-1) for n in models])
+            # One finite check (one host sync on a GPU) per stack, not one per model.
+            finite = torch.isfinite(stacked).all(dim=1).tolist()
+            for n, ok in zip(models, finite):
+                if not ok:
+                    for i in members:
+                        answers[n][i] = "weight key: the target weights contain NaN or inf"
+            if not all(finite):
+                keep = [j for j, ok in enumerate(finite) if ok]
+                models = [models[j] for j in keep]
+                if not models:
+                    continue
+                stacked = stacked[keep]
             read = read_bits(stacked, seeds, bits, projection).long()  # (N, K, T)
             matches = (read == messages).sum(dim=2).tolist()
             for row, n in zip(matches, models):
