@@ -59,12 +59,15 @@ def write_build_config(cuda: bool, archs: str | None) -> None:
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp"))
     # Kernels must agree bit for bit across devices: no fused multiply-add contraction.
-    cxx = ["-O3", "-ffp-contract=off"]
+    # OpenMP: ATen's at::parallel_for (inline) runs the CPU kernels on every core only when
+    # the caller is compiled with it; torch's own libgomp.so.1 is the one loaded at run time.
+    cxx = ["-O3", "-ffp-contract=off", "-fopenmp"]
+    link = ["-fopenmp"]
     if not want_cuda():
         print(f"mlguard: building C++ ops only (torch {torch.__version__})")
         write_build_config(cuda=False, archs=None)
         return CppExtension("mlguard._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
-                            extra_compile_args={"cxx": cxx})
+                            extra_compile_args={"cxx": cxx}, extra_link_args=link)
     archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     print(f"mlguard: building C++ ops and CUDA kernels (torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}, archs {archs})")
@@ -72,7 +75,7 @@ def extension():
     nvcc = ["-O3", "--fmad=false", "-lineinfo"]
     return CUDAExtension("mlguard._C", sources + sorted(glob.glob("cuda/*.cu")),
                          include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "cuda")],
-                         extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                         extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
 
 
 setup(

@@ -72,4 +72,6 @@ def build_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         # the exact read's CPU kernel: "bitplanes" (AVX-512 VPOPCNTDQ) or "tables"
         "cpu_projection_kernel": torch.ops.mlguard._projection_sums_cpu_kernel(),
+        # how the CPU kernels use the cores: "openmp" (torch.get_num_threads() of them)
+        "cpu_parallel": torch.ops.mlguard._cpu_parallel(),
     }

@@ -106,3 +106,9 @@ def test_build_info_says_which_gpus_the_kernels_run_on():
         assert "7.0;7.5;8.0" not in note
     info = mlguard.build_info()
     assert info["cuda_runs_on"] == _runs_on(info["cuda_archs"])
+
+
+def test_cpu_kernels_are_built_with_openmp():
+    # ATen's at::parallel_for is inline: compiled without OpenMP it runs every mlguard CPU
+    # kernel on one core, whatever torch.get_num_threads() says.
+    assert mlguard.build_info()["cpu_parallel"] == "openmp"
