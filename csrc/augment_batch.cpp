@@ -10,6 +10,26 @@
 #include <vector>
 
 namespace mlguard {
+namespace {
+
+// Raises for the first index outside [0, N) or offset outside [0, 2 pad]; CPU tensors.
+void check_augment_values(const at::Tensor& index, const at::Tensor& offsets, int64_t N,
+                          int64_t pad) {
+  const auto idx = index.contiguous();
+  const auto off = offsets.contiguous();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  const int64_t* op = off.data_ptr<int64_t>();
+  for (int64_t b = 0; b < idx.numel(); ++b) {
+    TORCH_CHECK(ip[b] >= 0 && ip[b] < N, "augment_batch: index[", b, "] = ", ip[b],
+                " is out of range for ", N, " images");
+    TORCH_CHECK(op[2 * b] >= 0 && op[2 * b] <= 2 * pad && op[2 * b + 1] >= 0 &&
+                    op[2 * b + 1] <= 2 * pad,
+                "augment_batch: offsets[", b, "] = (", op[2 * b], ", ", op[2 * b + 1],
+                ") must lie in [0, 2 * pad] = [0, ", 2 * pad, "]");
+  }
+}
+
+}  // namespace
 
 AugmentNormalize check_augment_batch_args(const at::Tensor& images, const at::Tensor& index,
                                           const at::Tensor& offsets, const at::Tensor& flip,
@@ -52,6 +72,18 @@ AugmentNormalize check_augment_batch_args(const at::Tensor& images, const at::Te
     norm.mean[c] = static_cast<float>(mean[c]);
     norm.std[c] = static_cast<float>(std[c]);
   }
+  // The same value checks on every device. On a GPU they cost one host sync: the kernel
+  // would otherwise zero-fill for a bad offset and trap for a bad index (a device assert
+  // poisons the CUDA context for the rest of the process).
+  if (B > 0) {
+    if (images.device().is_cpu()) {
+      check_augment_values(index, offsets, images.size(0), pad);
+    } else {
+      const bool bad = (index.lt(0) | index.ge(images.size(0))).any().logical_or(
+                           (offsets.lt(0) | offsets.gt(2 * pad)).any()).item<bool>();
+      if (bad) check_augment_values(index.cpu(), offsets.cpu(), images.size(0), pad);
+    }
+  }
   return norm;
 }
 
@@ -63,7 +95,7 @@ at::Tensor augment_batch_cpu(const at::Tensor& images, const at::Tensor& index,
                              at::ScalarType dtype) {
   const AugmentNormalize norm =
       check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
-  const int64_t N = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  const int64_t C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t B = index.numel();
   auto out = at::empty({B, C, H, W}, images.options().dtype(dtype),
                        at::MemoryFormat::ChannelsLast);
@@ -75,14 +107,6 @@ at::Tensor augment_batch_cpu(const at::Tensor& images, const at::Tensor& index,
   const int64_t* ip = idx.data_ptr<int64_t>();
   const int64_t* op = off.data_ptr<int64_t>();
   const bool* fp = flp.data_ptr<bool>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(ip[b] >= 0 && ip[b] < N, "augment_batch: index[", b, "] = ", ip[b],
-                " is out of range for ", N, " images");
-    TORCH_CHECK(op[2 * b] >= 0 && op[2 * b] <= 2 * pad && op[2 * b + 1] >= 0 &&
-                    op[2 * b + 1] <= 2 * pad,
-                "augment_batch: offsets[", b, "] = (", op[2 * b], ", ", op[2 * b + 1],
-                ") must lie in [0, 2 * pad] = [0, ", 2 * pad, "]");
-  }
   // A value depends only on (channel, byte): one table of 256 per channel, filled with the
   // same float arithmetic the CUDA kernel uses, makes the inner loop a lookup.
   std::vector<float> table(static_cast<size_t>(C) * 256);

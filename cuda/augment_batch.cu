@@ -1,5 +1,6 @@
 // mlguard::augment_batch: one thread per output element, written channels-last (coalesced);
-// offsets, flips and indices are inputs, so no host synchronization.
+// offsets, flips and indices are inputs; checking their values (as the CPU op does) costs
+// one host synchronization.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>

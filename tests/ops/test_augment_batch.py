@@ -130,3 +130,27 @@ def test_cuda_rejects_mixed_devices():
     images, index, offsets, flip = make()
     with pytest.raises(RuntimeError, match="all tensors must be on images' device"):
         augment_batch(images.cuda(), index, offsets.cuda(), flip.cuda(), 3, MEAN, STD)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("changes,match", [
+    (dict(index=torch.tensor([0, 1, 2, 3, 4, 5, 9])),
+     r"index\[6\] = 9 is out of range for 9 images"),
+    (dict(index=torch.tensor([0, 1, 2, 3, -1, 5, 6])),
+     r"index\[4\] = -1 is out of range for 9 images"),
+    (dict(offsets=torch.full((7, 2), 7)), r"offsets\[0\] = \(7, 7\) must lie in \[0, 2 \* pad\]"),
+    (dict(offsets=torch.tensor([[0, 0]] * 6 + [[0, -1]])),
+     r"offsets\[6\] = \(0, -1\) must lie in \[0, 2 \* pad\]"),
+])
+def test_cuda_rejects_bad_values_as_the_cpu_does(changes, match):
+    # It used to zero-fill for such offsets and hit a device assert for such an index, which
+    # poisons the CUDA context for the rest of the process.
+    args = _bad(**changes)
+    with pytest.raises(RuntimeError, match=match):
+        augment_batch(**args)
+    cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+    with pytest.raises(RuntimeError, match=match):
+        augment_batch(**cuda)
+    images, index, offsets, flip = make()  # the context still works
+    gpu = augment_batch(images.cuda(), index.cuda(), offsets.cuda(), flip.cuda(), 3, MEAN, STD)
+    assert torch.equal(gpu.cpu(), augment_batch(images, index, offsets, flip, 3, MEAN, STD))
