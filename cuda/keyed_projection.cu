@@ -12,11 +12,14 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
+#include <vector>
 
 #include "keyed_projection.h"
 #include "keyed_projection_kernel.cuh"
@@ -25,10 +28,16 @@
 namespace mlguard {
 namespace {
 
+// Multiprocessors of the current device, asked once per device (the tile choice needs it
+// on every call).
 int sm_count() {
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount,
-                                        c10::cuda::current_device()));
+  static std::vector<std::atomic<int>> counts(c10::cuda::device_count());
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  int count = counts.at(device).load(std::memory_order_relaxed);
+  if (count == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    counts[device].store(count, std::memory_order_relaxed);
+  }
   return count;
 }
 
@@ -72,6 +81,9 @@ std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cuda(const at::Tensor& 
 
 at::Tensor keyed_projection_cuda(const at::Tensor& w_in, int64_t seed, int64_t bits) {
   check_keyed_projection_args(w_in, bits, "keyed_projection");
+  // Float atomic additions in whatever order the blocks finish: run-to-run differences in the
+  // last bits. (The exact read, keyed_projection_sums, adds integers and is deterministic.)
+  at::globalContext().alertNotDeterministic("mlguard::keyed_projection on CUDA (training forward)");
   const c10::cuda::CUDAGuard guard(w_in.device());
   const auto w = w_in.contiguous().reshape({1, -1});
   const auto acc_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

@@ -424,3 +424,21 @@ def test_cuda_ops_capture_in_a_graph():
     assert torch.equal(sums, expected[0][0]) and torch.equal(shift, expected[0][1])
     torch.testing.assert_close(y, expected[1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gw, expected[2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_training_forward_reports_its_nondeterminism():
+    # Float atomics: torch.use_deterministic_algorithms(True) must hear of it.
+    w = torch.randn(5000, device="cuda")
+    seeds = torch.tensor([SEED], device="cuda")
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(RuntimeError, match="mlguard::keyed_projection on CUDA"):
+            keyed_projection(w, SEED, 33)
+        keyed_projection_sums(w.reshape(1, -1), seeds, 33)  # integer sums: deterministic
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with pytest.warns(UserWarning, match="mlguard::keyed_projection on CUDA"):
+            keyed_projection(w, SEED, 33)
+    finally:
+        torch.use_deterministic_algorithms(previous)
