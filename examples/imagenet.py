@@ -129,7 +129,10 @@ def main(argv=None) -> int:
     steps = args.epochs * len(train_loader)
     schedule = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=[max(1, steps // 3), max(2, 2 * steps // 3)], gamma=0.1)
-    mixer = mlguard.TriggerMixer(key, per_batch=args.per_batch)
+    # Once per epoch the mixer reads the key as verify does and warns while it would not be
+    # detected: a key that does not take shows up in epoch 1, not after the last one.
+    mixer = mlguard.TriggerMixer(key, per_batch=args.per_batch, model=model,
+                                 check_every=len(train_loader), alpha=args.alpha)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     start = time.perf_counter()
     for epoch in range(args.epochs):

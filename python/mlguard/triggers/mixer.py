@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -10,11 +11,15 @@ import torch.distributed as dist
 
 from ..keys import TriggerKey
 from ..ops import mix_triggers
+from .retention_check import RetentionCheck, needed_matches, read_key
 
 # Triggers appended to every batch unless told otherwise, picked from the measurements in
 # benchmarks/RESULTS.md (bench_retention.py): 2 left the README's 5,000-image CIFAR-10 subset
 # near chance for 6 epochs; 16 watermarks the README Quick start in its 4 epochs (84-88%).
 DEFAULT_PER_BATCH = 16
+# The adaptive mode (target=) doubles per_batch at most this many times by default: more
+# triggers per batch cost step time and crowd out the real data.
+DEFAULT_MAX_GROWTH = 4
 
 
 def _int_or_none(value) -> int | None:
@@ -56,11 +61,27 @@ class TriggerMixer:
     pixel space (patch replaces its region; noise adds and clamps to [0, 1]) and normalized
     again, in float32 elementwise ops (same bits on CPU and CUDA); `augment` does not apply
     (the carriers are the user's own, varied images).
+
+    Retention check (off unless `model` is given): after every `check_every` calls (e.g.
+    ``check_every=len(loader)`` for once per epoch) the mixer reads the key from `model`
+    exactly as verify() does (eval mode, no gradients; every submodule's mode restored) on
+    the model as it stands (trained on all but the batch just mixed), and when verify() would
+    not detect the key at `alpha` it warns (UserWarning, one per check) with the matches, the
+    matches needed and what to change. `check()` runs one at any time (e.g. after the last
+    epoch); `checks` lists them all. Adaptive mode, `target` in (0, 1]: at every check whose
+    retention (matches / total) is below `target`, per_batch doubles, up to `max_per_batch`
+    (default 4 x the starting per_batch, and never above the key's size); it is never
+    lowered (the triggers would be forgotten). Under torch.distributed pass the same
+    replicated model on every rank: every rank checks at the same step and so keeps the same
+    per_batch. A raise makes the cycle of draws skip ahead once; state_dict() keeps per_batch.
     """
 
     def __init__(self, key: TriggerKey, per_batch: int = DEFAULT_PER_BATCH, augment: bool = True,
                  pad: int | None = None, *,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None,
+                 model: torch.nn.Module | None = None, check_every: int | None = None,
+                 alpha: float = 1e-6, target: float | None = None,
+                 max_per_batch: int | None = None):
         if not isinstance(key, TriggerKey):
             raise TypeError(f"key must be a TriggerKey, got {type(key).__name__}")
         per_batch = _as_int(per_batch, "per_batch")
@@ -84,9 +105,100 @@ class TriggerMixer:
         self.pad = (key.shape[1] // 8 if pad is None else _as_int(pad, "pad")) if augment else 0
         self.rank, self.world_size = rank, world_size
         self.step = 0
+        self.drawn = 0  # trigger draws on all ranks so far (views per trigger x key size)
+        self._setup_check(model, check_every, alpha, target, max_per_batch)
         self._seed = key.seed("augment")
         self._mean, self._std = key.normalization()
         self._banks: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _setup_check(self, model, check_every, alpha, target, max_per_batch) -> None:
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module to check, got "
+                            f"{type(model).__name__}")
+        if model is None and (check_every is not None or target is not None
+                              or max_per_batch is not None):
+            raise ValueError("check_every, target and max_per_batch need model=, the model "
+                             "being trained, to check (got model=None)")
+        if model is not None and check_every is None:
+            raise ValueError("model= needs check_every=, the steps between retention checks "
+                             "(check_every=len(loader) for once per epoch)")
+        self.model = model
+        self.check_every = None if check_every is None else \
+            _as_int(check_every, "check_every", low=1)
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+            raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
+                                   or not 0 < target <= 1):
+            raise ValueError(f"target must be a retention in (0, 1], got {target!r}")
+        self.target = None if target is None else float(target)
+        limit = self.key.size if self.key.mode != "pattern" else None
+        if max_per_batch is None:
+            max_per_batch = DEFAULT_MAX_GROWTH * self.per_batch
+            if limit is not None:
+                max_per_batch = min(max_per_batch, limit)
+        else:
+            max_per_batch = _as_int(max_per_batch, "max_per_batch", low=self.per_batch)
+            if limit is not None and max_per_batch > limit:
+                raise ValueError(f"max_per_batch={max_per_batch} is larger than the key's "
+                                 f"{limit} triggers; use max_per_batch <= {limit}")
+        if self.target is not None and self.per_batch < 1:
+            raise ValueError(f"target= raises per_batch by doubling it, which needs "
+                             f"per_batch >= 1, got per_batch={self.per_batch}")
+        self.max_per_batch = max_per_batch
+        self.checks: list[RetentionCheck] = []
+        units = self.key.patterns if self.key.mode == "pattern" else self.key.size
+        self._units = units
+        self._needed = needed_matches(units, 1.0 / self.key.num_classes, self.alpha)
+
+    def check(self) -> RetentionCheck:
+        """Reads the key from the model now (as verify() does), warns when verify() would not
+        detect it at `alpha`, raises per_batch in the adaptive mode; returns the result."""
+        return self._check()
+
+    def _check(self) -> RetentionCheck:
+        # stacklevel 3 below: the warning names the line that called check() or the mixer.
+        if self.model is None:
+            raise ValueError("this mixer has no model to check: TriggerMixer(key, model=model, "
+                             "check_every=...)")
+        matches, total = read_key(self.model, self.key)
+        detected = matches >= self._needed
+        before = self.per_batch
+        if self.target is not None and matches / total < self.target:
+            self.per_batch = min(2 * self.per_batch, self.max_per_batch)
+        result = RetentionCheck(step=self.step, views=self.drawn / self._units, matches=matches,
+                                total=total, needed=self._needed, alpha=self.alpha,
+                                detected=detected, per_batch=self.per_batch,
+                                raised_from=before if self.per_batch != before else None)
+        self.checks.append(result)
+        if not detected or result.raised_from is not None:
+            warnings.warn(self._advice(result), UserWarning, stacklevel=3)
+        return result
+
+    def _advice(self, result: RetentionCheck) -> str:
+        what = f"TriggerMixer retention check, {result}"
+        if result.detected:  # a raise toward the target while already detected
+            return (f"{what}; below target={self.target:g}, so per_batch is raised from "
+                    f"{result.raised_from} to {self.per_batch} (max_per_batch="
+                    f"{self.max_per_batch})")
+        image_mode = self.key.mode != "pattern"
+        most = f"at most the key's {self.key.size}" if image_mode else ""
+        if result.raised_from is not None:
+            fix = (f"per_batch is raised from {result.raised_from} to {self.per_batch} "
+                   f"(below target={self.target:g}; max_per_batch={self.max_per_batch})")
+        elif self.target is None:
+            fix = (f"train more steps or raise per_batch (now {self.per_batch}"
+                   f"{', ' + most if most else ''}), or pass target= to let the mixer raise it")
+        elif result.retention < self.target:
+            fix = (f"per_batch is at max_per_batch={self.max_per_batch}: raise max_per_batch"
+                   f"{' (' + most + ')' if most else ''} or train more steps")
+        else:
+            fix = f"train more steps or raise target (now {self.target:g})"
+        unit = "triggers" if image_mode else "patterns"
+        return (f"{what}: the key would not be detected if training stopped now; {fix}. "
+                f"Retention follows the views per trigger (steps x per_batch x ranks / "
+                f"{self._units} {unit}); the README's sizing paragraph gives the views each "
+                f"trigger kind needed (this key: {self.key.kind!r}).")
 
     def bank(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The trigger set and labels on `device`, made once per device."""
@@ -115,14 +227,16 @@ class TriggerMixer:
         rank, world = self.placement()
         if self.key.mode == "pattern":
             out = self._stamp_batch(x, y, self.step * world + rank)
-            self.step += 1
-            return out
-        bank, labels = self.bank(x.device)
-        # The kernel's draw index is step * per_batch + j; a virtual step of step * W + r
-        # gives rank r the r-th of W consecutive slices of the cycle in this step.
-        out = mix_triggers(x, y, bank, labels, self.step * world + rank, self.per_batch,
-                           self._seed, self.pad, self.augment, self._mean, self._std)
+        else:
+            bank, labels = self.bank(x.device)
+            # The kernel's draw index is step * per_batch + j; a virtual step of step * W + r
+            # gives rank r the r-th of W consecutive slices of the cycle in this step.
+            out = mix_triggers(x, y, bank, labels, self.step * world + rank, self.per_batch,
+                               self._seed, self.pad, self.augment, self._mean, self._std)
         self.step += 1
+        self.drawn += self.per_batch * world
+        if self.check_every is not None and self.step % self.check_every == 0:
+            self._check()
         return out
 
     def _stamp_batch(self, x: torch.Tensor, y: torch.Tensor,
@@ -145,10 +259,19 @@ class TriggerMixer:
         return out, torch.cat([y, labels])
 
     def state_dict(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "per_batch": self.per_batch, "drawn": self.drawn}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = _as_int(state["step"], "state['step']")
+        """Restores the step (and per_batch and the draw count, when the state has them:
+        states saved before the adaptive mode hold only the step)."""
+        step = _as_int(state["step"], "state['step']")
+        per_batch = _as_int(state.get("per_batch", self.per_batch), "state['per_batch']")
+        if self.key.mode != "pattern" and per_batch > self.key.size:
+            raise ValueError(f"state['per_batch']={per_batch} is larger than the key's "
+                             f"{self.key.size} triggers: a state of another key?")
+        self.step, self.per_batch = step, per_batch
+        self.drawn = _as_int(state.get("drawn", step * per_batch * self.placement()[1]),
+                             "state['drawn']")
 
 
 class MixedLoader:
@@ -180,7 +303,24 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, tuple]:
 
 def mix(loader: Iterable, key: TriggerKey, device=None, per_batch: int = DEFAULT_PER_BATCH,
         augment: bool = True, pad: int | None = None, *,
-        rank: int | None = None, world_size: int | None = None) -> MixedLoader:
-    """``for x, y in mlguard.mix(loader, key, device="cuda"): ...`` — batches with triggers."""
+        rank: int | None = None, world_size: int | None = None,
+        model: torch.nn.Module | None = None, check_every: int | None = None,
+        alpha: float = 1e-6, target: float | None = None,
+        max_per_batch: int | None = None) -> MixedLoader:
+    """``for x, y in mlguard.mix(loader, key, device="cuda"): ...`` — batches with triggers.
+
+    With `model`, the mixer checks retention (see TriggerMixer) every `check_every` batches,
+    by default len(loader): once per epoch, at its last batch."""
+    if model is not None and check_every is None:
+        try:
+            check_every = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError("model= with a loader that has no len() needs check_every=, the "
+                             "batches between retention checks") from None
+        if check_every < 1:
+            raise ValueError(f"the loader is empty (len {check_every}): nothing to check")
     return MixedLoader(loader, TriggerMixer(key, per_batch, augment, pad, rank=rank,
-                                            world_size=world_size), device)
+                                            world_size=world_size, model=model,
+                                            check_every=check_every, alpha=alpha,
+                                            target=target, max_per_batch=max_per_batch),
+                       device)
