@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._data import Batches, check_positive, device_of, info, private_copy, train_epochs
+from .registry import register_attack
 
 
+@register_attack("distill", main_param="epochs", needs=("data",), example={"epochs": 1})
 def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = None,
             epochs: int = 2, temperature: float = 4.0, lr: float = 1e-3,
             batch_size: int = 128, seed: int = 0) -> nn.Module:

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from ._data import info, private_copy
+from .registry import register_attack
 
 
+@register_attack("weight_noise", main_param="sigma", aliases=("noise",), example={"sigma": 0.5})
 @torch.no_grad()
 def weight_noise(model: nn.Module, sigma: float, seed: int = 0) -> nn.Module:
     """A copy with N(0, (sigma * std(w))^2) noise added to every floating parameter w with

@@ -11,8 +11,10 @@ from ..keys import TriggerKey, WeightKey
 from ..triggers import TriggerMixer
 from ..weights import WeightWatermark
 from ._data import Batches, check_positive, info, private_copy, train_epochs
+from .registry import register_attack
 
 
+@register_attack("overwrite", main_param="epochs", needs=("data", "key"))
 def overwrite(model: nn.Module, data, key: TriggerKey | WeightKey, epochs: int = 1,
               lr: float = 1e-4, per_batch: int = 16, strength: float = 0.01,
               batch_size: int = 128, seed: int = 0) -> nn.Module:

@@ -8,10 +8,12 @@ from torch import nn
 
 from ._data import (Batches, check_fraction, check_positive, device_of, info, last_conv,
                     private_copy, train_epochs, weight_tensors)
+from .registry import register_attack
 
 SCOPES = ("global", "layer")
 
 
+@register_attack("prune", main_param="amount", example={"amount": 0.5})
 @torch.no_grad()
 def prune(model: nn.Module, amount: float, scope: str = "global") -> nn.Module:
     """A copy with the `amount` fraction of smallest-magnitude weights set to zero.
@@ -54,6 +56,8 @@ def _zero_smallest(tensors: list[torch.Tensor], amount: float) -> int:
     return k
 
 
+@register_attack("fine_prune", main_param="amount", needs=("data",),
+                 aliases=("fineprune", "fine-prune"), example={"amount": 0.5})
 def fine_prune(model: nn.Module, data, amount: float, epochs: int = 1, lr: float = 1e-4,
                layer: str | None = None, batch_size: int = 128, seed: int = 0) -> nn.Module:
     """Fine-pruning: zero the `amount` fraction of the last conv layer's output channels

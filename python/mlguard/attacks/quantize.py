@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from ._data import info, private_copy
+from .registry import register_attack
 
 CAST_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+@register_attack("quantize", main_param="bits", aliases=("quant",), example={"bits": 4})
 @torch.no_grad()
 def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Module:
     """A copy whose floating parameters are rounded to 2^bits evenly spaced levels between
@@ -38,6 +40,7 @@ def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Mo
     return info(attacked, bits=bits, per_channel=per_channel)
 
 
+@register_attack("cast", main_param="dtype", example={"dtype": "bf16"})
 @torch.no_grad()
 def cast(model: nn.Module, dtype="float16") -> nn.Module:
     """A copy whose floating parameters and buffers went to `dtype` (float16, bfloat16)
