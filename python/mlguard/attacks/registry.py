@@ -44,8 +44,9 @@ class Attack:
 
     @property
     def summary(self) -> str:
-        """The first line of the function's docstring."""
-        return (self.fn.__doc__ or "").strip().split("\n")[0]
+        """The first sentence of the function's docstring, on one line."""
+        paragraph = " ".join((self.fn.__doc__ or "").strip().split("\n\n")[0].split())
+        return paragraph.split(". ")[0].rstrip(".")
 
 
 ATTACKS: dict[str, Attack] = {}
