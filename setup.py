@@ -12,7 +12,7 @@ import os
 import shutil
 
 import torch
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0+PTX"
@@ -73,9 +73,18 @@ def extension():
                          extra_compile_args={"cxx": cxx, "nvcc": nvcc})
 
 
+class build_ext(BuildExtension.with_options(use_ninja=True)):
+    """Keeps objects and build.ninja in build/temp: `pip install -e .` would otherwise use a
+    fresh temporary folder each time and recompile every file; here ninja recompiles only
+    what changed."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(ROOT, "build", "temp")
+
+
+# packages, version and entry point: pyproject.toml
 setup(
-    packages=find_packages("python"),
-    package_dir={"": "python"},
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": build_ext},
 )
