@@ -14,7 +14,7 @@ from ..files.model import resolve_arch
 from ..keys import TriggerKey, WeightKey
 from ..keys.images import RESIZE_MODES, image_paths, read_images
 from ..keys.keyfile import check_label
-from ..keys.trigger_key import KINDS
+from ..keys.kinds import names_where
 from ._args import refuse_existing
 from .protect import _guard
 
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--size", type=int, default=100, help="number of triggers (default 100)")
     q.add_argument("--shape", default="3,32,32", metavar="C,H,W",
                    help="input shape of the model (default 3,32,32)")
-    q.add_argument("--kind", choices=[k for k in KINDS if k != "custom"], default="abstract",
+    q.add_argument("--kind", choices=names_where("from_generate"), default="abstract",
                    help="abstract (default), noise, content or unrelated; the last three "
                         "choose their triggers from --source images")
     q.add_argument("--source", metavar="FOLDER",
