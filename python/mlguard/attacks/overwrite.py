@@ -10,7 +10,8 @@ from torch import nn
 from ..keys import TriggerKey, WeightKey
 from ..triggers import TriggerMixer
 from ..weights import WeightWatermark
-from ._data import Batches, check_positive, info, private_copy, train_epochs
+from .._checks import check_int, check_real
+from ._data import Batches, info, private_copy, train_epochs
 from .registry import register_attack
 
 
@@ -21,8 +22,8 @@ def overwrite(model: nn.Module, data, key: TriggerKey | WeightKey, epochs: int =
     """A copy fine-tuned (all layers, Adam) on the attacker's data while embedding the
     attacker's `key`: a TriggerKey through TriggerMixer(key, per_batch=per_batch), a WeightKey
     through WeightWatermark(key, strength).loss added to the cross-entropy."""
-    check_positive("epochs", epochs, integer=True)
-    check_positive("lr", lr)
+    check_int("epochs", epochs, low=1)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)
     optimizer = torch.optim.Adam(attacked.parameters(), lr=lr)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import (Batches, check_fraction, check_positive, device_of, info, last_conv,
+from .._checks import check_fraction, check_int, check_real
+from ._data import (Batches, device_of, info, last_conv,
                     private_copy, train_epochs, weight_tensors)
 from .registry import register_attack
 
@@ -67,8 +68,8 @@ def fine_prune(model: nn.Module, data, amount: float, epochs: int = 1, lr: float
     Activity is the mean post-ReLU activation of each channel over the data.
     """
     amount = check_fraction("amount", amount)
-    check_positive("epochs", epochs, integer=True)
-    check_positive("lr", lr)
+    check_int("epochs", epochs, low=1)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)
     name, conv = last_conv(attacked, layer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ._data import info, private_copy
 from .registry import register_attack
 
@@ -23,8 +24,7 @@ def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Mo
     range, as int8 deployment does; otherwise one range per tensor. 1-d tensors (biases,
     norms) use one range per tensor.
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits must be an int in [1, 16], got {bits!r}")
+    bits = check_int("bits", bits, low=1, high=16)
     attacked = private_copy(model)
     levels = 2 ** bits
     for p in attacked.parameters():

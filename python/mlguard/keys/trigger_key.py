@@ -10,17 +10,17 @@ so the same key gives bit-identical triggers and labels on every device.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import torch
 
+from .._checks import check_int
 from . import images as key_images
 from . import keyfile
 from .kinds import get_kind, kind_names, names_where
-from .metadata import display_name, file_meta, with_metadata
+from .base import Key
 from .sampling import keyed_below, keyed_choice
 
 SCHEME = "trigger-set"
@@ -30,15 +30,6 @@ STORES_IMAGES = names_where("stores_images")  # the rest come from the secret
 MODES = ("image", "pattern")  # noise/content: per-image labels, or K keyed patterns -> classes
 PATTERN_KINDS = names_where("pattern_mode")
 DEFAULT_PATTERNS = 16
-
-
-def _as_int(name: str, value, low: int) -> int:
-    """ints, numpy integers and integral tensors are accepted; bools and floats are not."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if int(value) < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {int(value)}")
-    return int(value)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
@@ -73,7 +64,7 @@ def _check_normalization(mean, std, channels: int) -> tuple[tuple | None, tuple 
 
 
 @dataclass(frozen=True)
-class TriggerKey:
+class TriggerKey(Key):
     """A secret trigger set: `size` images of `shape`, with labels over `num_classes`.
 
     Kinds: "abstract" images are regenerated from the secret (the key stays tiny); "noise",
@@ -128,7 +119,7 @@ class TriggerKey:
         """
         secret = _secret(secret)
         shape = _check_shape(shape)
-        size = _as_int("size", size, 1)
+        size = check_int("size", size, low=1)
         spec = get_kind(kind)
         options: dict = {}
         if mode is None:
@@ -138,7 +129,7 @@ class TriggerKey:
         if spec.pattern_mode:
             options["mode"] = mode
             if mode == "pattern":
-                options["patterns"] = _as_int("patterns", patterns, 1)
+                options["patterns"] = check_int("patterns", patterns, low=1)
         elif mode != "image":
             raise ValueError(f"mode={mode!r} is for kinds {PATTERN_KINDS}, got kind={kind!r} "
                              "('unrelated' keeps per-image keyed labels)")
@@ -184,7 +175,7 @@ class TriggerKey:
                       else key_images.resize_tensor(images, shape, resize))
         else:
             pixels = key_images.read_images(key_images.image_paths(images), shape, resize)
-        num_classes = _as_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", num_classes, low=2)
         given = None if labels is None else tuple(
             key_images.read_labels(labels, pixels.shape[0], num_classes))
         return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
@@ -198,8 +189,8 @@ class TriggerKey:
                  options, stored_images=None, user_labels=None, label=None) -> TriggerKey:
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
-        num_classes = _as_int("num_classes", num_classes, 2)
-        size = _as_int("size", size, 1)
+        num_classes = check_int("num_classes", num_classes, low=2)
+        size = check_int("size", size, low=1)
         shape = _check_shape(shape)
         spec = get_kind(kind)
         mean, std = _check_normalization(mean, std, shape[0])
@@ -208,7 +199,7 @@ class TriggerKey:
             raise ValueError(f"mode must be one of {MODES} (pattern only for {PATTERN_KINDS}), "
                              f"got {mode!r} for kind {kind!r}")
         if mode == "pattern":
-            _as_int("patterns", options.get("patterns"), 1)
+            check_int("patterns", options.get("patterns"), low=1)
         spec.check_options(options, shape, mode)
         if spec.stores_images:
             if stored_images is None:
@@ -272,28 +263,6 @@ class TriggerKey:
         mean = torch.tensor(mean, dtype=torch.float32, device=images.device)[:, None, None]
         std = torch.tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
         return (images.float() - mean) / std
-
-    def commitment(self) -> str:
-        """Hex SHA-256 commitment to the whole key; safe to publish (hides the secret)."""
-        return self._commitment
-
-    @cached_property
-    def _commitment(self) -> str:
-        # Computed once: the body of an image-carrying key is hundreds of kB of JSON.
-        return keyfile.commitment(self.to_body())
-
-    @property
-    def key_id(self) -> str:
-        return self.commitment()[:16]
-
-    @property
-    def display_name(self) -> str:
-        """The label, else the key file's stem, else the 16-hex key id."""
-        return display_name(self.label, self.path, self.key_id)
-
-    def with_label(self, label: str | None) -> TriggerKey:
-        """This key with another label (None removes it); the commitment is unchanged."""
-        return with_metadata(self, label=label)
 
     def materialize(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels): float32 images in [0, 1] of shape (size, *shape), int64 labels,
@@ -395,13 +364,6 @@ class TriggerKey:
                 stored_images=body.get("images"), user_labels=body.get("labels"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"trigger key body is missing or has a bad field: {e}") from None
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile.
-
-        An existing file is never replaced unless `overwrite=True`: it may hold the only copy
-        of another secret."""
-        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite, meta=file_meta(self))
 
 
 def _secret(secret: bytes | str | None) -> bytes:

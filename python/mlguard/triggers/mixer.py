@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
+from .._checks import check_int
 from ..keys import TriggerKey
 from ..ops import mix_triggers
 
@@ -25,13 +26,6 @@ def _int_or_none(value) -> int | None:
         return operator.index(value)
     except TypeError:
         return None
-
-
-def _as_int(value, name: str, low: int = 0) -> int:
-    number = _int_or_none(value)
-    if number is None or number < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return number
 
 
 class TriggerMixer:
@@ -63,7 +57,7 @@ class TriggerMixer:
                  rank: int | None = None, world_size: int | None = None):
         if not isinstance(key, TriggerKey):
             raise TypeError(f"key must be a TriggerKey, got {type(key).__name__}")
-        per_batch = _as_int(per_batch, "per_batch")
+        per_batch = check_int("per_batch", per_batch, low=0)
         if key.mode != "pattern" and per_batch > key.size:
             raise ValueError(f"per_batch={per_batch} is larger than the key's {key.size} "
                              f"triggers: a batch would hold the same trigger twice; use "
@@ -72,7 +66,7 @@ class TriggerMixer:
             raise ValueError(f"rank and world_size must be given together, got rank={rank!r}, "
                              f"world_size={world_size!r}")
         if world_size is not None:
-            world_size = _as_int(world_size, "world_size", low=1)
+            world_size = check_int("world_size", world_size, low=1)
             number = _int_or_none(rank)
             if number is None or not 0 <= number < world_size:
                 raise ValueError(f"rank must be an int in [0, world_size={world_size}), "
@@ -81,7 +75,7 @@ class TriggerMixer:
         self.key = key
         self.per_batch = per_batch
         self.augment = bool(augment)
-        self.pad = (key.shape[1] // 8 if pad is None else _as_int(pad, "pad")) if augment else 0
+        self.pad = (key.shape[1] // 8 if pad is None else check_int("pad", pad, low=0)) if augment else 0
         self.rank, self.world_size = rank, world_size
         self.step = 0
         self._seed = key.seed("augment")
@@ -148,7 +142,7 @@ class TriggerMixer:
         return {"step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = _as_int(state["step"], "state['step']")
+        self.step = check_int("state['step']", state["step"], low=0)
 
 
 class MixedLoader:
