@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from ..attacks.registry import ATTACKS, list_attacks
-from ._args import add_progress_arguments
+from ..files.model import resolve_arch
+from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs
 
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
 (prune:0.5 amount, quantize:4 bits, cast:bf16, noise:0.5 sigma, jpeg:50 quality, blur:1.0
@@ -64,10 +64,7 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="state_dict file (torch.save or safetensors; "
                    "loaded with weights_only, never unpickling code)")
-    p.add_argument("--arch", required=True, metavar="MODULE:FACTORY",
-                   help="builds the network, e.g. mlguard.cli.demo:small_cnn")
-    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
-                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    add_arch_arguments(p, "builds the network", required=True)
     p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
     p.add_argument("--attacks", required=True, metavar="LIST",
                    help='e.g. "ftal,prune:0.5,distill" (see below)')
@@ -97,7 +94,6 @@ def run(args) -> int:
     from ..evaluation import evaluate, parse_cli
     from ..files.state_dict import load_state_dict_file
     from ..keys import TriggerKey, load_key
-    from ..scan.checkers import resolve_arch
 
     for target in args.out:
         if not target.lower().endswith(OUT_SUFFIXES):
@@ -114,9 +110,7 @@ def run(args) -> int:
         return _usage(f"--alpha must be in (0, 1), got {args.alpha}")
     try:
         specs = parse_cli(args.attacks)
-        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+        kwargs = arch_kwargs(args.arch, args.arch_kwargs)
         keys = [load_key(k) for k in args.keys]
         factory = resolve_arch(args.arch, kwargs)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -131,7 +125,7 @@ def run(args) -> int:
         triggers = [k for k in keys if isinstance(k, TriggerKey)]
         shape = triggers[0].shape if triggers else None
         attacker, test, described = _data(args, triggers, shape)
-    except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
     try:
         report = evaluate(model, keys, specs, attacker, test, alpha=args.alpha,
