@@ -65,6 +65,13 @@ def add_identity_args(p: argparse.ArgumentParser) -> None:
                         "(default: prompt)")
 
 
+def add_signed_output_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """--out, the signing identity and --force: what every verb that signs a record takes."""
+    p.add_argument("--out", help=out_help)
+    add_identity_args(p)
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+
+
 def write_json_output(path: str | None, doc: dict, force: bool = False) -> None:
     """`doc` to `path` (stdout for None or '-'); an existing file only with --force."""
     if path is None or path == "-":

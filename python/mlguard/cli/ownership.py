@@ -14,7 +14,7 @@ from ..ownership import (check_evidence, check_registration, evidence, evidence_
                          load_document, register, reveal)
 from ..ownership.identity import Identity, load_public_key, public_key_hex
 from ..scan import row_verdict
-from ._common import (OK, add_identity_args, guard, load_identity, passphrase,
+from ._common import (OK, add_signed_output_args, guard, load_identity, passphrase,
                       refuse_outputs, report, write_json_output)
 
 
@@ -64,9 +64,7 @@ def _add_register(subparsers) -> None:
     p.add_argument("model")
     p.add_argument("--key", action="append", help="key file (repeatable)")
     p.add_argument("--commitment", action="append", help="key commitment (repeatable)")
-    p.add_argument("--out", help="record file (default: stdout)")
-    add_identity_args(p)
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    add_signed_output_args(p, "record file (default: stdout)")
     p.set_defaults(func=_register)
 
 
@@ -118,10 +116,8 @@ def _add_evidence(subparsers) -> None:
                    help="key file to open in the report (reveals the key; repeatable)")
     q.add_argument("--command", dest="command_line", required=True,
                    help="the exact command that re-runs the check")
-    q.add_argument("--out", help="report JSON (default: stdout)")
     q.add_argument("--html", help="also write a readable HTML page here")
-    add_identity_args(q)
-    q.add_argument("--force", action="store_true", help="replace existing output files")
+    add_signed_output_args(q, "report JSON (default: stdout)")
     q.set_defaults(func=_evidence_build)
     q = sub.add_parser("check", help="verify a report or registration record")
     q.add_argument("file")

@@ -19,7 +19,7 @@ from ..protect import (decrypt_file, encrypt_file, file_signature_problems, new_
 from ..protect.signing import SUFFIX
 from ..protect.stamp import stamp_changes_file
 from ._args import refuse_existing
-from ._common import (FAILED, OK, add_identity_args, guard, load_identity, passphrase,
+from ._common import (FAILED, OK, add_signed_output_args, guard, load_identity, passphrase,
                       refuse_outputs, report, write_json_output)
 
 
@@ -118,9 +118,7 @@ def _decrypt(args) -> int:
 def _add_sign(subparsers) -> None:
     p = subparsers.add_parser("sign", help="sign a file (detached signature record)")
     p.add_argument("file")
-    p.add_argument("--out", help="signature file (default FILE.mlguard-sig.json; - for stdout)")
-    add_identity_args(p)
-    p.add_argument("--force", action="store_true", help="replace existing output files")
+    add_signed_output_args(p, "signature file (default FILE.mlguard-sig.json; - for stdout)")
     p.set_defaults(func=_sign)
 
 
