@@ -1,6 +1,7 @@
 # make demo   set up and run the main job (Fashion-MNIST watermark demo)
 # make test   set up and run every test (Python suite and the C++ ctest)
-# make build  (re)build the extension in place; ninja recompiles only what changed
+# make build  install editable and (re)build the extension in place; ninja recompiles
+#             only what changed
 # make bench  run the benchmarks
 # make reproduce  run the example notebooks at full scale (on a GPU when present) and
 #                 append their figures, device and time to examples/RESULTS.md
@@ -22,25 +23,24 @@ setup: $(VENV)/.deps /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.g
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist cmake
 
+# requirements-dev.txt pins torch and holds the build tools: the extension is compiled
+# against the torch in .venv (--no-build-isolation), so they come first.
 $(VENV)/.deps: requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# The package is used from the source tree: the extension is built next to it, and a .pth
-# file puts python/ on the venv's path (`pip install --no-build-isolation .` for real installs).
-build: $(VENV)/.built $(VENV)/bin/mlguard
-$(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	$(PY) setup.py -q build_ext --inplace
-	echo "$(CURDIR)/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlguard-dev.pth"
+# An editable install (PEP 660): the package runs from python/, the extension is built next
+# to it, and pip records the distribution (`pip show mlguard`, importlib.metadata), makes
+# the `mlguard` console script from pyproject's [project.scripts] and installs the `dev`
+# extra. setup.py keeps its objects in build/temp, so ninja recompiles only what changed;
+# `pip uninstall mlguard` removes all of it.
+build: $(VENV)/.built
+$(VENV)/.built: $(VENV)/.deps $(SOURCES) pyproject.toml
+	rm -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlguard-dev.pth"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $@
-
-# The `mlguard` command, as `pip install` would make it, without building the extension again
-# (`source .venv/bin/activate` puts it on PATH).
-$(VENV)/bin/mlguard: Makefile | $(VENV)/.deps
-	printf '#!%s\nfrom mlguard.cli import console_main\nconsole_main()\n' "$(abspath $(PY))" > $@
-	chmod +x $@
 
 demo: setup build
 	$(PY) -m mlguard demo

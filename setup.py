@@ -12,7 +12,7 @@ import os
 import shutil
 
 import torch
-from setuptools import find_packages, setup
+from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # What torch 2.14's CUDA 13 wheel runs on, T4 (7.5) to Blackwell (12.0), PTX for newer GPUs;
@@ -78,9 +78,18 @@ def extension():
                          extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
 
 
+class build_ext(BuildExtension.with_options(use_ninja=True)):
+    """Keeps objects and build.ninja in build/temp: `pip install -e .` would otherwise use a
+    fresh temporary folder each time and recompile every file; here ninja recompiles only
+    what changed."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(ROOT, "build", "temp")
+
+
+# packages, version and entry point: pyproject.toml
 setup(
-    packages=find_packages("python"),
-    package_dir={"": "python"},
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": build_ext},
 )

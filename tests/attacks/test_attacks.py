@@ -7,7 +7,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.functional import gaussian_blur
 
 from mlguard import WeightKey, attacks, verify
+from mlguard.attacks.registry import NEEDS, get_attack, list_attacks, register_attack
 from mlguard.cli.demo import small_cnn
+from mlguard.evaluation import attacker_key
+from mlguard.evaluation.evaluate import PROVIDERS
 
 
 @pytest.fixture
@@ -42,34 +45,60 @@ def assert_no_shared_tensor(a, b):
     assert not ptrs & {t.data_ptr() for t in list(b.parameters()) + list(b.buffers())}
 
 
-ALL = {
-    "ftll": lambda m, d: attacks.fine_tune(m, d, "FTLL"),
-    "ftal": lambda m, d: attacks.fine_tune(m, d, "FTAL"),
-    "rtll": lambda m, d: attacks.fine_tune(m, d, "RTLL"),
-    "rtal": lambda m, d: attacks.fine_tune(m, d, "RTAL"),
-    "prune": lambda m, d: attacks.prune(m, 0.5),
-    "prune_layer": lambda m, d: attacks.prune(m, 0.3, scope="layer"),
-    "fine_prune": lambda m, d: attacks.fine_prune(m, d, 0.5),
-    "quantize": lambda m, d: attacks.quantize(m, 4),
-    "cast": lambda m, d: attacks.cast(m, "bf16"),
-    "weight_noise": lambda m, d: attacks.weight_noise(m, 0.5),
-    "distill": lambda m, d: attacks.distill(m, d, epochs=1),
-    "overwrite": lambda m, d: attacks.overwrite(
-        m, d, WeightKey.generate(bits=32, targets=("9.weight",))),
-    "jpeg": lambda m, d: attacks.jpeg(m, 50, mean=(0.3,), std=(0.35,)),
-    "blur": lambda m, d: attacks.blur(m, 1.0),
+def run_attack(attack, model, data, **params):
+    """Runs a registry entry as evaluate() would: its fixed params, then what it needs."""
+    supplied = {"data": {"data": data},
+                "normalization": {"mean": (0.3,), "std": (0.35,)},
+                "key": {"key": attacker_key({"owner": WeightKey.generate(
+                    bits=32, targets=("9.weight",))})}}
+    assert set(supplied) == set(NEEDS), "a new need: supply it here and in evaluate.PROVIDERS"
+    for need in attack.needs:
+        params = {**supplied[need], **params}
+    return attack.fn(model, **attack.fixed, **params)
+
+
+# every registered attack with its example parameters, plus variants worth a run of their own
+CASES = {name: (name, {}) for name in list_attacks()} | {
+    "prune_layer": ("prune", {"scope": "layer", "amount": 0.3}),
 }
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_attack_returns_a_new_model_and_leaves_its_input_unchanged(name, model, data):
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_attack_returns_a_new_model_and_leaves_its_input_unchanged(case, model, data):
+    name, extra = CASES[case]
+    attack = get_attack(name)
     before = snapshot(model)
-    attacked = ALL[name](model, data)
+    attacked = run_attack(attack, model, data, **{**attack.example, **extra})
     assert isinstance(attacked, nn.Module) and attacked is not model
     assert_unchanged(model, before)
     assert_no_shared_tensor(model, attacked)
     assert attacked(data[0][:4]).shape == (4, 10)
     assert isinstance(attacked.attack_info, dict)
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_every_registered_attack_is_exported_and_evaluate_supplies_its_needs(name):
+    attack = get_attack(name)
+    assert getattr(attacks, attack.fn.__name__) is attack.fn
+    assert set(attack.needs) <= set(PROVIDERS)
+    assert get_attack(name.upper()) is attack
+    for alias in attack.aliases:
+        assert get_attack(alias) is attack
+
+
+def test_register_attack_refuses_a_taken_name_an_unknown_need_and_a_wrong_main_param():
+    with pytest.raises(ValueError, match="'noise' is taken by 'weight_noise'"):
+        register_attack("other", main_param="x", aliases=("noise",))
+    with pytest.raises(ValueError, match="needs \\['gpu'\\]"):
+        register_attack("other", main_param="x", needs=("gpu",))
+    with pytest.raises(ValueError, match="main_param 'sigma' is not a parameter"):
+        register_attack("other", main_param="sigma")(lambda model, amount: model)
+    assert "other" not in list_attacks()
+
+
+def test_get_attack_names_the_unknown_attack_and_the_known_ones():
+    with pytest.raises(ValueError, match="unknown attack 'pruune'.*'prune'"):
+        get_attack("pruune")
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.1, 0.5, 0.9, 1.0])

@@ -71,3 +71,15 @@ def test_missing_required_arguments_exit_2(capsys):
         cli.main(["evaluate", "model.pt", "--keys", "k.key"])
     assert e.value.code == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_list_attacks_prints_every_registered_attack_and_needs_no_other_argument(capsys):
+    from mlguard.attacks import ATTACKS, list_attacks
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["evaluate", "--list-attacks"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == list_attacks()
+    for line, name in zip(lines, list_attacks()):
+        assert f" {ATTACKS[name].main_param} " in line

@@ -1,4 +1,4 @@
-"""CLI smoke tests for the protection and evidence subcommands (via add_parsers)."""
+"""CLI smoke tests for the protection and evidence subcommands (via their add_parsers)."""
 
 import argparse
 import json
@@ -9,7 +9,8 @@ import torch
 import mlguard
 from mlguard import protect
 from mlguard.ownership.identity import Identity
-from mlguard.cli.protect import add_parsers
+from mlguard.cli import ownership as ownership_cli
+from mlguard.cli import protect as protect_cli
 from mlguard.scan import write_report
 
 from memorizer import Memorizer
@@ -19,7 +20,9 @@ PASS_ENV = "MLGUARD_TEST_PASSPHRASE"
 
 def run(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="mlguard")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    protect_cli.add_parsers(subparsers)
+    ownership_cli.add_parsers(subparsers)
     args = parser.parse_args([str(a) for a in argv])
     return args.func(args)
 

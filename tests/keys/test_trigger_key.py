@@ -118,7 +118,7 @@ def test_source_errors(source):
     (dict(mean=(0.5, 0.5, 0.5)), "mean and std go together"),
     (dict(std=(0.5, 0.5, 0.5)), "mean and std go together"),
     (dict(shape=(32, 32, 3)), r"looks like \(H, W, C\): use \(3, 32, 32\)"),
-    (dict(num_classes=10.0), "num_classes must be an int >= 2, got 10.0"),
+    (dict(num_classes=10.0), "num_classes must be an int, got float 10.0"),
     (dict(mean=(0, 0, 0), std=(1, 0, 1)), "std must be finite and > 0"),
     (dict(secret=b"short"), "secret must be 32 bytes, got 5"),
     (dict(kind="content", patch=torch.ones(3, 20, 2), source=torch.rand(60, 3, 16, 16)),
@@ -127,6 +127,12 @@ def test_source_errors(source):
 def test_bad_generate_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         key(**kw)
+
+
+@pytest.mark.parametrize("bad", [10.0, True, "10"])
+def test_a_wrong_type_is_a_type_error_as_the_checks_policy_says(bad):
+    with pytest.raises(TypeError, match="num_classes must be an int, got"):
+        key(num_classes=bad)
 
 
 def test_numpy_integers_are_ints():

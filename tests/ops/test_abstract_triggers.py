@@ -41,9 +41,9 @@ def test_non_contiguous_and_empty_indices():
     assert abstract_triggers(torch.empty(0, dtype=torch.int64), 3, (3, 4, 4)).shape == (0, 3, 4, 4)
 
 
-def test_opcheck():
+def test_opcheck(device):
     torch.library.opcheck(torch.ops.mlguard.abstract_triggers.default,
-                          (torch.arange(3), 7, 3, 8, 8))
+                          (torch.arange(3, device=device), 7, 3, 8, 8))
 
 
 @pytest.mark.parametrize("indices,shape,match", [

@@ -90,8 +90,8 @@ def test_bad_dtype():
         augment_batch(**_bad(), dtype=torch.int32)
 
 
-def test_opcheck():
-    images, index, offsets, flip = make()
+def test_opcheck(device):
+    images, index, offsets, flip = (t.to(device) for t in make())
     torch.library.opcheck(torch.ops.mlguard.augment_batch.default,
                           (images, index, offsets, flip, 3, MEAN, STD, torch.float32))
 

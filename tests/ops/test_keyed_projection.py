@@ -304,15 +304,14 @@ def test_bad_projection_version():
 # ---- registration and arguments ----------------------------------------------------------
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    w = torch.randn(500, requires_grad=requires_grad)
+def test_opcheck(requires_grad, device):
+    w = torch.randn(500, device=device, requires_grad=requires_grad)
+    models, seeds = torch.randn(2, 300, device=device), torch.tensor([1, 2], device=device)
     torch.library.opcheck(torch.ops.mlguard.keyed_projection.default, (w, 4, 9))
-    torch.library.opcheck(torch.ops.mlguard.keyed_projection_sums.default,
-                          (torch.randn(2, 300), torch.tensor([1, 2]), 5))
-    torch.library.opcheck(torch.ops.mlguard.keyed_projection_v1.default,
-                          (torch.randn(2, 300), torch.tensor([1, 2]), 5))
+    torch.library.opcheck(torch.ops.mlguard.keyed_projection_sums.default, (models, seeds, 5))
+    torch.library.opcheck(torch.ops.mlguard.keyed_projection_v1.default, (models, seeds, 5))
     torch.library.opcheck(torch.ops.mlguard._keyed_projection_backward.default,
-                          (torch.randn(9), 4, 500))
+                          (torch.randn(9, device=device), 4, 500))
 
 
 @pytest.mark.parametrize("call,match", [

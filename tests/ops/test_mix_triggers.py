@@ -88,8 +88,8 @@ def test_gradient_flows_to_the_batch_only():
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck(requires_grad, channels_last):
-    x, y, bank, labels = make(channels_last=channels_last)
+def test_opcheck(requires_grad, channels_last, device):
+    x, y, bank, labels = (t.to(device) for t in make(channels_last=channels_last))
     x.requires_grad_(requires_grad)
     torch.library.opcheck(torch.ops.mlguard.mix_triggers.default,
                           (x, y, bank, labels, 2, 3, 7, 2, True, MEAN, STD))

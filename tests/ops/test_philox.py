@@ -53,8 +53,9 @@ def test_non_contiguous_and_empty_index():
     assert keyed_words(torch.empty(0, dtype=torch.int64), 9).shape == (0, 4)
 
 
-def test_opcheck():
-    torch.library.opcheck(torch.ops.mlguard.keyed_words.default, (torch.arange(10), 5, 3))
+def test_opcheck(device):
+    torch.library.opcheck(torch.ops.mlguard.keyed_words.default,
+                          (torch.arange(10, device=device), 5, 3))
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -43,9 +43,10 @@ def test_numpy_integers_are_accepted_where_ints_are(np_int):
 
 
 def test_non_integers_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"per_batch must be an int >= 0, got 2.5"):
+    # a wrong type is a TypeError (mlguard._checks), one that ValueError handlers still catch
+    with pytest.raises(TypeError, match=r"per_batch must be an int, got float 2.5"):
         TriggerMixer(key(), per_batch=2.5)
-    with pytest.raises(ValueError, match=r"per_batch must be an int >= 0, got True"):
+    with pytest.raises(ValueError, match=r"per_batch must be an int, got bool True"):
         TriggerMixer(key(), per_batch=True)
     with pytest.raises(ValueError, match=r"pad must be an int >= 0, got -1"):
         TriggerMixer(key(), per_batch=2, pad=-1)

@@ -4,6 +4,7 @@ never changes its input (what it did is in the result's `attack_info`).
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
 weight_noise, distill, overwrite. Query-side (a model behind an API): jpeg, blur.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
+Each attack registers itself with @register_attack (registry.py); list_attacks() names them.
 """
 
 from ._data import last_conv, last_linear
@@ -14,6 +15,8 @@ from .overwrite import overwrite
 from .prune import fine_prune, prune
 from .quantize import cast, quantize
 from .query import blur, jpeg
+from .registry import ATTACKS, get_attack, list_attacks, register_attack
 
 __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
-           "distill", "overwrite", "jpeg", "blur", "last_linear", "last_conv"]
+           "distill", "overwrite", "jpeg", "blur", "last_linear", "last_conv", "ATTACKS",
+           "register_attack", "get_attack", "list_attacks"]

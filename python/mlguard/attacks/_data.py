@@ -127,19 +127,6 @@ def weight_tensors(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.is_floating_point() and p.dim() >= 2]
 
 
-def check_positive(name: str, value, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        what = "an int >= 1" if integer else "a number > 0"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-
-
-def check_fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
-    return float(value)
-
-
 def train_epochs(model: nn.Module, data: Batches, epochs: int, optimizer, loss_fn,
                  after_step=None) -> None:
     """The attacker's plain training loop: `loss_fn(model, x, y)` per batch."""

@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import Batches, check_positive, device_of, info, private_copy, train_epochs
+from .._checks import check_int, check_real
+from ._data import Batches, device_of, info, private_copy, train_epochs
+from .registry import register_attack
 
 
+@register_attack("distill", main_param="epochs", needs=("data",), example={"epochs": 1})
 def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = None,
             epochs: int = 2, temperature: float = 4.0, lr: float = 1e-3,
             batch_size: int = 128, seed: int = 0) -> nn.Module:
@@ -22,9 +25,9 @@ def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = No
     `student`: a zero-argument factory; by default the teacher's architecture, every layer
     re-initialized with its reset_parameters() under `seed` (no tensor is shared).
     """
-    check_positive("epochs", epochs, integer=True)
-    check_positive("temperature", temperature)
-    check_positive("lr", lr)
+    check_int("epochs", epochs, low=1)
+    check_real("temperature", temperature, low=0, low_open=True)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     device = device_of(model)
     with torch.random.fork_rng(devices=[]):

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import Batches, check_positive, info, last_linear, private_copy, train_epochs
+from .._checks import check_int, check_real
+from ._data import Batches, info, last_linear, private_copy, train_epochs
+from .registry import register_attack
 
 MODES = ("FTLL", "FTAL", "RTLL", "RTAL")
 # Adam; a re-initialized head starts from nothing and gets the usual training rate, a kept
@@ -20,6 +22,12 @@ MODES = ("FTLL", "FTAL", "RTLL", "RTAL")
 DEFAULT_LR = {"FTLL": 1e-4, "FTAL": 1e-4, "RTLL": 1e-3, "RTAL": 1e-3}
 
 
+@register_attack("ftll", main_param="epochs", needs=("data",), fixed={"mode": "FTLL"})
+@register_attack("ftal", main_param="epochs", needs=("data",), fixed={"mode": "FTAL"})
+@register_attack("rtll", main_param="epochs", needs=("data",), fixed={"mode": "RTLL"})
+@register_attack("rtal", main_param="epochs", needs=("data",), fixed={"mode": "RTAL"})
+@register_attack("fine_tune", main_param="mode", needs=("data",),
+                 aliases=("fine-tune", "finetune"))
 def fine_tune(model: nn.Module, data, mode: str = "FTAL", epochs: int = 1,
               lr: float | None = None, last_layer: str | None = None, batch_size: int = 128,
               seed: int = 0) -> nn.Module:
@@ -31,9 +39,9 @@ def fine_tune(model: nn.Module, data, mode: str = "FTAL", epochs: int = 1,
     if not isinstance(mode, str) or mode.upper() not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     mode = mode.upper()
-    check_positive("epochs", epochs, integer=True)
+    check_int("epochs", epochs, low=1)
     lr = DEFAULT_LR[mode] if lr is None else lr
-    check_positive("lr", lr)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)
     name, head = last_linear(attacked, last_layer)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_real
 from ._data import info, private_copy
+from .registry import register_attack
 
 
+@register_attack("weight_noise", main_param="sigma", aliases=("noise",), example={"sigma": 0.5})
 @torch.no_grad()
 def weight_noise(model: nn.Module, sigma: float, seed: int = 0) -> nn.Module:
     """A copy with N(0, (sigma * std(w))^2) noise added to every floating parameter w with
     more than one entry (a one-entry tensor has no spread to scale by and is kept)."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
-        raise ValueError(f"sigma must be a number >= 0, got {sigma!r}")
+    sigma = check_real("sigma", sigma, low=0)
     attacked = private_copy(model)
     generator = torch.Generator().manual_seed(int(seed))
     for p in attacked.parameters():

@@ -10,17 +10,20 @@ from torch import nn
 from ..keys import TriggerKey, WeightKey
 from ..triggers import TriggerMixer
 from ..weights import WeightWatermark
-from ._data import Batches, check_positive, info, private_copy, train_epochs
+from .._checks import check_int, check_real
+from ._data import Batches, info, private_copy, train_epochs
+from .registry import register_attack
 
 
+@register_attack("overwrite", main_param="epochs", needs=("data", "key"))
 def overwrite(model: nn.Module, data, key: TriggerKey | WeightKey, epochs: int = 1,
               lr: float = 1e-4, per_batch: int = 16, strength: float = 0.01,
               batch_size: int = 128, seed: int = 0) -> nn.Module:
     """A copy fine-tuned (all layers, Adam) on the attacker's data while embedding the
     attacker's `key`: a TriggerKey through TriggerMixer(key, per_batch=per_batch), a WeightKey
     through WeightWatermark(key, strength).loss added to the cross-entropy."""
-    check_positive("epochs", epochs, integer=True)
-    check_positive("lr", lr)
+    check_int("epochs", epochs, low=1)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)
     optimizer = torch.optim.Adam(attacked.parameters(), lr=lr)

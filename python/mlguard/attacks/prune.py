@@ -6,12 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._data import (Batches, check_fraction, check_positive, device_of, info, last_conv,
+from .._checks import check_fraction, check_int, check_real
+from ._data import (Batches, device_of, info, last_conv,
                     private_copy, train_epochs, weight_tensors)
+from .registry import register_attack
 
 SCOPES = ("global", "layer")
 
 
+@register_attack("prune", main_param="amount", example={"amount": 0.5})
 @torch.no_grad()
 def prune(model: nn.Module, amount: float, scope: str = "global") -> nn.Module:
     """A copy with the `amount` fraction of smallest-magnitude weights set to zero.
@@ -54,6 +57,8 @@ def _zero_smallest(tensors: list[torch.Tensor], amount: float) -> int:
     return k
 
 
+@register_attack("fine_prune", main_param="amount", needs=("data",),
+                 aliases=("fineprune", "fine-prune"), example={"amount": 0.5})
 def fine_prune(model: nn.Module, data, amount: float, epochs: int = 1, lr: float = 1e-4,
                layer: str | None = None, batch_size: int = 128, seed: int = 0) -> nn.Module:
     """Fine-pruning: zero the `amount` fraction of the last conv layer's output channels
@@ -63,8 +68,8 @@ def fine_prune(model: nn.Module, data, amount: float, epochs: int = 1, lr: float
     Activity is the mean post-ReLU activation of each channel over the data.
     """
     amount = check_fraction("amount", amount)
-    check_positive("epochs", epochs, integer=True)
-    check_positive("lr", lr)
+    check_int("epochs", epochs, low=1)
+    check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)
     name, conv = last_conv(attacked, layer)

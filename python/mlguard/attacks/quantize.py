@@ -6,12 +6,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ._data import info, private_copy
+from .registry import register_attack
 
 CAST_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
+@register_attack("quantize", main_param="bits", aliases=("quant",), example={"bits": 4})
 @torch.no_grad()
 def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Module:
     """A copy whose floating parameters are rounded to 2^bits evenly spaced levels between
@@ -21,8 +24,7 @@ def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Mo
     range, as int8 deployment does; otherwise one range per tensor. 1-d tensors (biases,
     norms) use one range per tensor.
     """
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits must be an int in [1, 16], got {bits!r}")
+    bits = check_int("bits", bits, low=1, high=16)
     attacked = private_copy(model)
     levels = 2 ** bits
     for p in attacked.parameters():
@@ -38,6 +40,7 @@ def quantize(model: nn.Module, bits: int = 8, per_channel: bool = True) -> nn.Mo
     return info(attacked, bits=bits, per_channel=per_channel)
 
 
+@register_attack("cast", main_param="dtype", example={"dtype": "bf16"})
 @torch.no_grad()
 def cast(model: nn.Module, dtype="float16") -> nn.Module:
     """A copy whose floating parameters and buffers went to `dtype` (float16, bfloat16)

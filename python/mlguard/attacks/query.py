@@ -16,13 +16,16 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from .._checks import check_int, check_real
 from ._data import info, private_copy
+from .registry import register_attack
 
 
+@register_attack("jpeg", main_param="quality", needs=("normalization",), side="query",
+                 example={"quality": 50})
 def jpeg(model: nn.Module, quality: int = 75, mean=None, std=None) -> nn.Module:
     """Every input is JPEG-encoded at `quality` (1-95, Pillow) and decoded before the model."""
-    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95:
-        raise ValueError(f"quality must be an int in [1, 95], got {quality!r}")
+    quality = check_int("quality", quality, low=1, high=95)
 
     def transform(images: torch.Tensor) -> torch.Tensor:
         return torch.stack([_jpeg_one(img, quality) for img in images]).to(images)
@@ -30,10 +33,11 @@ def jpeg(model: nn.Module, quality: int = 75, mean=None, std=None) -> nn.Module:
     return _with_query_transform(model, transform, mean, std, quality=quality)
 
 
+@register_attack("blur", main_param="sigma", needs=("normalization",), side="query",
+                 example={"sigma": 1.0})
 def blur(model: nn.Module, sigma: float = 1.0, mean=None, std=None) -> nn.Module:
     """Every input gets a Gaussian blur of std `sigma` pixels (kernel 2*ceil(3 sigma)+1)."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"sigma must be a number > 0, got {sigma!r}")
+    sigma = check_real("sigma", sigma, low=0, low_open=True)
     size = 2 * math.ceil(3 * sigma) + 1
 
     def transform(images: torch.Tensor) -> torch.Tensor:

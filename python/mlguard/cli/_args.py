@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+
+from ..files.model import resolve_arch
 
 
 def existing_output(path: str, force: bool) -> str | None:
@@ -26,3 +29,33 @@ def add_progress_arguments(p: argparse.ArgumentParser) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show a progress bar (default: only on a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def add_arch_arguments(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    """--arch MODULE:FACTORY and --arch-kwargs JSON, the same in every verb; read them with
+    arch_kwargs() / build_arch()."""
+    p.add_argument("--arch", required=required, default=None, metavar="MODULE:FACTORY",
+                   help=f"{help}, e.g. mlguard.cli.demo:small_cnn")
+    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
+                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+
+
+def arch_kwargs(arch: str | None, text: str | None) -> dict | None:
+    """--arch-kwargs as a dict (None when not given); ValueError (exit 2) naming the problem."""
+    if text is None:
+        return None
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--arch-kwargs is not valid JSON: {e}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--arch-kwargs must be a JSON object, got {text}")
+    if arch is None:
+        raise ValueError("--arch-kwargs needs --arch")
+    return kwargs
+
+
+def build_arch(arch: str | None, text: str | None):
+    """The network --arch and --arch-kwargs build, or None without --arch."""
+    kwargs = arch_kwargs(arch, text)
+    return None if arch is None else resolve_arch(arch, kwargs)()

@@ -7,19 +7,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from ._args import add_progress_arguments
+from ..attacks.registry import ATTACKS, list_attacks
+from ..files.model import resolve_arch
+from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs
 
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
 (prune:0.5 amount, quantize:4 bits, cast:bf16, noise:0.5 sigma, jpeg:50 quality, blur:1.0
 sigma, ftal:3 / distill:5 epochs), further ':k=v' other ones (fine_prune:0.5:epochs=2).
-Names: ftll ftal rtll rtal fine_tune prune fine_prune quantize cast weight_noise (noise)
-distill overwrite jpeg blur. overwrite embeds a fresh attacker key of its own.
+--list-attacks lists every attack with its aliases, main parameter and what it needs.
+overwrite embeds a fresh attacker key of its own.
 
 data: 'fashion-mnist' (the installed data set), or a folder with train/ and test/ in
 ImageFolder layout (train/<class>/*.jpg), read at the key's shape. The attacker gets a fixed
@@ -28,6 +29,30 @@ third of the training set (--attacker-fraction), as the Watermark-Robustness-Too
 exit status: 0 report written, 2 bad arguments or unusable inputs."""
 
 OUT_SUFFIXES = (".md", ".csv", ".json")
+
+
+class _ListAttacks(argparse.Action):
+    """--list-attacks: prints the registry and exits, like --help (no other argument needed)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(attack_table())
+        parser.exit()
+
+
+def attack_table() -> str:
+    """One line per registered attack: name (aliases), main parameter, side, needs, summary."""
+    lines = [f"{'name (aliases)':<34} {'main':<8} {'side':<6} {'needs':<19} what it does"]
+    for name in list_attacks():
+        a = ATTACKS[name]
+        named = name + (f" ({', '.join(a.aliases)})" if a.aliases else "")
+        fixed = ", ".join(f"{k}={v}" for k, v in a.fixed.items())
+        what = a.summary if not fixed else f"{a.fn.__name__}({fixed}): {a.summary}"
+        lines.append(f"{named:<34} {a.main_param:<8} {a.side:<6} "
+                     f"{','.join(a.needs) or '-':<19} {what}")
+    return "\n".join(lines)
 
 
 def add_parser(subparsers) -> None:
@@ -39,13 +64,12 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="state_dict file (torch.save or safetensors; "
                    "loaded with weights_only, never unpickling code)")
-    p.add_argument("--arch", required=True, metavar="MODULE:FACTORY",
-                   help="builds the network, e.g. mlguard.cli.demo:small_cnn")
-    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
-                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    add_arch_arguments(p, "builds the network", required=True)
     p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
     p.add_argument("--attacks", required=True, metavar="LIST",
                    help='e.g. "ftal,prune:0.5,distill" (see below)')
+    p.add_argument("--list-attacks", action=_ListAttacks,
+                   help="list the attacks (name, aliases, main parameter, needs) and exit")
     p.add_argument("--data", default="fashion-mnist", metavar="DATA",
                    help="fashion-mnist (default) or an ImageFolder root with train/ and test/")
     p.add_argument("--attacker-fraction", type=float, default=1 / 3, metavar="F",
@@ -70,7 +94,6 @@ def run(args) -> int:
     from ..evaluation import evaluate, parse_cli
     from ..files.state_dict import load_state_dict_file
     from ..keys import TriggerKey, load_key
-    from ..scan.checkers import resolve_arch
 
     for target in args.out:
         if not target.lower().endswith(OUT_SUFFIXES):
@@ -87,9 +110,7 @@ def run(args) -> int:
         return _usage(f"--alpha must be in (0, 1), got {args.alpha}")
     try:
         specs = parse_cli(args.attacks)
-        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+        kwargs = arch_kwargs(args.arch, args.arch_kwargs)
         keys = [load_key(k) for k in args.keys]
         factory = resolve_arch(args.arch, kwargs)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -104,7 +125,7 @@ def run(args) -> int:
         triggers = [k for k in keys if isinstance(k, TriggerKey)]
         shape = triggers[0].shape if triggers else None
         attacker, test, described = _data(args, triggers, shape)
-    except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
     try:
         report = evaluate(model, keys, specs, attacker, test, alpha=args.alpha,

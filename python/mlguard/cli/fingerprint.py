@@ -11,10 +11,11 @@ import json
 import math
 
 from ..files.io import atomic_write
-from ..files.model import load_model, resolve_arch
+from ..files.model import load_model
 from ..keys import keyfile
 from ..weights.fingerprints import Fingerprints
-from .protect import _guard
+from ._args import arch_kwargs, build_arch
+from ._common import guard as _guard
 
 FORMAT = "mlguard-fingerprint-master"
 
@@ -56,12 +57,8 @@ def add_parser(subparsers) -> None:
     q.set_defaults(func=_guard(_identify))
 
 
-def _arch_module(arch, arch_kwargs):
-    if arch is None:
-        if arch_kwargs is not None:
-            raise ValueError("--arch-kwargs needs --arch")
-        return None
-    return resolve_arch(arch, json.loads(arch_kwargs) if arch_kwargs else None)()
+def _arch_module(arch, text):
+    return build_arch(arch, text)
 
 
 def _new(args) -> int:
@@ -115,8 +112,8 @@ def _identify(args) -> int:
     if registry.scheme == "trigger":
         if args.arch is None:
             raise ValueError("trigger fingerprints need --arch to load the model file")
-        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
-        model = load_model(args.model, args.arch, arch_kwargs=kwargs)
+        model = load_model(args.model, args.arch,
+                           arch_kwargs=arch_kwargs(args.arch, args.arch_kwargs))
     found = registry.identify(model, args.customers, alpha=args.alpha)
     p = f"{found.adjusted_p_value:.3g}" if found.adjusted_p_value > 0 else \
         f"1e{found.log_adjusted_p_value / math.log(10):.1f}"

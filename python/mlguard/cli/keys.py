@@ -7,16 +7,14 @@ is never replaced without --force, since it may hold the only copy of another se
 
 from __future__ import annotations
 
-import json
 import sys
 
-from ..files.model import resolve_arch
 from ..keys import TriggerKey, WeightKey
 from ..keys.images import RESIZE_MODES, image_paths, read_images
 from ..keys.keyfile import check_label
-from ..keys.trigger_key import KINDS
-from ._args import refuse_existing
-from .protect import _guard
+from ..keys.kinds import names_where
+from ._args import add_arch_arguments, build_arch, refuse_existing
+from ._common import guard
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +29,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--size", type=int, default=100, help="number of triggers (default 100)")
     q.add_argument("--shape", default="3,32,32", metavar="C,H,W",
                    help="input shape of the model (default 3,32,32)")
-    q.add_argument("--kind", choices=[k for k in KINDS if k != "custom"], default="abstract",
+    q.add_argument("--kind", choices=names_where("from_generate"), default="abstract",
                    help="abstract (default), noise, content or unrelated; the last three "
                         "choose their triggers from --source images")
     q.add_argument("--source", metavar="FOLDER",
@@ -52,7 +50,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--mean", metavar="M[,M,M]", help="training normalization mean per channel")
     q.add_argument("--std", metavar="S[,S,S]", help="training normalization std per channel")
     _common(q)
-    q.set_defaults(func=_guard(_new_trigger))
+    q.set_defaults(func=guard(_new_trigger))
 
     q = kinds.add_parser("weight", help="weight-space key (WeightKey.generate)")
     q.add_argument("--bits", type=int, default=256, help="message bits (default 256)")
@@ -60,11 +58,9 @@ def add_parser(subparsers) -> None:
                    help="parameter names that carry the message, or 'auto' with --arch for "
                         "the model's largest weight matrix")
     q.add_argument("--reduce", default="none", help="reduction of the targets (default none)")
-    q.add_argument("--arch", metavar="MODULE:FACTORY",
-                   help="the model, to resolve 'auto' and check the targets now")
-    q.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments for the factory")
+    add_arch_arguments(q, "the model, to resolve 'auto' and check the targets now")
     _common(q)
-    q.set_defaults(func=_guard(_new_weight))
+    q.set_defaults(func=guard(_new_weight))
 
 
 def _common(q) -> None:
@@ -125,12 +121,7 @@ def _new_trigger(args) -> int:
 
 def _new_weight(args) -> int:
     _check_output(args)
-    model = None
-    if args.arch is not None:
-        kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
-        model = resolve_arch(args.arch, kwargs)()
-    elif args.arch_kwargs is not None:
-        raise ValueError("--arch-kwargs needs --arch")
+    model = build_arch(args.arch, args.arch_kwargs)
     targets = "auto" if args.targets == ["auto"] else tuple(args.targets)
     key = WeightKey.generate(args.bits, targets, args.reduce, model=model)
     return _save(key, args)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import demo, fingerprint, keys, protect, scan, verify
+from . import demo, fingerprint, keys, ownership, protect, scan, verify
 from . import evaluate  # the `evaluate` verb
 
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser(sub)
     fingerprint.add_parser(sub)
     protect.add_parsers(sub)
+    ownership.add_parsers(sub)
     evaluate.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -9,13 +9,12 @@ which is how torchrun starts it on every rank:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
 
-from ._args import add_progress_arguments, existing_output
+from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs, existing_output
 
 EPILOG = """exit status:
   0  every file was checked and nothing was detected
@@ -41,11 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="model files or folders")
     p.add_argument("--keys", nargs="+", required=True, metavar="KEY",
                    help="key files, or folders of *.key files (put PATHs before --keys)")
-    p.add_argument("--arch", default=None, metavar="MODULE:FACTORY",
-                   help="builds the network for state_dict files, e.g. "
-                        "torchvision.models:resnet18 (needed for trigger-set keys)")
-    p.add_argument("--arch-kwargs", default=None, metavar="JSON",
-                   help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    add_arch_arguments(p, "builds the network for state_dict files (needed for trigger-set "
+                          "keys)")
     p.add_argument("--journal", default=None, metavar="FILE",
                    help="SQLite journal: commit rows as they come, resume after a crash")
     p.add_argument("--out", action="append", default=[], metavar="FILE",
@@ -86,14 +82,10 @@ def run(args) -> int:
         problem = _unwritable(target, args.force)
         if problem:
             return _usage(problem)
-    kwargs = None
-    if args.arch_kwargs is not None:
-        try:
-            kwargs = json.loads(args.arch_kwargs)
-        except json.JSONDecodeError as e:
-            return _usage(f"--arch-kwargs is not valid JSON: {e}")
-        if not isinstance(kwargs, dict):
-            return _usage(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+    try:
+        kwargs = arch_kwargs(args.arch, args.arch_kwargs)
+    except ValueError as e:
+        return _usage(str(e))
     start = time.perf_counter()
     try:
         rows = scan(args.paths, args.keys, arch=args.arch, arch_kwargs=kwargs,

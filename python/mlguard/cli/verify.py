@@ -6,13 +6,12 @@ checked (the message names it). The verdict JSON goes to `mlguard evidence build
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..keys import TriggerKey, load_key
 from ..verification import verify
-from ._args import refuse_existing
-from .protect import _guard
+from ._args import add_arch_arguments, arch_kwargs, refuse_existing
+from ._common import guard
 
 EPILOG = "exit status: 0 not detected, 1 detected, 2 bad arguments or a file that cannot be checked"
 
@@ -22,13 +21,11 @@ def add_parser(subparsers) -> None:
                               epilog=EPILOG)
     p.add_argument("model", help="the suspect model file (.safetensors, .pt, ...)")
     p.add_argument("--key", required=True, help="the key file")
-    p.add_argument("--arch", metavar="MODULE:FACTORY",
-                   help="the network of a state_dict file (needed for trigger-set keys)")
-    p.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments for the factory")
+    add_arch_arguments(p, "the network of a state_dict file (needed for trigger-set keys)")
     p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     p.add_argument("--out", metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
-    p.set_defaults(func=_guard(run))
+    p.set_defaults(func=guard(run))
 
 
 def run(args) -> int:
@@ -37,14 +34,7 @@ def run(args) -> int:
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder):
             raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist")
-    kwargs = None
-    if args.arch_kwargs is not None:
-        try:
-            kwargs = json.loads(args.arch_kwargs)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--arch-kwargs is not valid JSON: {e}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs}")
+    kwargs = arch_kwargs(args.arch, args.arch_kwargs)
     if not os.path.isfile(args.model):
         raise ValueError(f"model: no such file: '{args.model}'")
     key = load_key(args.key)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..attacks._data import Batches, device_of
 from ..keys import TriggerKey, WeightKey
 from ..verification import verify
-from .registry import QUERY_SIDE, Run, expand
+from .registry import Run, expand
 from .report import RobustnessReport, Row
 
 
@@ -42,7 +42,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
         attacks = [attacks]
     runs = [r for i, spec in enumerate(attacks) for r in expand(spec, i)]
     test_batches = Batches(test_data, batch_size=512, shuffle=False, name="test_data")
-    users = [r.name for r in runs if r.needs_data]
+    users = [r.name for r in runs if "data" in r.needs]
     if attacker_data is None:
         if users:
             raise ValueError(f"attacker_data is None, but attacks {users} train on the "
@@ -114,17 +114,28 @@ def _named_keys(keys) -> dict[str, TriggerKey | WeightKey]:
 
 
 def _complete(run: Run, keys: dict, attacker_data) -> None:
-    """Fills in what a run takes from the evaluation: data, normalization, attacker key."""
-    if run.needs_data:
-        run.params.setdefault("data", attacker_data)
-    if run.name in QUERY_SIDE and "mean" not in run.params and "std" not in run.params:
-        norms = {(k.mean, k.std) for k in keys.values() if isinstance(k, TriggerKey)}
-        if len(norms) > 1:
-            raise ValueError(f"{run.name}: the trigger keys use different normalizations "
-                             f"{sorted(norms, key=str)}; give mean= and std= in its params")
-        if norms:
-            run.params["mean"], run.params["std"] = next(iter(norms))
-    if run.name == "overwrite" and "key" not in run.params:
+    """Fills in what a run needs from the evaluation (its registry entry's `needs`)."""
+    for need in run.needs:
+        PROVIDERS[need](run, keys, attacker_data)
+
+
+def _give_data(run: Run, keys: dict, attacker_data) -> None:
+    run.params.setdefault("data", attacker_data)
+
+
+def _give_normalization(run: Run, keys: dict, attacker_data) -> None:
+    if "mean" in run.params or "std" in run.params:
+        return
+    norms = {(k.mean, k.std) for k in keys.values() if isinstance(k, TriggerKey)}
+    if len(norms) > 1:
+        raise ValueError(f"{run.name}: the trigger keys use different normalizations "
+                         f"{sorted(norms, key=str)}; give mean= and std= in its params")
+    if norms:
+        run.params["mean"], run.params["std"] = next(iter(norms))
+
+
+def _give_key(run: Run, keys: dict, attacker_data) -> None:
+    if "key" not in run.params:
         run.params["key"] = attacker_key(keys)
 
 
@@ -137,6 +148,10 @@ def attacker_key(keys: dict) -> TriggerKey | WeightKey:
                                        kind="abstract", mean=k.mean, std=k.std)
     first = next(iter(keys.values()))
     return WeightKey.generate(bits=first.bits, targets=first.targets, reduce=first.reduce)
+
+
+# one provider per need an attack may declare (attacks/registry.py NEEDS)
+PROVIDERS = {"data": _give_data, "normalization": _give_normalization, "key": _give_key}
 
 
 def _score(model, keys, attack, params, acc, base, seconds, info, alpha) -> list[Row]:

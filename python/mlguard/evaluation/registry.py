@@ -1,5 +1,6 @@
-"""Attack names for evaluate() and the CLI, and how a (name, params) spec with sweeps
-expands into single runs."""
+"""How evaluate()'s and the CLI's attack specs (names, (name, params) pairs with sweeps,
+callables) expand into single runs; the names come from the attack registry
+(attacks/registry.py), where each attack declares what it needs."""
 
 from __future__ import annotations
 
@@ -7,44 +8,18 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import attacks
+from ..attacks.registry import get_attack
 from ..keys import TriggerKey, WeightKey
-
-# name -> (function, fixed params, needs attacker data)
-ATTACKS: dict[str, tuple[Callable, dict, bool]] = {
-    "ftll": (attacks.fine_tune, {"mode": "FTLL"}, True),
-    "ftal": (attacks.fine_tune, {"mode": "FTAL"}, True),
-    "rtll": (attacks.fine_tune, {"mode": "RTLL"}, True),
-    "rtal": (attacks.fine_tune, {"mode": "RTAL"}, True),
-    "fine_tune": (attacks.fine_tune, {}, True),
-    "prune": (attacks.prune, {}, False),
-    "fine_prune": (attacks.fine_prune, {}, True),
-    "quantize": (attacks.quantize, {}, False),
-    "cast": (attacks.cast, {}, False),
-    "weight_noise": (attacks.weight_noise, {}, False),
-    "distill": (attacks.distill, {}, True),
-    "overwrite": (attacks.overwrite, {}, True),
-    "jpeg": (attacks.jpeg, {}, False),
-    "blur": (attacks.blur, {}, False),
-}
-ALIASES = {"noise": "weight_noise", "fineprune": "fine_prune", "fine-prune": "fine_prune",
-           "fine-tune": "fine_tune", "finetune": "fine_tune", "quant": "quantize"}
-# the parameter a bare value sets in "name:value" (CLI) specs
-MAIN_PARAM = {"prune": "amount", "fine_prune": "amount", "quantize": "bits", "cast": "dtype",
-              "weight_noise": "sigma", "jpeg": "quality", "blur": "sigma", "distill": "epochs",
-              "ftll": "epochs", "ftal": "epochs", "rtll": "epochs", "rtal": "epochs",
-              "fine_tune": "mode", "overwrite": "epochs"}
-QUERY_SIDE = ("jpeg", "blur")
-
 
 @dataclass
 class Run:
-    """One attack to run: `name` as reported, the function, its parameters."""
+    """One attack to run: `name` as reported, the function, its parameters, and what
+    evaluate() supplies (the registry's `needs`; none for a user's callable)."""
 
     name: str
     fn: Callable
     params: dict = field(default_factory=dict)
-    needs_data: bool = False
+    needs: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -62,11 +37,8 @@ def _short(value) -> str:
 
 
 def canonical(name: str) -> str:
-    low = name.strip().lower()
-    low = ALIASES.get(low, low)
-    if low not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}")
-    return low
+    """The registered name for `name` or an alias of it."""
+    return get_attack(name).name
 
 
 def expand(spec, index: int) -> list[Run]:
@@ -81,11 +53,10 @@ def expand(spec, index: int) -> list[Run]:
                         f"model -> model, got {spec!r}")
     what, params = spec
     if isinstance(what, str):
-        name = canonical(what)
-        fn, fixed, needs_data = ATTACKS[name]
-        base = dict(fixed)
+        attack = get_attack(what)
+        name, fn, base, needs = attack.name, attack.fn, dict(attack.fixed), attack.needs
     elif callable(what):
-        name, fn, base, needs_data = getattr(what, "__name__", "custom"), what, {}, False
+        name, fn, base, needs = getattr(what, "__name__", "custom"), what, {}, ()
     else:
         raise TypeError(f"attacks[{index}]: the attack must be a name or a callable, got "
                         f"{type(what).__name__}")
@@ -95,13 +66,13 @@ def expand(spec, index: int) -> list[Run]:
             raise ValueError(f"attacks[{index}] ({name}): sweep {k}=[] is empty")
     runs = []
     for values in itertools.product(*swept.values()):
-        runs.append(Run(name, fn, {**base, **dict(zip(swept, values))}, needs_data))
+        runs.append(Run(name, fn, {**base, **dict(zip(swept, values))}, needs))
     return runs
 
 
 def parse_cli(text: str) -> list[tuple[str, dict]]:
     """ "ftal,prune:0.5,prune:0.9,quantize:4,jpeg:50,distill" -> [(name, params), ...].
-    A value after ':' sets the attack's main parameter (MAIN_PARAM); k=v pairs after
+    A value after ':' sets the attack's main parameter (its main_param); k=v pairs after
     further ':' set others, e.g. "fine_prune:0.5:epochs=2"."""
     specs = []
     for item in text.split(","):
@@ -109,17 +80,17 @@ def parse_cli(text: str) -> list[tuple[str, dict]]:
         if not item:
             raise ValueError(f"empty attack in {text!r}")
         name, *rest = item.split(":")
-        name = canonical(name)
+        attack = get_attack(name)
         params: dict = {}
         for j, part in enumerate(rest):
             if "=" in part:
                 k, v = part.split("=", 1)
             elif j == 0:
-                k, v = MAIN_PARAM[name], part
+                k, v = attack.main_param, part
             else:
                 raise ValueError(f"attack {item!r}: write extra parameters as key=value")
             params[k.strip()] = _number(v.strip())
-        specs.append((name, params))
+        specs.append((attack.name, params))
     return specs
 
 

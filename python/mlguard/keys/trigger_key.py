@@ -1,7 +1,8 @@
 """Trigger-set keys: the secret from which a trigger set and its labels are regenerated.
 
 A key stores a 256-bit secret and parameters, plus the images for kinds chosen from data or
-given by the user (keys.images). Everything else is derived:
+given by the user (keys.images). How each kind makes its images is its own class in
+keys/kinds/ (one file each); this file holds what all kinds share. Everything else is derived:
 HKDF sub-seeds per purpose (mlguard.keys.keyfile.derive_seed) drive the keyed Philox generator,
 so the same key gives bit-identical triggers and labels on every device.
 """
@@ -9,34 +10,26 @@ so the same key gives bit-identical triggers and labels on every device.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from ..ops import abstract_triggers, keyed_words
+from .._checks import check_int
 from . import images as key_images
 from . import keyfile
-from .metadata import display_name, file_meta, with_metadata
+from .kinds import get_kind, kind_names, names_where
+from .base import Key
 from .sampling import keyed_below, keyed_choice
 
 SCHEME = "trigger-set"
-KINDS = ("abstract", "noise", "content", "unrelated", "custom")
-STORES_IMAGES = ("noise", "content", "unrelated", "custom")  # the rest come from the secret
+# Read from the kinds' registry (keys/kinds); kept as names for the callers that list them.
+KINDS = kind_names()
+STORES_IMAGES = names_where("stores_images")  # the rest come from the secret
 MODES = ("image", "pattern")  # noise/content: per-image labels, or K keyed patterns -> classes
-PATTERN_KINDS = ("noise", "content")
+PATTERN_KINDS = names_where("pattern_mode")
 DEFAULT_PATTERNS = 16
-
-
-def _as_int(name: str, value, low: int) -> int:
-    """ints, numpy integers and integral tensors are accepted; bools and floats are not."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if int(value) < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {int(value)}")
-    return int(value)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
@@ -71,7 +64,7 @@ def _check_normalization(mean, std, channels: int) -> tuple[tuple | None, tuple 
 
 
 @dataclass(frozen=True)
-class TriggerKey:
+class TriggerKey(Key):
     """A secret trigger set: `size` images of `shape`, with labels over `num_classes`.
 
     Kinds: "abstract" images are regenerated from the secret (the key stays tiny); "noise",
@@ -126,37 +119,30 @@ class TriggerKey:
         """
         secret = _secret(secret)
         shape = _check_shape(shape)
-        size = _as_int("size", size, 1)
+        size = check_int("size", size, low=1)
+        spec = get_kind(kind)
         options: dict = {}
         if mode is None:
-            mode = "pattern" if kind in PATTERN_KINDS else "image"
+            mode = "pattern" if spec.pattern_mode else "image"
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if kind in PATTERN_KINDS:
+        if spec.pattern_mode:
             options["mode"] = mode
             if mode == "pattern":
-                options["patterns"] = _as_int("patterns", patterns, 1)
+                options["patterns"] = check_int("patterns", patterns, low=1)
         elif mode != "image":
             raise ValueError(f"mode={mode!r} is for kinds {PATTERN_KINDS}, got kind={kind!r} "
                              "('unrelated' keeps per-image keyed labels)")
-        if kind == "noise":
-            options["noise_amplitude"] = float(noise_amplitude)
-        elif kind == "content":
-            if patch is not None:
-                options["patch"] = _patch_option(patch, mode, options.get("patterns"))
-                if isinstance(patch, (list, tuple)):
-                    options["patch_list"] = True
-            else:
-                options["patch_size"] = int(patch_size or max(1, min(shape[1:]) // 4))
-        elif kind == "custom":
-            raise ValueError("kind='custom' keys are made with TriggerKey.from_images(...)")
+        options.update(spec.generate_options(
+            shape=shape, mode=mode, patterns=options.get("patterns"),
+            noise_amplitude=noise_amplitude, patch=patch, patch_size=patch_size))
         stored = None
-        if kind in STORES_IMAGES:
+        if spec.stores_images:
             chosen = _choose(source, shape, size, kind, secret)
             stored = key_images.encode(chosen)
         elif source is not None:
             raise ValueError(f"kind={kind!r} makes its images from the secret; source= is "
-                             "only for 'noise', 'content' and 'unrelated'")
+                             f"only for {_listed(names_where('stores_images'), 'from_generate')}")
         return cls._checked(secret=secret, nonce=keyfile.new_nonce(), num_classes=num_classes,
                             size=size, shape=shape, kind=kind, mean=mean, std=std,
                             options=options, stored_images=stored, label=label)
@@ -189,7 +175,7 @@ class TriggerKey:
                       else key_images.resize_tensor(images, shape, resize))
         else:
             pixels = key_images.read_images(key_images.image_paths(images), shape, resize)
-        num_classes = _as_int("num_classes", num_classes, 2)
+        num_classes = check_int("num_classes", num_classes, low=2)
         given = None if labels is None else tuple(
             key_images.read_labels(labels, pixels.shape[0], num_classes))
         return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
@@ -203,31 +189,19 @@ class TriggerKey:
                  options, stored_images=None, user_labels=None, label=None) -> TriggerKey:
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
-        num_classes = _as_int("num_classes", num_classes, 2)
-        size = _as_int("size", size, 1)
+        num_classes = check_int("num_classes", num_classes, low=2)
+        size = check_int("size", size, low=1)
         shape = _check_shape(shape)
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        spec = get_kind(kind)
         mean, std = _check_normalization(mean, std, shape[0])
         mode = options.get("mode", "image")  # keys made before pattern mode are per-image
-        if mode not in MODES or (mode == "pattern" and kind not in PATTERN_KINDS):
+        if mode not in MODES or (mode == "pattern" and not spec.pattern_mode):
             raise ValueError(f"mode must be one of {MODES} (pattern only for {PATTERN_KINDS}), "
                              f"got {mode!r} for kind {kind!r}")
         if mode == "pattern":
-            _as_int("patterns", options.get("patterns"), 1)
-        if kind == "content" and "patch" in options:
-            logos = options["patch"] if options.get("patch_list") else [options["patch"]]
-            if mode == "pattern" and options.get("patch_list") \
-                    and len(logos) != options["patterns"]:
-                raise ValueError(f"patch is a list of {len(logos)} images; the key has "
-                                 f"patterns={options['patterns']}")
-            for logo in logos:
-                p = torch.tensor(logo)
-                if p.dim() != 3 or p.shape[0] != shape[0] or p.shape[1] > shape[1] \
-                        or p.shape[2] > shape[2]:
-                    raise ValueError(f"patch must be (C, h, w) fitting in {shape}, "
-                                     f"got {tuple(p.shape)}")
-        if kind in STORES_IMAGES:
+            check_int("patterns", options.get("patterns"), low=1)
+        spec.check_options(options, shape, mode)
+        if spec.stores_images:
             if stored_images is None:
                 raise ValueError(
                     f"this {kind!r} key does not store its trigger images (it was made by an "
@@ -242,8 +216,9 @@ class TriggerKey:
         elif stored_images is not None:
             raise ValueError(f"kind {kind!r} does not store images")
         if user_labels is not None:
-            if kind != "custom":
-                raise ValueError("only 'custom' keys (from_images) carry user-given labels")
+            if not spec.user_labels:
+                raise ValueError(f"only {_listed(names_where('user_labels'))} keys "
+                                 "(from_images) carry user-given labels")
             user_labels = tuple(key_images.read_labels(list(user_labels), size, num_classes))
         key = cls(secret=bytes(secret), nonce=bytes(nonce), num_classes=num_classes, size=size,
                    shape=shape, kind=kind, mean=mean, std=std, options=dict(options),
@@ -289,46 +264,21 @@ class TriggerKey:
         std = torch.tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
         return (images.float() - mean) / std
 
-    def commitment(self) -> str:
-        """Hex SHA-256 commitment to the whole key; safe to publish (hides the secret)."""
-        return self._commitment
-
-    @cached_property
-    def _commitment(self) -> str:
-        # Computed once: the body of an image-carrying key is hundreds of kB of JSON.
-        return keyfile.commitment(self.to_body())
-
-    @property
-    def key_id(self) -> str:
-        return self.commitment()[:16]
-
-    @property
-    def display_name(self) -> str:
-        """The label, else the key file's stem, else the 16-hex key id."""
-        return display_name(self.label, self.path, self.key_id)
-
-    def with_label(self, label: str | None) -> TriggerKey:
-        """This key with another label (None removes it); the commitment is unchanged."""
-        return with_metadata(self, label=label)
-
     def materialize(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels): float32 images in [0, 1] of shape (size, *shape), int64 labels,
         before normalization. Bit-identical on every device and call; the key alone holds
         everything needed."""
         device = torch.device(device)
-        labels = self.labels.to(device)
-        if self.kind == "abstract":
-            return abstract_triggers(torch.arange(self.size, device=device),
-                                     self.seed("abstract"), self.shape), labels
-        images = key_images.to_float(self._pixels.to(device))
         if self.mode == "pattern":
+            images = key_images.to_float(self._pixels.to(device))
             which = torch.arange(self.size, device=device) % self.patterns
             return self.stamp(images, which), self.targets.to(device)[which]
-        if self.kind == "noise":
-            images = self._add_noise(images)
-        elif self.kind == "content":
-            images = self._stamp_patch(images)
-        return images.clamp(0.0, 1.0), labels
+        return self.kind_class.images(self, device), self.labels.to(device)
+
+    @property
+    def kind_class(self):
+        """The TriggerKind subclass of this key's kind (keys/kinds): how it makes images."""
+        return get_kind(self.kind)
 
     # -- pattern mode (pattern -> class backdoors) ------------------------------------------
 
@@ -362,11 +312,9 @@ class TriggerKey:
         and the result clamped. Plain elementwise float32 ops: the same bits on CPU and CUDA."""
         self._need_pattern_mode()
         images = images.float()
-        canvas, mask = self._pattern_planes(images.device)
+        canvas, mask = self.kind_class.pattern_planes(self, images.device)
         which = which.to(images.device, torch.int64)
-        if self.kind == "noise":
-            return (images + canvas[which]).clamp(0.0, 1.0)
-        return torch.where(mask[which], canvas[which], images)
+        return self.kind_class.stamp(images, canvas, mask, which)
 
     def pattern_inputs(self, carriers: torch.Tensor | None = None,
                        device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,68 +333,13 @@ class TriggerKey:
             raise ValueError(f"this {self.kind!r} key is in mode {self.mode!r}; patterns, "
                              "targets and stamp are for mode='pattern' keys")
 
-    def _pattern_planes(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(canvas, mask) of shape (K, C, H, W): noise fields (mask unused) or each pattern's
-        patch at its keyed position with the mask of its region."""
-        k, (c, h, w) = self.patterns, self.shape
-        if self.kind == "noise":
-            words = keyed_words(torch.arange(k * c * h * w, device=device),
-                                self.seed("pattern/noise"))[:, 0]
-            unit = (words >> 8).float() * (2.0 ** -24)  # exact: 24-bit integers in float32
-            field = (unit * 2.0 - 1.0) * self.options["noise_amplitude"]
-            return field.reshape(k, c, h, w), torch.ones(1, dtype=torch.bool, device=device)
-        logos = self._pattern_patches(device)
-        canvas = torch.zeros(k, c, h, w, device=device)
-        mask = torch.zeros(k, 1, h, w, dtype=torch.bool, device=device)
-        # Positions: 16-bit keyed integers reduced per pattern (patches may differ in size).
-        tops = keyed_below(self.seed("pattern/position"), k, 1 << 16, stream=0).tolist()
-        lefts = keyed_below(self.seed("pattern/position"), k, 1 << 16, stream=1).tolist()
-        for i, logo in enumerate(logos):
-            ph, pw = logo.shape[1:]
-            t, l = tops[i] % (h - ph + 1), lefts[i] % (w - pw + 1)
-            canvas[i, :, t:t + ph, l:l + pw] = logo
-            mask[i, :, t:t + ph, l:l + pw] = True
-        return canvas, mask
-
-    def _pattern_patches(self, device) -> list[torch.Tensor]:
-        k = self.patterns
-        if "patch" in self.options:
-            logos = self.options["patch"] if self.options.get("patch_list") \
-                else [self.options["patch"]] * k
-            return [torch.tensor(p, dtype=torch.float32, device=device) for p in logos]
-        side = self.options["patch_size"]
-        made = abstract_triggers(torch.arange(k, device=device), self.seed("pattern/patch"),
-                                 (self.shape[0], side, side))
-        return list(made)
-
     @cached_property
     def _pixels(self) -> torch.Tensor:
         return key_images.decode(self.stored_images)
 
-    def _add_noise(self, images: torch.Tensor) -> torch.Tensor:
-        n = images.numel()
-        words = keyed_words(torch.arange(n, device=images.device), self.seed("noise"))[:, 0]
-        unit = (words >> 8).float() * (2.0 ** -24)  # exact: 24-bit integers in float32
-        noise = (unit * 2.0 - 1.0) * self.options["noise_amplitude"]
-        return images + noise.reshape(images.shape)
-
     def patch(self, device="cpu") -> torch.Tensor:
-        """The (C, h, w) patch that `content` keys stamp."""
-        if "patch" in self.options:
-            return torch.tensor(self.options["patch"], dtype=torch.float32, device=device)
-        side = self.options["patch_size"]
-        return abstract_triggers(torch.zeros(1, dtype=torch.int64, device=device),
-                                 self.seed("patch"), (self.shape[0], side, side))[0]
-
-    def _stamp_patch(self, images: torch.Tensor) -> torch.Tensor:
-        patch = self.patch(images.device)
-        ph, pw = patch.shape[1:]
-        top = keyed_below(self.seed("position"), self.size, self.shape[1] - ph + 1, stream=0)
-        left = keyed_below(self.seed("position"), self.size, self.shape[2] - pw + 1, stream=1)
-        out = images.clone()
-        for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
-            out[i, :, t:t + ph, l:l + pw] = patch
-        return out
+        """The (C, h, w) patch that image-mode `content` keys stamp."""
+        return self.kind_class.patch(self, torch.device(device))
 
     # -- files -----------------------------------------------------------------------------
 
@@ -472,13 +365,6 @@ class TriggerKey:
         except (KeyError, TypeError) as e:
             raise ValueError(f"trigger key body is missing or has a bad field: {e}") from None
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile.
-
-        An existing file is never replaced unless `overwrite=True`: it may hold the only copy
-        of another secret."""
-        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite, meta=file_meta(self))
-
 
 def _secret(secret: bytes | str | None) -> bytes:
     if secret is None:
@@ -486,23 +372,12 @@ def _secret(secret: bytes | str | None) -> bytes:
     return keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret)
 
 
-def _patch_option(patch, mode: str, patterns: int | None):
-    """The key-body form of `patch`: one (C, h, w) image, or (pattern mode) a list of K."""
-    if isinstance(patch, (list, tuple)):
-        if mode != "pattern":
-            raise ValueError(f"a list of patches is for mode='pattern', got mode={mode!r}")
-        if len(patch) != patterns:
-            raise ValueError(f"patch is a list of {len(patch)} images; give one per pattern "
-                             f"(patterns={patterns}) or a single (C, h, w) image")
-        return [_patch_option(p, mode, patterns) for p in patch]
-    if not isinstance(patch, torch.Tensor) or patch.dim() != 3:
-        raise ValueError(f"patch must be a (C, h, w) tensor in [0, 1], got "
-                         f"{tuple(patch.shape) if isinstance(patch, torch.Tensor) else patch!r}")
-    patch = patch.detach().cpu()
-    patch = patch.float() / 255.0 if patch.dtype == torch.uint8 else patch.float()
-    if not (torch.isfinite(patch).all() and patch.min() >= 0 and patch.max() <= 1):
-        raise ValueError("patch must hold values in [0, 1] (or uint8)")
-    return patch.tolist()
+def _listed(names: tuple[str, ...], flag: str | None = None) -> str:
+    """'a', 'b' and 'c' (only the kinds with `flag`, when given)."""
+    if flag is not None:
+        names = tuple(n for n in names if getattr(get_kind(n), flag))
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def _check_carriers(carriers, shape: tuple[int, int, int]) -> torch.Tensor:

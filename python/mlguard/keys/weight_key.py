@@ -13,17 +13,16 @@ training-free embedding asks for more room (weights/watermark.py).
 from __future__ import annotations
 
 import difflib
-import operator
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 
+from .._checks import check_int
 from ..ops.keyed_projection import LATEST_PROJECTION, PROJECTIONS
 from . import keyfile
-from .metadata import display_name, file_meta, with_metadata
+from .base import Key
 from .sampling import keyed_below
 
 SCHEME = "weight"
@@ -55,16 +54,6 @@ def _names(model) -> list[str]:
 def _similar(name: str, names: list[str]) -> str:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     return f"; similar names: {close}" if close else ""
-
-
-def _as_int(value, name: str) -> int:
-    """An int from any integer type (numpy's included); bools and floats are refused."""
-    if not isinstance(value, bool):
-        try:
-            return operator.index(value)
-        except TypeError:
-            pass
-    raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
 
 
 def _as_targets(targets) -> tuple[str, ...]:
@@ -135,7 +124,7 @@ def _reduced(p: torch.Tensor, reduce: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class WeightKey:
+class WeightKey(Key):
     """A secret T-bit message carried by keyed projections of the `targets` parameters."""
 
     secret: bytes = field(repr=False)
@@ -175,7 +164,7 @@ class WeightKey:
             secret = bytes(secret)
         else:
             raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
-        bits = _as_int(bits, "bits")
+        bits = check_int("bits", bits)
         if bits <= 0:
             raise ValueError(f"bits must be a positive int, got {bits!r}")
         if model is not None and not isinstance(model, torch.nn.Module):
@@ -205,7 +194,7 @@ class WeightKey:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if len(secret) != keyfile.SECRET_BYTES:
             raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
-        bits = _as_int(bits, "bits")
+        bits = check_int("bits", bits)
         if not 1 <= bits <= 2**31:
             raise ValueError(f"bits must be an int in [1, 2^31], got {bits!r}")
         targets = _as_targets(targets)
@@ -279,22 +268,6 @@ class WeightKey:
                 f"{size} weights (after reduce={self.reduce!r}), room for at most "
                 f"{size // per_bit} bits{why}; use fewer bits or more/larger targets")
 
-    def commitment(self) -> str:
-        return keyfile.commitment(self.to_body())
-
-    @property
-    def key_id(self) -> str:
-        return self.commitment()[:16]
-
-    @property
-    def display_name(self) -> str:
-        """The label, else the key file's stem, else the 16-hex key id."""
-        return display_name(self.label, self.path, self.key_id)
-
-    def with_label(self, label: str | None) -> WeightKey:
-        """This key with another label (None removes it); the commitment is unchanged."""
-        return with_metadata(self, label=label)
-
     def to_body(self) -> dict:
         return {"scheme": SCHEME, "secret": self.secret.hex(), "nonce": self.nonce.hex(),
                 "bits": self.bits, "targets": list(self.targets), "reduce": self.reduce,
@@ -315,10 +288,3 @@ class WeightKey:
                                 projection=body.get("projection", 1))
         except (KeyError, TypeError) as e:
             raise ValueError(f"weight key body is missing or has a bad field: {e}") from None
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Writes the key file (mode 0600: it holds the secret). Format: mlguard.keys.keyfile.
-
-        An existing file is never replaced unless `overwrite=True`: it may hold the only copy
-        of another secret."""
-        keyfile.write_key_file(path, self.to_body(), overwrite=overwrite, meta=file_meta(self))

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from ._args import as_seed, check_tensor
+from ._args import FLOAT8, as_seed, check_tensor
 
 PROJECTIONS = (1, 2)  # the read definitions a weight key may name (its body's "projection")
 LATEST_PROJECTION = 2
 _NON_FINITE = -(1 << 63)  # the shift the kernels give a model whose w has NaN or inf
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
-                                             "float8_e5m2fnuz", "float8_e8m0fnu")
-                if hasattr(torch, n))
 
 
 def keyed_projection(w: torch.Tensor, seed: int, bits: int) -> torch.Tensor:
@@ -85,7 +82,7 @@ def _acc_dtype(w: torch.Tensor) -> torch.dtype:
 
 
 def _check_w(w, op: str) -> None:
-    hint = " (float8 is not supported: convert with w.float())" if w.dtype in _FLOAT8 else ""
+    hint = " (float8 is not supported: convert with w.float())" if w.dtype in FLOAT8 else ""
     torch._check(w.dtype in _DTYPES, lambda: f"{op}: w must be float32, float64, float16 or "
                  f"bfloat16{hint}, got {w.dtype}")
 

@@ -6,11 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._args import as_seed, check_tensor
-
-_FLOAT8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
-                                             "float8_e5m2fnuz", "float8_e8m0fnu")
-                if hasattr(torch, n))
+from ._args import FLOAT8, as_seed, check_tensor
 
 
 def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
@@ -36,7 +32,7 @@ def mix_triggers(x: torch.Tensor, y: torch.Tensor, bank: torch.Tensor, bank_labe
 @torch.library.register_fake("mlguard::mix_triggers")
 def _(x, y, bank, bank_labels, step, per_batch, seed, pad, flip, mean, std):
     torch._check(x.dim() == 4, lambda: f"mix_triggers: x must be 4-D (N, C, H, W), got {x.dim()}-D")
-    hint = " (float8 is not supported: convert with x.float())" if x.dtype in _FLOAT8 else ""
+    hint = " (float8 is not supported: convert with x.float())" if x.dtype in FLOAT8 else ""
     torch._check(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
                  lambda: f"mix_triggers: x must be float32, float64, float16 or bfloat16{hint}, "
                  f"got {x.dtype}")

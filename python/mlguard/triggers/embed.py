@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .._checks import check_int
 from ..keys import TriggerKey
 from ..verification.retention import retention
 from ..verification.verdict import Verdict
 from ..verification.verify import model_device, verify
-from .mixer import DEFAULT_PER_BATCH, TriggerMixer, _as_int, split_batch
+from .mixer import DEFAULT_PER_BATCH, TriggerMixer, split_batch
 
 # embed() stops once the key is detected and the model answers at least this fraction of the
 # triggers with the key's label: a margin over the bare detection threshold (28 of 100
@@ -34,7 +35,7 @@ def embed(model: torch.nn.Module, key: TriggerKey, loader: Iterable, epochs: int
     ignored. `rank`/`world_size` as for TriggerMixer. (Training from scratch is the same
     mixer in the user's own loop.)
     """
-    epochs = _as_int(epochs, "epochs", low=1)
+    epochs = check_int("epochs", epochs, low=1)
     if isinstance(min_retention, bool) or not isinstance(min_retention, int | float) \
             or not 0 <= min_retention <= 1:
         raise ValueError(f"min_retention must be a number in [0, 1], got {min_retention!r}")

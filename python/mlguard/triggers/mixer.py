@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.distributed as dist
 
+from .._checks import check_int
 from ..keys import TriggerKey
 from ..ops import mix_triggers
 from .retention_check import RetentionCheck, needed_matches, read_key
@@ -30,13 +31,6 @@ def _int_or_none(value) -> int | None:
         return operator.index(value)
     except TypeError:
         return None
-
-
-def _as_int(value, name: str, low: int = 0) -> int:
-    number = _int_or_none(value)
-    if number is None or number < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return number
 
 
 class TriggerMixer:
@@ -84,7 +78,7 @@ class TriggerMixer:
                  max_per_batch: int | None = None):
         if not isinstance(key, TriggerKey):
             raise TypeError(f"key must be a TriggerKey, got {type(key).__name__}")
-        per_batch = _as_int(per_batch, "per_batch")
+        per_batch = check_int("per_batch", per_batch, low=0)
         if key.mode != "pattern" and per_batch > key.size:
             raise ValueError(f"per_batch={per_batch} is larger than the key's {key.size} "
                              f"triggers: a batch would hold the same trigger twice; use "
@@ -93,7 +87,7 @@ class TriggerMixer:
             raise ValueError(f"rank and world_size must be given together, got rank={rank!r}, "
                              f"world_size={world_size!r}")
         if world_size is not None:
-            world_size = _as_int(world_size, "world_size", low=1)
+            world_size = check_int("world_size", world_size, low=1)
             number = _int_or_none(rank)
             if number is None or not 0 <= number < world_size:
                 raise ValueError(f"rank must be an int in [0, world_size={world_size}), "
@@ -102,7 +96,7 @@ class TriggerMixer:
         self.key = key
         self.per_batch = per_batch
         self.augment = bool(augment)
-        self.pad = (key.shape[1] // 8 if pad is None else _as_int(pad, "pad")) if augment else 0
+        self.pad = (key.shape[1] // 8 if pad is None else check_int("pad", pad, low=0)) if augment else 0
         self.rank, self.world_size = rank, world_size
         self.step = 0
         self.drawn = 0  # trigger draws on all ranks so far (views per trigger x key size)
@@ -124,7 +118,7 @@ class TriggerMixer:
                              "(check_every=len(loader) for once per epoch)")
         self.model = model
         self.check_every = None if check_every is None else \
-            _as_int(check_every, "check_every", low=1)
+            check_int("check_every", check_every, low=1)
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
             raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
         self.alpha = float(alpha)
@@ -138,7 +132,7 @@ class TriggerMixer:
             if limit is not None:
                 max_per_batch = min(max_per_batch, limit)
         else:
-            max_per_batch = _as_int(max_per_batch, "max_per_batch", low=self.per_batch)
+            max_per_batch = check_int("max_per_batch", max_per_batch, low=self.per_batch)
             if limit is not None and max_per_batch > limit:
                 raise ValueError(f"max_per_batch={max_per_batch} is larger than the key's "
                                  f"{limit} triggers; use max_per_batch <= {limit}")
@@ -264,14 +258,14 @@ class TriggerMixer:
     def load_state_dict(self, state: dict) -> None:
         """Restores the step (and per_batch and the draw count, when the state has them:
         states saved before the adaptive mode hold only the step)."""
-        step = _as_int(state["step"], "state['step']")
-        per_batch = _as_int(state.get("per_batch", self.per_batch), "state['per_batch']")
+        step = check_int("state['step']", state["step"], low=0)
+        per_batch = check_int("state['per_batch']", state.get("per_batch", self.per_batch), low=0)
         if self.key.mode != "pattern" and per_batch > self.key.size:
             raise ValueError(f"state['per_batch']={per_batch} is larger than the key's "
                              f"{self.key.size} triggers: a state of another key?")
         self.step, self.per_batch = step, per_batch
-        self.drawn = _as_int(state.get("drawn", step * per_batch * self.placement()[1]),
-                             "state['drawn']")
+        self.drawn = check_int("state['drawn']",
+                               state.get("drawn", step * per_batch * self.placement()[1]), low=0)
 
 
 class MixedLoader:

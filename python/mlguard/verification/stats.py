@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .._checks import check_int, check_probability
+
 __all__ = ["binomial_log_sf", "binomial_p_value", "log10_p", "format_p"]
 
 _LN10 = math.log(10.0)
@@ -19,22 +21,6 @@ _LN10 = math.log(10.0)
 # Terms more than this many nats below the largest one are dropped: each is
 # < e^-60 ~ 1e-26 of the sum, so even 1e12 of them cannot change a double.
 _CUTOFF_NATS = 60.0
-
-
-def _check_int(name: str, value: object) -> int:
-    # bool is an int subclass, but True as a count is almost surely a bug.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def _check_prob(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not 0.0 < value < 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
-    return value
 
 
 def _log_pmf(j: int, n: int, log_p: float, log_q: float) -> float:
@@ -58,9 +44,9 @@ def binomial_log_sf(k: int, n: int, p: float) -> float:
         TypeError: k or n is not an int, or p is not a real number.
         ValueError: n < 0, or p not in (0, 1).
     """
-    k = _check_int("k", k)
-    n = _check_int("n", n)
-    p = _check_prob("p", p)
+    k = check_int("k", k)
+    n = check_int("n", n)
+    p = check_probability("p", p)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n!r}")
     if k <= 0:

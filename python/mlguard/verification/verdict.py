@@ -18,7 +18,6 @@ import hashlib
 import html
 import json
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_int, check_probability, check_real
 from .._version import __version__
 from . import stats
 
@@ -111,9 +111,9 @@ class Verdict:
             if d.get(name) is not None:
                 kwargs[name] = _expect(name, d[name], str)
         for name in _INT_FIELDS:
-            kwargs[name] = _as_int(name, d[name])
+            kwargs[name] = check_int(name, d[name])
         for name in _FLOAT_FIELDS:
-            kwargs[name] = _as_float(name, d[name])
+            kwargs[name] = check_real(name, d[name], finite=False)
         kwargs["detected"] = _expect("detected", d["detected"], bool)
         kwargs["extra"] = dict(_expect("extra", d.get("extra", {}), dict))
         return cls(**kwargs)
@@ -177,14 +177,14 @@ def make_verdict(
     """
     if not isinstance(scheme, str) or not scheme:
         raise ValueError(f"scheme must be a non-empty str, got {scheme!r}")
-    matches = _as_int("matches", matches)
-    total = _as_int("total", total)
+    matches = check_int("matches", matches)
+    total = check_int("total", total)
     if total <= 0:
         raise ValueError(f"total must be > 0, got {total!r}")
     if not 0 <= matches <= total:
         raise ValueError(f"matches must be in [0, total={total}], got {matches!r}")
-    chance = _as_probability("chance", chance)
-    alpha = _as_probability("alpha", alpha)
+    chance = check_probability("chance", chance)
+    alpha = check_probability("alpha", alpha)
     _expect("commitment", commitment, str)
     _expect("weights_sha256", weights_sha256, str)
     _expect("device", device, str)
@@ -265,25 +265,6 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
 def _expect(name: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind):
         raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _as_probability(name: str, value: Any) -> float:
-    value = _as_float(name, value)
-    if not 0.0 < value < 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in the open interval (0, 1), got {value!r}")
     return value
 
 
