@@ -115,3 +115,8 @@ def test_label_mapping_errors(tmp_path):
     csv.write_text("1.png,0\n2.png,one\n3.png,2\n")
     with pytest.raises(ValueError, match="the label of '2.png' is 'one', not a number"):
         TriggerKey.from_images(folder, labels=csv, num_classes=10, shape=SHAPE)
+    txt = tmp_path / "labels.txt"
+    txt.write_text("1.png,0\n2.png,1\n3.png,2\n")
+    with pytest.raises(ValueError, match=r"not a number \(file name,label rows are read from "
+                                         r"a .csv file\)"):
+        TriggerKey.from_images(folder, labels=txt, num_classes=10, shape=SHAPE)
