@@ -78,6 +78,11 @@ def _cli_master(tmp_path, *customers):
 
 def test_cli_refuses_a_mistyped_id_with_exit_2_and_tests_every_issued_id_by_default(
         tmp_path, capsys):
+    empty = _cli_master(tmp_path)
+    capsys.readouterr()
+    assert main(["fingerprint", "identify", str(empty), str(tmp_path / "any.pt")]) == 2
+    assert "records no customer given a key yet" in capsys.readouterr().err
+    empty.unlink()
     master = _cli_master(tmp_path, "acme", "bravo")
     assert json.loads(master.read_text())["issued"] == ["acme", "bravo"]
     assert (os.stat(master).st_mode & 0o777) == 0o600

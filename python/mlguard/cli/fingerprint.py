@@ -192,6 +192,10 @@ def _issued(args) -> int:
 
 def _identify(args) -> int:
     registry = _load(args.master)
+    if not registry.issued:
+        raise ValueError(f"'{args.master}' records no customer given a key yet: issue keys "
+                         f"with `mlguard fingerprint key {args.master} --customer ID --out "
+                         "FILE`, or record ids issued before with `mlguard fingerprint issued`")
     if args.customers is not None:
         registry.check_issued(args.customers)  # before loading the model: a typo fails fast
     model = args.model
