@@ -138,6 +138,7 @@ def _load(path: str) -> Fingerprints:
 def _locked(path: str):
     """Holds an exclusive lock on `path`.lock, so that two runs recording ids at once do
     not lose one (each rewrites the whole master file)."""
+    _read(path)  # a master file, before a lock file is made beside it
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
