@@ -97,8 +97,8 @@ def test_weight_watermark_reads_all_bits_and_costs_under_a_point(fashion, clean_
 
 def test_fingerprinted_copy_names_its_buyer(fashion, clean_model):
     x, y, _, _ = fashion
-    shop = Fingerprints(bytes(range(90, 122)), bits=64, targets=("7.weight",))
-    customers = [f"buyer-{i:03d}" for i in range(100)]
+    customers = [f"buyer-{i:03d}" for i in range(100)]  # each issued a key
+    shop = Fingerprints(bytes(range(90, 122)), bits=64, targets=("7.weight",), issued=customers)
     copy = small_cnn()
     copy.load_state_dict(clean_model.state_dict())
     train_with_weight_watermark(copy, x[:4000], y[:4000], WeightWatermark(shop.key_for("buyer-017"),

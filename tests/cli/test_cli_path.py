@@ -104,6 +104,9 @@ def test_fingerprint_master_customer_key_and_identify(tmp_path, capsys):
                  str(acme)]) == 0
     assert main(["fingerprint", "key", str(master), "--customer", "acme", "--out",
                  str(acme)]) == 2
+    for other in ("zeta", "bravo"):  # identify tests only ids issued a key
+        assert main(["fingerprint", "key", str(master), "--customer", other, "--out",
+                     str(tmp_path / f"{other}.key")]) == 0
     torch.manual_seed(0)
     model = tiny_cnn()
     embed_weights(model, load_key(acme))

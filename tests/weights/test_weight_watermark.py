@@ -132,9 +132,9 @@ def test_verify_accepts_state_dicts_and_many_keys_at_once():
 
 
 def test_fingerprints_name_the_buyer():
-    reg = Fingerprints(bytes(range(32)), bits=64, targets=("0.weight",))
+    customers = [f"customer-{i}" for i in range(100)]  # each issued a key
+    reg = Fingerprints(bytes(range(32)), bits=64, targets=("0.weight",), issued=customers)
     assert reg.key_for("alice") == reg.key_for("alice") != reg.key_for("bob")
-    customers = [f"customer-{i}" for i in range(100)]
     leaked = mlp()
     embed_weights(leaked, reg.key_for("customer-42"))
     found = reg.identify(leaked, customers)

@@ -1,18 +1,25 @@
-"""`mlguard fingerprint new|key|identify`: one key per customer from one master secret.
+"""`mlguard fingerprint new|key|issued|identify`: one key per customer from one master secret.
 
 The master file (JSON, mode 0600: it holds the secret) records the scheme and the key
 arguments, so every customer key derived from it, and every identification, uses the same
-ones (mlguard.Fingerprints). Nothing is overwritten without --force.
+ones (mlguard.Fingerprints), and the ids of the customers given a key ("issued"), so that
+`identify` refuses an id never issued (a typo would otherwise find no one) and tests all of
+them by default. A master made before the record existed has no "issued" list: `identify`
+and `key` refuse it until `fingerprint issued` records the ids issued so far. Nothing is
+overwritten without --force.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-import math
+import os
 
 from ..files.io import atomic_write
 from ..files.model import load_model
 from ..keys import keyfile
+from ..verification import stats
 from ..weights.fingerprints import Fingerprints
 from ._args import arch_kwargs, build_arch
 from ._common import guard as _guard
@@ -39,18 +46,26 @@ def add_parser(subparsers) -> None:
     q.add_argument("--force", action="store_true", help="replace an existing file")
     q.set_defaults(func=_guard(_new))
 
-    q = sub.add_parser("key", help="derive a customer's key file")
+    q = sub.add_parser("key", help="derive a customer's key file (records the id as issued)")
     q.add_argument("master")
     q.add_argument("--customer", required=True, help="the customer id (any string)")
     q.add_argument("--out", required=True, metavar="FILE")
     q.add_argument("--force", action="store_true", help="replace an existing key file")
     q.set_defaults(func=_guard(_key))
 
+    q = sub.add_parser("issued", help="list the customer ids given a key; with IDs, record "
+                       "them (for keys issued before the master kept a record)")
+    q.add_argument("master")
+    q.add_argument("ids", nargs="*", metavar="ID")
+    q.set_defaults(func=_guard(_issued))
+
     q = sub.add_parser("identify", help="which customer's copy is this model file? "
                        "(exit 1 identified, 0 none, 2 error)")
     q.add_argument("master")
     q.add_argument("model")
-    q.add_argument("--customers", nargs="+", required=True, metavar="ID")
+    q.add_argument("--customers", nargs="+", metavar="ID",
+                   help="the ids to test (default: every customer issued a key); an id "
+                   "never issued is refused")
     q.add_argument("--arch", metavar="MODULE:FACTORY", help="trigger: the network")
     q.add_argument("--arch-kwargs", metavar="JSON")
     q.add_argument("--alpha", type=float, default=1e-6)
@@ -77,14 +92,15 @@ def _new(args) -> int:
     registry = Fingerprints(secret, args.scheme, **kwargs)  # checks the arguments
     doc = {"format": FORMAT, "scheme": args.scheme, "secret": secret.hex(),
            "key_args": {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in registry.key_args.items()}}
+                        for k, v in registry.key_args.items()},
+           "issued": []}
     with atomic_write(args.out, mode=0o600, overwrite=args.force) as f:
         f.write(json.dumps(doc, indent=2).encode())
     print(f"wrote {args.out}: master secret for {args.scheme} fingerprints (keep it secret)")
     return 0
 
 
-def _load(path: str) -> Fingerprints:
+def _read(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         try:
             doc = json.load(f)
@@ -92,22 +108,94 @@ def _load(path: str) -> Fingerprints:
             raise ValueError(f"'{path}' is not a fingerprint master file: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"'{path}' is not a fingerprint master file (format {FORMAT!r})")
+    issued = doc.get("issued")
+    if issued is not None and (not isinstance(issued, list)
+                               or not all(isinstance(i, str) and i for i in issued)):
+        raise ValueError(f"'{path}': \"issued\" must be a list of customer ids, got {issued!r}")
+    return doc
+
+
+def _load(path: str) -> Fingerprints:
+    """The registry; refuses a master with no record of the ids issued (see the module)."""
+    doc = _read(path)
+    if doc.get("issued") is None:
+        raise ValueError(
+            f"'{path}' has no record of the customers given a key (it was made before "
+            "mlguard recorded them), so a mistyped id could not be told from a real one: "
+            f"record every customer id issued so far with `mlguard fingerprint issued {path} "
+            "ID [ID ...]`, then run this again")
     args = dict(doc["key_args"])
     for name in ("targets", "shape"):
         if name in args:
             args[name] = tuple(args[name])
-    return Fingerprints(doc["secret"], doc["scheme"], **args)
+    return Fingerprints(doc["secret"], doc["scheme"], issued=doc["issued"], **args)
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    """Holds an exclusive lock on `path`.lock, so that two runs recording ids at once do
+    not lose one (each rewrites the whole master file)."""
+    _read(path)  # a master file, before a lock file is made beside it
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _record(path: str, ids: list[str]) -> list[str]:
+    """Adds `ids` to the master's issued list (creating it); returns the ids new to it."""
+    doc = _read(path)
+    have = doc.get("issued") or []
+    new = [i for i in dict.fromkeys(ids) if i not in have]
+    if new or doc.get("issued") is None:
+        doc["issued"] = sorted([*have, *new])
+        with atomic_write(path, mode=0o600) as f:
+            f.write(json.dumps(doc, indent=2).encode())
+    return new
 
 
 def _key(args) -> int:
-    key = _load(args.master).key_for(args.customer)
-    key.save(args.out, overwrite=args.force)
+    with _locked(args.master):
+        key = _load(args.master).key_for(args.customer)
+        if not args.force and os.path.lexists(args.out):
+            key.save(args.out, overwrite=False)  # the usual "exists" error, nothing recorded
+        # Recorded first: an id recorded without its key costs one test; a key whose id is
+        # missing would be left out of every default identify.
+        _record(args.master, [args.customer])
+        key.save(args.out, overwrite=args.force)
     print(f"wrote {args.out}: customer {args.customer!r}, key {key.commitment()[:16]}")
+    return 0
+
+
+def _issued(args) -> int:
+    if not args.ids:
+        issued = _read(args.master).get("issued")
+        if issued is None:
+            print(f"{args.master}: no record of the customers given a key; record them with "
+                  f"`mlguard fingerprint issued {args.master} ID [ID ...]`")
+        else:
+            print("\n".join(issued) if issued else f"{args.master}: no customer issued yet")
+        return 0
+    for customer_id in args.ids:
+        if not customer_id:
+            raise ValueError("customer ids must be non-empty")
+    with _locked(args.master):
+        new = _record(args.master, args.ids)
+    print(f"{args.master}: recorded {len(new)} new customer id(s) as issued "
+          f"({len(args.ids) - len(new)} already recorded)")
     return 0
 
 
 def _identify(args) -> int:
     registry = _load(args.master)
+    if not registry.issued:
+        raise ValueError(f"'{args.master}' records no customer given a key yet: issue keys "
+                         f"with `mlguard fingerprint key {args.master} --customer ID --out "
+                         "FILE`, or record ids issued before with `mlguard fingerprint issued`")
+    if args.customers is not None:
+        registry.check_issued(args.customers)  # before loading the model: a typo fails fast
     model = args.model
     if registry.scheme == "trigger":
         if args.arch is None:
@@ -115,8 +203,7 @@ def _identify(args) -> int:
         model = load_model(args.model, args.arch,
                            arch_kwargs=arch_kwargs(args.arch, args.arch_kwargs))
     found = registry.identify(model, args.customers, alpha=args.alpha)
-    p = f"{found.adjusted_p_value:.3g}" if found.adjusted_p_value > 0 else \
-        f"1e{found.log_adjusted_p_value / math.log(10):.1f}"
+    p = stats.format_p(found.log_adjusted_p_value)
     if found.customer is None:
         print(f"no customer identified among {found.tried} (best adjusted p = {p})")
         return 0

@@ -17,6 +17,11 @@ from .checkpoint import listing, read_checkpoint, strip_prefixes
 
 __all__ = ["load_into", "load_model", "load_model_file", "resolve_arch"]
 
+# Attribute names training wrappers keep the network under (a LightningModule's
+# `self.model`): removed only when that makes every name match the architecture's, since
+# a network may have a real submodule of that name.
+WRAPPER_PREFIXES = ("model.",)
+
 
 def resolve_arch(arch, arch_kwargs: Mapping | None = None) -> Callable[[], torch.nn.Module] | None:
     """A zero-argument factory from "package.module:factory" or a callable (plus kwargs)."""
@@ -50,14 +55,19 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
     """Loads `state_dict` strictly into `module`, in place, giving each parameter and buffer
     the dtype it has in `state_dict` (tied weights stay tied). Names are matched as files
     are read, without DDP / torch.compile prefixes, so a wrapped `module` (or an architecture
-    whose own names all start with "module.") takes an unwrapped file. Raises ValueError
-    starting "wrong architecture:" that names a few missing and unexpected names, or the size
-    mismatch."""
+    whose own names all start with "module.") takes an unwrapped file, and a "model."
+    prefix on every name (a Lightning checkpoint) is removed when that makes every name
+    match. Raises ValueError starting "wrong architecture:" that names a few missing and
+    unexpected names, or the size mismatch."""
     own = module.state_dict()
     if set(state_dict) != set(own):
         plain_to_own = strip_prefixes({name: name for name in own}, f"{type(module).__name__}")
-        if set(state_dict) == set(plain_to_own):
-            state_dict = {plain_to_own[name]: t for name, t in state_dict.items()}
+        for prefix in ("", *WRAPPER_PREFIXES):
+            if all(name.startswith(prefix) for name in state_dict):
+                inner = {name[len(prefix):]: t for name, t in state_dict.items()}
+                if set(inner) == set(plain_to_own):
+                    state_dict = {plain_to_own[name]: t for name, t in inner.items()}
+                    break
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:

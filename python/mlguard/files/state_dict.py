@@ -29,13 +29,33 @@ _DTYPES = {
 }
 
 
-def sniff(head: bytes) -> str:
-    """'torch' (zip), 'safetensors', or 'torch' again for anything else (legacy pickles)."""
+# The one wording, in the scan's error rows and in every other loader's errors.
+NOT_A_MODEL_FILE = ("not a model file: unrecognized format "
+                    "(expected safetensors, torch.save or TorchScript)")
+
+
+def detect(head) -> str | None:
+    """A model file's format from its first bytes (never its name): "zip" (a torch.save
+    archive, or TorchScript), "safetensors", "pickle" (a legacy torch.save file: pickle
+    protocol 2+), or None for anything else. Used by every loader, the scan's included."""
+    head = bytes(head[:9])
     if head[:4] == b"PK\x03\x04":
-        return "torch"
+        return "zip"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    return "torch"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def sniff(head: bytes) -> str:
+    """'torch' or 'safetensors' for load_state_dict's format; ValueError for anything else."""
+    if not head:
+        raise ValueError("empty file")
+    kind = detect(head)
+    if kind is None:
+        raise ValueError(NOT_A_MODEL_FILE)
+    return "safetensors" if kind == "safetensors" else "torch"
 
 
 def load_state_dict(f: io.RawIOBase | io.BufferedIOBase, what: str, format: str = "auto",
@@ -50,7 +70,10 @@ def load_state_dict(f: io.RawIOBase | io.BufferedIOBase, what: str, format: str 
     if format == "auto":
         head = f.read(16)
         f.seek(0)
-        format = sniff(head)
+        try:
+            format = sniff(head)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
     if format == "safetensors":
         state = _load_safetensors(f, what)
         if map_location is not None:
@@ -74,9 +97,22 @@ def load_error(e: BaseException) -> str:
         found = _UNPICKLER_ERROR.search(text)
         detail = found.group(1).strip() if found else "it is not plain tensor data"
         what = "unsafe pickle" if "global" in detail.lower() else "pickle with unsupported content"
-        return f"{what} refused (not unpickled): {detail}"
+        return f"{what} refused (not unpickled): {detail}{_whole_module_hint(detail)}"
     line = (text.strip().splitlines() or [""])[0][:200]
     return f"truncated or corrupt torch.save file: {type(e).__name__}: {line}"
+
+
+_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+
+
+def _whole_module_hint(detail: str) -> str:
+    """A refused class (not a function) is almost always torch.save(model): the whole
+    pickled module, whose class cannot be loaded without running code from the file."""
+    found = _GLOBAL.search(detail)
+    if not found or not found.group(1).rsplit(".", 1)[-1][:1].isupper():
+        return ""
+    return (" (a whole model saved with torch.save(model)? Save model.state_dict() instead: "
+            "loading a pickled class could run code from the file)")
 
 
 def _read_exact(f, size: int, what: str) -> bytes:

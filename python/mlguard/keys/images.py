@@ -180,8 +180,10 @@ def read_labels(labels, count: int, num_classes: int) -> list[int]:
             try:
                 values.append(float(line))
             except ValueError:
+                hint = (" (file name,label rows are read from a .csv file)"
+                        if "," in line else "")
                 raise ValueError(f"labels file {path!r}: entry {n} is {line!r}, not a "
-                                 "number") from None
+                                 f"number{hint}") from None
         where = f"labels file {path!r}"
     else:
         if isinstance(labels, torch.Tensor):

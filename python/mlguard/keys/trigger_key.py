@@ -18,7 +18,7 @@ import torch
 
 from .._checks import check_int
 from . import images as key_images
-from . import keyfile
+from . import keyfile, user_labels
 from .kinds import get_kind, kind_names, names_where
 from .base import Key
 from .sampling import keyed_below, keyed_choice
@@ -159,12 +159,17 @@ class TriggerKey(Key):
         Files are decoded with Pillow by content; see mlguard.keys.images.read_images for
         `resize` ("center_crop", "resize" or "none"). `labels`: None draws secret labels,
         uniform over the classes (the exact binomial test); a sequence of ints or a text file
-        with one number per line keeps yours, and verdicts then record the assumption that
-        they were drawn uniformly at random and kept secret.
+        with one number per line keeps yours in the images' order, and a dict or a .csv file
+        of (file name, label) pairs each label with its file by name (images given as files).
+        Verdicts then record the assumption that they were drawn uniformly at random and kept
+        secret, and label sets implausible under it (all one class, or a chi-square test
+        against uniform at p < 1e-3) are refused: see mlguard.keys.user_labels. Keys are
+        checked when made, not when loaded.
         """
         shape = _check_shape(shape)
         if resize not in key_images.RESIZE_MODES:
             raise ValueError(f"resize must be one of {key_images.RESIZE_MODES}, got {resize!r}")
+        paths = None
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or images.shape[1] != shape[0]:
                 hint = (" (channels last? use images.permute(0, 3, 1, 2))"
@@ -174,10 +179,18 @@ class TriggerKey(Key):
             pixels = (key_images.as_stored(images, "images") if tuple(images.shape[1:]) == shape
                       else key_images.resize_tensor(images, shape, resize))
         else:
-            pixels = key_images.read_images(key_images.image_paths(images), shape, resize)
+            paths = key_images.image_paths(images)
+            pixels = key_images.read_images(paths, shape, resize)
         num_classes = check_int("num_classes", num_classes, low=2)
-        given = None if labels is None else tuple(
-            key_images.read_labels(labels, pixels.shape[0], num_classes))
+        given = None
+        if labels is not None:
+            if user_labels.is_mapping(labels):
+                if paths is None:
+                    raise ValueError("labels: a file-name -> label mapping needs images given "
+                                     "as files or a folder, got a tensor")
+                labels = user_labels.labels_by_name(labels, paths)
+            given = tuple(key_images.read_labels(labels, pixels.shape[0], num_classes))
+            user_labels.check_plausibly_uniform(given, num_classes)
         return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
                             num_classes=num_classes, size=int(pixels.shape[0]), shape=shape,
                             kind="custom", mean=mean, std=std, options={},

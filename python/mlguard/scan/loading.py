@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..files.checkpoint import CheckpointError, is_torchscript, unwrap
-from ..files.state_dict import load_error
+from ..files.state_dict import NOT_A_MODEL_FILE, detect, load_error
 from . import safetensors_view
 from .buffers import BufferPool, MemoryStream
 
@@ -127,14 +127,14 @@ def decode(data, trust_torchscript: bool = False) -> Decoded:
     data = memoryview(data if not isinstance(data, bytes) else bytearray(data))
     if not data:
         raise ModelFileError("empty file")
-    if data[:4] == b"PK\x03\x04":
+    kind = detect(data)  # the same rule, and wording, as every other loader
+    if kind == "zip":
         return _decode_zip(data, trust_torchscript)
-    if safetensors_view.looks_like_safetensors(data):
+    if kind == "safetensors":
         return Decoded("safetensors", as_state_dict(_load_safetensors(data)))
-    if data[:1] == b"\x80":  # pickle protocol marker: a legacy torch.save file
+    if kind == "pickle":
         return Decoded("torch.save", as_state_dict(_torch_load(MemoryStream(data))))
-    raise ModelFileError("not a model file: unrecognized format "
-                         "(expected safetensors, torch.save or TorchScript)")
+    raise ModelFileError(NOT_A_MODEL_FILE)
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -250,8 +250,8 @@ def _resolve_device(device, ranks: distributed.Ranks) -> torch.device:
 
 
 def _plan(files: list[str], keys: list, journal: Journal | None
-          ) -> tuple[list[dict], list[tuple[str, tuple[int, int]]]]:
-    """(rows already in the journal, files still to check with their (size, mtime))."""
+          ) -> tuple[list[dict], list[tuple[str, tuple]]]:
+    """(rows already in the journal, files still to check with their stamps, file_stamp)."""
     commitments = {k.commitment() for k in keys}
     done = journal.done() if journal is not None else {}
     finished, todo = [], []
@@ -259,9 +259,8 @@ def _plan(files: list[str], keys: list, journal: Journal | None
         try:
             stamp = file_stamp(path)
         except OSError:
-            stamp = (-1, -1)  # vanished or unreadable: the reader reports it
-        size, mtime, have = done.get(path, (None, None, set()))
-        if (size, mtime) == stamp and commitments <= have:
+            stamp = (-1,) * 5  # vanished or unreadable: the reader reports it
+        if stamp[0] >= 0 and commitments <= done.get((path, stamp), set()):
             finished.append(path)
         else:
             todo.append((path, stamp))
@@ -307,7 +306,7 @@ class _Runner:
             """Reads ahead up to `prefetch` files within the cap; True if the cap stopped it."""
             nonlocal held
             while queue and len(pending) < prefetch:
-                path, (size, _) = queue[0]
+                path, (size, *_) = queue[0]
                 charge = 2 * max(size, 0)  # the file's bytes, then its tensors beside them
                 pool.trim(max(0, cap - held - charge))  # unused buffers count as held too
                 if (pending or batch) and held + pool.free_bytes() + charge > cap:

@@ -32,10 +32,6 @@ class SafetensorsError(ValueError):
     """The bytes are not a well-formed safetensors file."""
 
 
-def looks_like_safetensors(data) -> bool:
-    return len(data) >= 9 and data[8:9] == b"{"
-
-
 def load(data) -> dict[str, torch.Tensor]:
     """{name: tensor} viewing `data`, a writable bytes-like object kept alive by the tensors.
 

@@ -7,12 +7,14 @@ with that customer's key; a leaked copy then names its buyer.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import html
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..keys import TriggerKey, WeightKey, keyfile
+from ..verification import stats
 from ..verification.verdict import Verdict
 from ..verification.verify import verify, verify_weights_many
 
@@ -28,6 +30,14 @@ class Identification:
     log_adjusted_p_value: float
     verdict: Verdict  # the best customer's own (uncorrected) verdict
     tried: int
+
+    def __str__(self) -> str:
+        """One headline, then the best-matching customer's verdict (as Verdict prints)."""
+        who = ("no customer identified" if self.customer is None
+               else f"IDENTIFIED  customer {self.customer!r}")
+        adjusted = stats.format_p(self.log_adjusted_p_value)
+        return (f"{who} among {self.tried} (Bonferroni-adjusted p = {adjusted})\n"
+                f"best-matching key:\n{self.verdict}")
 
     def _repr_html_(self) -> str:
         """For Jupyter: who was identified, the corrected p-value, and the best verdict."""
@@ -49,9 +59,15 @@ class Fingerprints:
     before it (mlguard 0.1) re-derives its customers' keys, commitments included, with
     projection=1. Every customer key carries its customer id as its `label` (saved in its
     key file, shown by scans; metadata, not part of the commitment).
+
+    `issued`: the customer ids keys were issued to. `key_for` adds to it; `identify` refuses
+    an id not in it (a mistyped id would otherwise be tested as a customer who never got a
+    key, and find no one) and tests all of it when `customers` is left out. A registry
+    re-created from its master secret must be given the ids issued before.
     """
 
-    def __init__(self, master_secret: bytes | str, scheme: str = "weight", **key_args):
+    def __init__(self, master_secret: bytes | str, scheme: str = "weight", *,
+                 issued: Iterable[str] = (), **key_args):
         if isinstance(master_secret, str):
             master_secret = keyfile.secret_from_hex(master_secret)
         if not isinstance(master_secret, (bytes, bytearray)):
@@ -72,22 +88,46 @@ class Fingerprints:
             check = WeightKey.generate(secret=bytes(keyfile.SECRET_BYTES), model=model, **key_args)
             key_args["targets"] = check.targets
         self._master, self.scheme, self.key_args = bytes(master_secret), scheme, key_args
+        if isinstance(issued, str):
+            raise TypeError(f"issued must be a collection of customer ids, got the str "
+                            f"{issued!r}")
+        self.issued: set[str] = set()
+        for customer_id in issued:
+            _check_id(customer_id)
+            self.issued.add(customer_id)
 
     def key_for(self, customer_id: str) -> WeightKey | TriggerKey:
-        if not isinstance(customer_id, str) or not customer_id:
-            raise ValueError(f"customer_id must be a non-empty str, got {customer_id!r}")
+        """The customer's key; records `customer_id` as issued."""
+        key = self._derive(customer_id)
+        self.issued.add(customer_id)
+        return key
+
+    def _derive(self, customer_id: str) -> WeightKey | TriggerKey:
+        _check_id(customer_id)
         secret = keyfile.derive_key_bytes(self._master, f"fingerprint/{customer_id}")
         key = SCHEMES[self.scheme].generate(secret=secret, **self.key_args)
         # A derived nonce keeps each customer's commitment reproducible from the master.
         nonce = keyfile.derive_key_bytes(self._master, f"fingerprint-nonce/{customer_id}")
         return dataclasses.replace(key, nonce=nonce, label=_label(customer_id))
 
-    def identify(self, model, customers: Iterable[str], alpha: float = 1e-6) -> Identification:
-        """Tests every customer's key; names the best if it survives Bonferroni correction."""
+    def identify(self, model, customers: Iterable[str] | None = None,
+                 alpha: float = 1e-6) -> Identification:
+        """Tests every customer's key (all issued ones by default); names the best if it
+        survives Bonferroni correction. An id never issued is refused (see the class)."""
+        if customers is None:
+            if not self.issued:
+                raise ValueError(
+                    "no customer has been issued a key by this registry: derive their keys "
+                    "with key_for(id), or give issued=[...] when re-creating the registry "
+                    "from its master secret")
+            customers = sorted(self.issued)
+        if isinstance(customers, str):
+            raise TypeError(f"customers must be a collection of ids, got the str {customers!r}")
         customers = list(customers)
         if not customers:
             raise ValueError("customers must not be empty")
-        keys = [self.key_for(cid) for cid in customers]
+        self.check_issued(customers)
+        keys = [self._derive(cid) for cid in customers]
         if self.scheme == "weight":
             verdicts = verify_weights_many(model, keys, alpha)  # one batched projection
         else:
@@ -97,6 +137,30 @@ class Fingerprints:
         return Identification(customer=best_id if log_adj < math.log(alpha) else None,
                               adjusted_p_value=math.exp(log_adj), log_adjusted_p_value=log_adj,
                               verdict=best, tried=len(customers))
+
+
+    def check_issued(self, customers: Iterable[str]) -> None:
+        """ValueError naming every id never issued a key, with the closest issued ids."""
+        unknown = [c for c in customers if c not in self.issued]
+        if not unknown:
+            return
+        issued = sorted(self.issued)
+        lines = []
+        for c in unknown:
+            close = difflib.get_close_matches(c, issued, n=3, cutoff=0.6)
+            if not close:  # case slips ("Acme" for "acme") score low on raw characters
+                close = [i for i in issued if i.casefold() == c.casefold()]
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            lines.append(f"{c!r}{hint}")
+        raise ValueError(
+            f"customer id{'s' if len(unknown) > 1 else ''} never issued a key: "
+            f"{'; '.join(lines)}. {len(issued)} customer{'s' if len(issued) != 1 else ''} "
+            "issued; testing an id that never got a key finds no one")
+
+
+def _check_id(customer_id) -> None:
+    if not isinstance(customer_id, str) or not customer_id:
+        raise ValueError(f"customer_id must be a non-empty str, got {customer_id!r}")
 
 
 def _label(customer_id: str) -> str | None:
