@@ -82,14 +82,19 @@ class Fingerprints:
         nonce = keyfile.derive_key_bytes(self._master, f"fingerprint-nonce/{customer_id}")
         return dataclasses.replace(key, nonce=nonce, label=_label(customer_id))
 
-    def identify(self, model, customers: Iterable[str], alpha: float = 1e-6) -> Identification:
-        """Tests every customer's key; names the best if it survives Bonferroni correction."""
+    def identify(self, model, customers: Iterable[str], alpha: float = 1e-6,
+                 reference=None) -> Identification:
+        """Tests every customer's key; names the best if it survives Bonferroni correction.
+
+        `reference` (weight scheme): the shop's base or reference model; the suspect is
+        aligned to it once (weights/align.py) before all customers' keys are read, so a
+        buyer who permutes, rescales or widens their copy is still named."""
         customers = list(customers)
         if not customers:
             raise ValueError("customers must not be empty")
         keys = [self.key_for(cid) for cid in customers]
         if self.scheme == "weight":
-            verdicts = verify_weights_many(model, keys, alpha)  # one batched projection
+            verdicts = verify_weights_many(model, keys, alpha, reference)  # one batched read
         else:
             verdicts = [verify(model, k, alpha=alpha) for k in keys]
         best_id, best = min(zip(customers, verdicts), key=lambda cv: cv[1].log_p_value)
