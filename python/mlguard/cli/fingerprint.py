@@ -14,6 +14,7 @@ from ..files.io import atomic_write
 from ..files.model import load_model, resolve_arch
 from ..keys import keyfile
 from ..weights.fingerprints import Fingerprints
+from . import _reference
 from .protect import _guard
 
 FORMAT = "mlguard-fingerprint-master"
@@ -53,6 +54,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--arch", metavar="MODULE:FACTORY", help="trigger: the network")
     q.add_argument("--arch-kwargs", metavar="JSON")
     q.add_argument("--alpha", type=float, default=1e-6)
+    _reference.add_argument(q)
     q.set_defaults(func=_guard(_identify))
 
 
@@ -117,7 +119,8 @@ def _identify(args) -> int:
             raise ValueError("trigger fingerprints need --arch to load the model file")
         kwargs = json.loads(args.arch_kwargs) if args.arch_kwargs else None
         model = load_model(args.model, args.arch, arch_kwargs=kwargs)
-    found = registry.identify(model, args.customers, alpha=args.alpha)
+    reference = _reference.load(args, json.loads(args.arch_kwargs) if args.arch_kwargs else None)
+    found = registry.identify(model, args.customers, alpha=args.alpha, reference=reference)
     p = f"{found.adjusted_p_value:.3g}" if found.adjusted_p_value > 0 else \
         f"1e{found.log_adjusted_p_value / math.log(10):.1f}"
     if found.customer is None:
