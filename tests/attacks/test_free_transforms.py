@@ -142,3 +142,21 @@ def test_trigger_keys_read_the_same_after_free_transforms():
     for attack in ATTACKS.values():
         after = verify(attack(model), key)
         assert after.matches == before.matches and after.p_value == before.p_value
+
+
+def test_evaluate_runs_the_free_transforms_and_reads_with_and_without_reference():
+    from mlguard import WeightKey, evaluate
+    from mlguard.weights import embed_weights
+    torch.manual_seed(0)
+    model = small_cnn().eval()
+    key = WeightKey.generate(bits=64, targets=("7.weight",), secret=bytes(range(32)))
+    embed_weights(model, key, strength=1.0)
+    g = torch.Generator().manual_seed(0)
+    test = (torch.randn(32, 1, 28, 28, generator=g), torch.randint(0, 10, (32,), generator=g))
+    report = evaluate(model, {"w": key}, ["permute", "rescale", ("dummy", {"n": 3})], None, test,
+                      progress=False, reference=model)
+    rows = {(r.attack, r.key): r for r in report.rows}
+    for attack in ("permute", "rescale", "add_dummy_units"):
+        assert rows[(attack, "w+reference")].detected, attack
+        assert rows[(attack, "w")].accuracy == rows[("none", "w")].accuracy
+    assert not rows[("permute", "w")].detected  # the plain read, as before

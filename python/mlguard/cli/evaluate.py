@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import _reference
 from ._args import add_progress_arguments
 
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
@@ -44,6 +45,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--arch-kwargs", default=None, metavar="JSON",
                    help='keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
+    p.add_argument("--reference", metavar="FILE", default=None,
+                   help="the owner's reference model file: each weight key gets a second row "
+                   "read after aligning to it (see mlguard verify --reference)")
     p.add_argument("--attacks", required=True, metavar="LIST",
                    help='e.g. "ftal,prune:0.5,distill" (see below)')
     p.add_argument("--data", default="fashion-mnist", metavar="DATA",
@@ -104,11 +108,13 @@ def run(args) -> int:
         triggers = [k for k in keys if isinstance(k, TriggerKey)]
         shape = triggers[0].shape if triggers else None
         attacker, test, described = _data(args, triggers, shape)
+        reference = _reference.load(args, kwargs)
     except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as e:
         return _usage(str(e))
     try:
         report = evaluate(model, keys, specs, attacker, test, alpha=args.alpha,
-                          attacker=described, progress=args.progress, seed=args.seed)
+                          attacker=described, progress=args.progress, seed=args.seed,
+                          reference=reference)
     except (ValueError, TypeError) as e:  # e.g. an attack parameter out of range
         return _usage(str(e))
     for target in args.out:

@@ -26,14 +26,19 @@ ATTACKS: dict[str, tuple[Callable, dict, bool]] = {
     "overwrite": (attacks.overwrite, {}, True),
     "jpeg": (attacks.jpeg, {}, False),
     "blur": (attacks.blur, {}, False),
+    "permute": (attacks.permute, {}, False),
+    "rescale": (attacks.rescale, {}, False),
+    "add_dummy_units": (attacks.add_dummy_units, {}, False),
 }
 ALIASES = {"noise": "weight_noise", "fineprune": "fine_prune", "fine-prune": "fine_prune",
-           "fine-tune": "fine_tune", "finetune": "fine_tune", "quant": "quantize"}
+           "fine-tune": "fine_tune", "finetune": "fine_tune", "quant": "quantize",
+           "dummy": "add_dummy_units"}
 # the parameter a bare value sets in "name:value" (CLI) specs
 MAIN_PARAM = {"prune": "amount", "fine_prune": "amount", "quantize": "bits", "cast": "dtype",
               "weight_noise": "sigma", "jpeg": "quality", "blur": "sigma", "distill": "epochs",
               "ftll": "epochs", "ftal": "epochs", "rtll": "epochs", "rtal": "epochs",
-              "fine_tune": "mode", "overwrite": "epochs"}
+              "fine_tune": "mode", "overwrite": "epochs", "permute": "seed", "rescale": "seed",
+              "add_dummy_units": "n"}
 QUERY_SIDE = ("jpeg", "blur")
 
 
