@@ -83,3 +83,10 @@ def test_refuses_another_architecture():
         align(small_cnn(), ref, exclude=["7.weight", "7.bias", "9.weight"])
     with pytest.raises(TypeError, match="suspect must be"):
         align(3, ref)
+
+
+def test_tensors_of_the_wrong_shape_are_a_clear_error():
+    state = small_cnn().state_dict()
+    state["7.weight"] = state["7.weight"][:, :100]  # columns no flatten of 32 channels gives
+    with pytest.raises(ValueError, match="around layer '3' do not fit the reference's"):
+        align(state, Reference(small_cnn()))

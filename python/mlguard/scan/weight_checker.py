@@ -70,9 +70,9 @@ class WeightChecker(StateDictChecker):
         for model in models:  # each model aligned once for all keys
             try:
                 state, record = align(model.state_dict, self.reference, self.exclude)
-            except ValueError as e:
+            except Exception as e:  # one model's failure must not fail the others
                 out.append([Outcome.failed(f"weight key: alignment to the reference failed: "
-                                           f"{e}"[:300])] * len(self.keys))
+                                           f"{type(e).__name__}: {e}"[:300])] * len(self.keys))
                 continue
             state = {k: v.to(self.device) for k, v in state.items()}
             answers = [_as_outcome(a) for a in check_weights([state], self.keys, self.device)[0]]

@@ -120,8 +120,13 @@ def align(suspect: nn.Module | Mapping | str | os.PathLike, reference,
     reads = {c: s.name for s in ref.graph.spaces for c, _ in s.consumers}  # layer -> its input
     done: set[str] = set()
     for space in ref.graph.spaces:
-        record.spaces[space.name] = _align_space(state, ref.state, space, reads, done,
-                                                 set(exclude))
+        try:
+            record.spaces[space.name] = _align_space(state, ref.state, space, reads, done,
+                                                     set(exclude))
+        except (RuntimeError, IndexError) as e:  # shapes that cannot be the reference's
+            raise ValueError(f"the suspect's tensors around layer {space.name!r} do not fit "
+                             f"the reference's architecture ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from None
         done.add(space.name)
     for k, v in ref.state.items():
         if state[k].shape != v.shape:
