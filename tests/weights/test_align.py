@@ -10,7 +10,8 @@ from mlguard import attacks
 from mlguard.cli.demo import small_cnn
 from mlguard.weights.align import Reference, align
 
-STACKED = lambda m: attacks.add_dummy_units(attacks.rescale(attacks.permute(m, 1), 2), 4, 3)  # noqa: E731
+def STACKED(m):
+    return attacks.add_dummy_units(attacks.rescale(attacks.permute(m, 1), 2), 4, 3)
 
 
 def randomized_bn(model):
@@ -36,8 +37,10 @@ def assert_recovered(state, reference: Reference):
 def test_small_cnn_copies_come_back(attack, exclude):
     torch.manual_seed(0)
     model = small_cnn().eval()
-    suspect = {"permute": lambda m: attacks.permute(m, 1), "rescale": lambda m: attacks.rescale(m, 1),
-               "dummy": lambda m: attacks.add_dummy_units(m, 5, 1), "stacked": STACKED}[attack](model)
+    suspect = {"permute": lambda m: attacks.permute(m, 1),
+               "rescale": lambda m: attacks.rescale(m, 1),
+               "dummy": lambda m: attacks.add_dummy_units(m, 5, 1),
+               "stacked": STACKED}[attack](model)
     ref = Reference(model)
     moved = any(not torch.equal(suspect.state_dict()[k], v) for k, v in ref.state.items()
                 if suspect.state_dict()[k].shape == v.shape)

@@ -10,7 +10,8 @@ from ..weights.unit_graph import UnitGraph, load_resized, unit_graph
 from ._data import private_copy
 
 
-def movable(model: nn.Module, attack: str, need_rescale: bool = False) -> tuple[nn.Module, UnitGraph]:
+def movable(model: nn.Module, attack: str,
+            need_rescale: bool = False) -> tuple[nn.Module, UnitGraph]:
     """(a private copy of model, its unit graph); raises when nothing can be moved."""
     graph = unit_graph(model)
     spaces = [s for s in graph.spaces if not need_rescale or s.rescale_at in ("producers", "norms")]

@@ -371,7 +371,8 @@ def scale_units(state: dict, space: UnitSpace, scale: torch.Tensor) -> None:
         for t in ("weight", "bias"):
             if f"{p}.{t}" in state:
                 w = state[f"{p}.{t}"]
-                state[f"{p}.{t}"] = w * scale.to(w.device, w.dtype).reshape(-1, *[1] * (w.dim() - 1))
+                factor = scale.to(w.device, w.dtype).reshape(-1, *[1] * (w.dim() - 1))
+                state[f"{p}.{t}"] = w * factor
     for c, k in space.consumers:
         w = state[f"{c}.weight"]
         inv = (1 / scale.double()).repeat_interleave(k).to(w.device, w.dtype)
