@@ -94,3 +94,18 @@ def test_a_reference_of_another_architecture_is_refused(owner):
                                  torch.nn.ReLU(), torch.nn.Linear(128, 10))
     with pytest.raises(ValueError, match="no tensor"):
         verify(small_cnn(), key, reference=narrow)
+
+
+def test_resnet18_key_on_the_residual_stream_survives_the_stacked_attack():
+    """A key on a conv that writes the residual stream (rescaled through its BatchNorm,
+    permuted with the whole stream, widened) is read back with the reference."""
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    key = WeightKey.generate(bits=128, targets=("layer3.1.conv2.weight",), secret=bytes(32))
+    embed_weights(model, key, strength=1.0)
+    suspect = ATTACKS["stacked"](model)
+    assert not verify(suspect, key).detected
+    found = verify(suspect, key, reference=model)
+    assert found.detected and found.matches == 128
+    assert found.extra["alignment"]["units_rescaled"] > 1000
