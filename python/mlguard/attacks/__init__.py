@@ -2,21 +2,25 @@
 never changes its input (what it did is in the result's `attack_info`).
 
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
-weight_noise, distill, overwrite. Query-side (a model behind an API): jpeg, blur.
+weight_noise, distill, overwrite; the free transforms that keep the function
+exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
 Each attack registers itself with @register_attack (registry.py); list_attacks() names them.
 """
 
 from ._data import last_conv, last_linear
 from .distill import distill
+from .dummy_units import add_dummy_units
 from .fine_tune import MODES, fine_tune
 from .noise import weight_noise
 from .overwrite import overwrite
+from .permute import permute
 from .prune import fine_prune, prune
 from .quantize import cast, quantize
 from .query import blur, jpeg
 from .registry import ATTACKS, get_attack, list_attacks, register_attack
+from .rescale import rescale
 
 __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
-           "distill", "overwrite", "jpeg", "blur", "last_linear", "last_conv", "ATTACKS",
-           "register_attack", "get_attack", "list_attacks"]
+           "distill", "overwrite", "permute", "rescale", "add_dummy_units", "jpeg", "blur",
+           "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

@@ -14,6 +14,7 @@ import torch
 
 from ..attacks.registry import ATTACKS, list_attacks
 from ..files.model import resolve_arch
+from . import _reference
 from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs
 
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
@@ -66,6 +67,9 @@ def add_parser(subparsers) -> None:
                    "loaded with weights_only, never unpickling code)")
     add_arch_arguments(p, "builds the network", required=True)
     p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
+    p.add_argument("--reference", metavar="FILE", default=None,
+                   help="the owner's reference model file: each weight key gets a second row "
+                   "read after aligning to it (see mlguard verify --reference)")
     p.add_argument("--attacks", required=True, metavar="LIST",
                    help='e.g. "ftal,prune:0.5,distill" (see below)')
     p.add_argument("--list-attacks", action=_ListAttacks,
@@ -125,11 +129,13 @@ def run(args) -> int:
         triggers = [k for k in keys if isinstance(k, TriggerKey)]
         shape = triggers[0].shape if triggers else None
         attacker, test, described = _data(args, triggers, shape)
+        reference = _reference.load(args, kwargs)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
     try:
         report = evaluate(model, keys, specs, attacker, test, alpha=args.alpha,
-                          attacker=described, progress=args.progress, seed=args.seed)
+                          attacker=described, progress=args.progress, seed=args.seed,
+                          reference=reference)
     except (ValueError, TypeError) as e:  # e.g. an attack parameter out of range
         return _usage(str(e))
     for target in args.out:

@@ -21,6 +21,7 @@ from ..files.model import load_model
 from ..keys import keyfile
 from ..verification import stats
 from ..weights.fingerprints import Fingerprints
+from . import _reference
 from ._args import arch_kwargs, build_arch
 from ._common import guard as _guard
 
@@ -69,6 +70,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--arch", metavar="MODULE:FACTORY", help="trigger: the network")
     q.add_argument("--arch-kwargs", metavar="JSON")
     q.add_argument("--alpha", type=float, default=1e-6)
+    _reference.add_argument(q)
     q.set_defaults(func=_guard(_identify))
 
 
@@ -200,9 +202,10 @@ def _identify(args) -> int:
     if registry.scheme == "trigger":
         if args.arch is None:
             raise ValueError("trigger fingerprints need --arch to load the model file")
-        model = load_model(args.model, args.arch,
-                           arch_kwargs=arch_kwargs(args.arch, args.arch_kwargs))
-    found = registry.identify(model, args.customers, alpha=args.alpha)
+        kwargs = arch_kwargs(args.arch, args.arch_kwargs)
+        model = load_model(args.model, args.arch, arch_kwargs=kwargs)
+    reference = _reference.load(args, arch_kwargs(args.arch, args.arch_kwargs))
+    found = registry.identify(model, args.customers, alpha=args.alpha, reference=reference)
     p = stats.format_p(found.log_adjusted_p_value)
     if found.customer is None:
         print(f"no customer identified among {found.tried} (best adjusted p = {p})")

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from . import _reference
 from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs, existing_output
 
 EPILOG = """exit status:
@@ -59,6 +60,7 @@ def add_parser(subparsers) -> None:
                    help="model data held in memory at once, e.g. 512M or 8G (default 4G): "
                         "files read ahead and decoded models waiting for a batched check; "
                         "peak memory stays within it + one model + a constant")
+    _reference.add_argument(p)
     p.add_argument("--force", action="store_true",
                    help="replace existing --out and --report files")
     p.add_argument("--trust-torchscript", action="store_true",
@@ -92,7 +94,7 @@ def run(args) -> int:
                     device=args.device, journal=args.journal, alpha=args.alpha,
                     batch_size=args.batch_size, workers=args.workers,
                     trust_torchscript=args.trust_torchscript, progress=args.progress,
-                    memory_cap=args.memory_cap)
+                    memory_cap=args.memory_cap, reference=_reference.load(args, kwargs))
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
     except KeyboardInterrupt as e:  # ScanInterrupted once the scan has started

@@ -10,6 +10,7 @@ import os
 
 from ..keys import TriggerKey, load_key
 from ..verification import verify
+from . import _reference
 from ._args import add_arch_arguments, arch_kwargs, refuse_existing
 from ._common import guard
 
@@ -25,6 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     p.add_argument("--out", metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _reference.add_argument(p)
     p.set_defaults(func=guard(run))
 
 
@@ -41,7 +43,12 @@ def run(args) -> int:
     if args.arch is None and isinstance(key, TriggerKey):
         raise ValueError("--arch MODULE:FACTORY is required with a trigger-set key (a model "
                          "file holds weights, not the network that runs the triggers)")
-    verdict = verify(args.model, key, args.alpha, arch=args.arch, arch_kwargs=kwargs)
+    reference = _reference.load(args, kwargs)
+    if reference is not None and not isinstance(key, TriggerKey):
+        # the suspect is read as a state_dict: a widened copy does not fit --arch's network
+        verdict = verify(args.model, key, args.alpha, reference=reference)
+    else:
+        verdict = verify(args.model, key, args.alpha, arch=args.arch, arch_kwargs=kwargs)
     if args.out is not None:
         with open(args.out, "w") as f:
             f.write(verdict.to_json())

@@ -19,7 +19,7 @@ from .report import RobustnessReport, Row
 
 def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None, *,
              alpha: float = 1e-6, attacker: str | None = None, progress: bool | None = None,
-             seed: int = 0) -> RobustnessReport:
+             seed: int = 0, reference: nn.Module | None = None) -> RobustnessReport:
     """Runs every attack on `model` and verifies every key on each attacked model.
 
     `keys`: a key, a list of keys, or a {name: key} mapping. `attacks`: names ("ftal",
@@ -34,10 +34,16 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
     without a `key` gets a fresh attacker key (abstract triggers shaped like the first
     trigger key, or a weight key on the first weight key's targets). The first rows are the
     unattacked model's. Attacks never change `model`; it is left in eval mode.
+    `reference` (e.g. `model` itself): each weight key gets a second row per attacked
+    model, key "<name>+reference", read after aligning to it (weights/align.py), beside
+    the plain read; what permute / rescale / add_dummy_units do to each shows side by side.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     named = _named_keys(keys)
+    if reference is not None:
+        from ..weights.align import as_reference
+        reference = as_reference(reference)  # traced and hashed once
     if isinstance(attacks, (str, tuple)) or callable(attacks):
         attacks = [attacks]
     runs = [r for i, spec in enumerate(attacks) for r in expand(spec, i)]
@@ -54,7 +60,8 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
         _complete(run, named, attacker_data)
     model.eval()
     base_accuracy = accuracy(model, test_batches)
-    rows = _score(model, named, "none", "", base_accuracy, base_accuracy, 0.0, {}, alpha)
+    rows = _score(model, named, "none", "", base_accuracy, base_accuracy, 0.0, {}, alpha,
+                  reference)
     # progress None: a bar only on a terminal (tqdm's disable=None)
     bar = tqdm(runs, desc="attacks", unit="attack",
                disable=None if progress is None else not progress)
@@ -71,7 +78,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
         attacked.eval()
         acc = accuracy(attacked, test_batches)
         rows += _score(attacked, named, run.name, run.label, acc, base_accuracy, seconds,
-                       getattr(attacked, "attack_info", {}), alpha)
+                       getattr(attacked, "attack_info", {}), alpha, reference)
     return RobustnessReport(rows=rows, alpha=alpha, base_accuracy=base_accuracy,
                             attacker=attacker or described,
                             test=test_batches.describe())
@@ -154,10 +161,15 @@ def attacker_key(keys: dict) -> TriggerKey | WeightKey:
 PROVIDERS = {"data": _give_data, "normalization": _give_normalization, "key": _give_key}
 
 
-def _score(model, keys, attack, params, acc, base, seconds, info, alpha) -> list[Row]:
+def _score(model, keys, attack, params, acc, base, seconds, info, alpha,
+           reference=None) -> list[Row]:
     rows = []
-    for name, key in keys.items():
-        v = verify(model, key, alpha=alpha)
+    reads = [(name, key, None) for name, key in keys.items()]
+    if reference is not None:
+        reads += [(f"{name}+reference", key, reference) for name, key in keys.items()
+                  if isinstance(key, WeightKey)]
+    for name, key, ref in reads:
+        v = verify(model, key, alpha=alpha, reference=ref)
         rows.append(Row(attack=attack, params=params, key=name,
                         scheme="weight" if isinstance(key, WeightKey) else "trigger-set",
                         accuracy=acc, accuracy_change=acc - base, matches=v.matches,

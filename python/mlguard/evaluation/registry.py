@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..attacks.registry import get_attack
 from ..keys import TriggerKey, WeightKey
 
+
 @dataclass
 class Run:
     """One attack to run: `name` as reported, the function, its parameters, and what

@@ -93,6 +93,7 @@ class CheckerOptions:
     arch: Callable[[], torch.nn.Module] | None = None  # builds the architecture, no weights
     batch_size: int = 1024
     autocast: bool = False  # bf16 autocast (CUDA only)
+    reference: object | None = None  # weights.align.Reference: weight keys read after alignment
 
 
 def scheme_of(key) -> str:

@@ -80,7 +80,8 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
          arch_kwargs: dict | None = None,
          autocast: bool | None = None,
          prefetch: int | None = None,
-         memory_cap: int | None = None) -> ScanResult:
+         memory_cap: int | None = None,
+         reference=None) -> ScanResult:
     """Checks every model file under `models` against every key; returns one row per pair.
 
     Args:
@@ -109,6 +110,9 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             files being read (twice their size while they decode), decoded models waiting
             for a batched check, reusable buffers. Peak memory stays within the cap + one
             model + a constant; a model larger than the cap is still checked, alone.
+        reference: the owner's reference model (an nn.Module or weights.align.Reference),
+            loaded once; weight keys then read each model after aligning it once to it, so
+            permuted, rescaled or widened copies are found (trigger keys ignore it).
 
     Returns:
         A ScanResult: a list of rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``)
@@ -150,7 +154,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
                          "arch='package.module:factory', or --arch on the command line)")
     autocast = device.type == "cuda" if autocast is None else bool(autocast)
     batch_size = batch_size or (1024 if device.type == "cuda" else 64)
-    options = CheckerOptions(factory, batch_size, autocast)
+    if reference is not None:
+        from ..weights.align import as_reference
+        reference = as_reference(reference)  # traced and hashed once for the whole scan
+    options = CheckerOptions(factory, batch_size, autocast, reference)
     checkers = {scheme: CHECKERS[scheme](members, device, options)
                 for scheme, members in by_scheme.items()}
     for checker in checkers.values():  # configuration errors stop the scan before it starts
@@ -169,7 +176,9 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     if journal is not None:
         journal_db = Journal(distributed.journal_shard(journal, ranks), {
             "arch": arch_name(arch, arch_kwargs), "trust_torchscript": bool(trust_torchscript),
-            "precision": "bf16-autocast" if autocast and device.type == "cuda" else "fp32"})
+            "precision": "bf16-autocast" if autocast and device.type == "cuda" else "fp32",
+            # rows read with and without alignment (or to another reference) never mix
+            "reference": reference.sha256 if reference is not None else None})
     try:
         rows, todo = _plan(files, key_list, journal_db)
         if journal_db is not None and rows and ranks.rank == 0:

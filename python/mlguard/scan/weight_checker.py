@@ -12,7 +12,7 @@ import torch
 
 from ..keys.weight_key import SCHEME, WeightKey
 from ..ops.keyed_projection import read_bits
-from .checkers import register_state_dict_checker
+from .checkers import CheckerOptions, Outcome, StateDictChecker, _as_outcome, register_checker
 
 
 def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.device) -> list:
@@ -58,4 +58,43 @@ def check_weights(state_dicts: list[dict], keys: list[WeightKey], device: torch.
     return answers
 
 
-register_state_dict_checker(SCHEME, check_weights, models_per_call=64)
+class WeightChecker(StateDictChecker):
+    """check_weights, after aligning each model once to the scan's reference (if any):
+    matching skips every tensor any of the keys reads (weights/align.py)."""
+
+    fn = staticmethod(check_weights)
+    models_per_call = 64
+
+    def __init__(self, keys: list, device: torch.device, options: CheckerOptions):
+        super().__init__(keys, device, options)
+        self.reference = options.reference
+        self.exclude = {t for k in keys for t in k.targets}
+
+    def check(self, models):
+        if self.reference is None:
+            return self._mark(super().check(models), {"permutation_invariant": False})
+        from ..weights.align import align  # weights imports verification, which scan uses
+        out = []
+        for model in models:  # each model aligned once for all keys
+            try:
+                state, record = align(model.state_dict, self.reference, self.exclude)
+            except Exception as e:  # one model's failure must not fail the others
+                out.append([Outcome.failed(f"weight key: alignment to the reference failed: "
+                                           f"{type(e).__name__}: {e}"[:300])] * len(self.keys))
+                continue
+            state = {k: v.to(self.device) for k, v in state.items()}
+            answers = [_as_outcome(a) for a in check_weights([state], self.keys, self.device)[0]]
+            out.append(self._mark([answers], {"permutation_invariant": True,
+                                              "alignment": record.to_dict()})[0])
+        return out
+
+    @staticmethod
+    def _mark(outcomes, extra: dict):
+        for per_model in outcomes:
+            for o in per_model:
+                if o.error is None:
+                    o.extra.update(extra)
+        return outcomes
+
+
+register_checker(SCHEME, WeightChecker)

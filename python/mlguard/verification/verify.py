@@ -63,8 +63,15 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
 def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightKey,
            alpha: float = 1e-6, batch_size: int = 256, *,
            arch=None, arch_kwargs: Mapping | None = None,
-           carriers: torch.Tensor | None = None) -> Verdict:
+           carriers: torch.Tensor | None = None, reference=None) -> Verdict:
     """Does `model` carry the watermark of `key`? An exact binomial test.
+
+    `reference` (weight keys): the owner's reference model (an nn.Module or a
+    mlguard.weights.align.Reference). The suspect is first aligned to it (weights/align.py),
+    so permuted, rescaled or widened copies read as the original; the verdict's extra
+    records the alignment and the reference's hash. Without it the weights are read where
+    they are, and extra["permutation_invariant"] is False. Trigger keys ignore it: the
+    model's answers do not depend on how its units are ordered.
 
     Trigger keys: matches are triggers answered with the key's label; weight keys: message
     bits read correctly (see verify_weights).
@@ -89,7 +96,7 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
     file_sha = None
     if isinstance(model, (str, os.PathLike)):
         if isinstance(key, WeightKey) and arch is None and arch_kwargs is None:
-            return verify_weights(model, key, alpha)  # the file's state_dict is enough
+            return verify_weights(model, key, alpha, reference)  # the file's state_dict is enough
         model, file_sha = load_model_file(model, arch, arch_kwargs=arch_kwargs)
     elif arch is not None or arch_kwargs is not None:
         raise ValueError("arch and arch_kwargs are only for a model given as a file path, "
@@ -98,7 +105,7 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
         if not isinstance(model, (torch.nn.Module, Mapping)):
             raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file "
                             f"path, got {type(model).__name__}")
-        return _read_weights(_weights_of(model), [key], alpha, file_sha)[0]
+        return _read_weights(_weights_of(model), [key], alpha, file_sha, reference)[0]
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a model file path, got "
                         f"{type(model).__name__}")
@@ -180,7 +187,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @torch.no_grad()
 def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
-                   key: WeightKey, alpha: float = 1e-6) -> Verdict:
+                   key: WeightKey, alpha: float = 1e-6, reference=None) -> Verdict:
     """Reads the key's message from the model's weights: a module, a state_dict (also a
     checkpoint dict or DDP / torch.compile names, unwrapped as from a file) or a model file
     (its SHA-256 goes into the verdict).
@@ -189,22 +196,24 @@ def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | o
     probability 1/2, so the test is exact binomial with p = 1/2; the bit error rate is in
     the verdict's extra.
     """
-    return verify_weights_many(model, [key], alpha)[0]
+    return verify_weights_many(model, [key], alpha, reference)[0]
 
 
 @torch.no_grad()
 def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
-                        keys: list[WeightKey], alpha: float = 1e-6) -> list[Verdict]:
+                        keys: list[WeightKey], alpha: float = 1e-6,
+                        reference=None) -> list[Verdict]:
     """verify_weights for many keys at once: keys that share targets, reduction and length
-    are read with one batched projection, and the model is hashed once. Each key's bits are
+    are read with one batched projection, and the model is hashed once (and, with a
+    `reference`, aligned once, matching on what none of the keys reads). Each key's bits are
     read by the definition it names (WeightKey.projection), the same on every device."""
     if isinstance(model, (str, os.PathLike)):
         state, file_sha = read_checkpoint(model)
-        return _read_weights(state, keys, alpha, file_sha)
+        return _read_weights(state, keys, alpha, file_sha, reference)
     if not isinstance(model, (torch.nn.Module, Mapping)):
         raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file path, "
                         f"got {type(model).__name__}")
-    return _read_weights(_weights_of(model), keys, alpha, None)
+    return _read_weights(_weights_of(model), keys, alpha, None, reference)
 
 
 def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
@@ -216,13 +225,19 @@ def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alpha: float,
-                  file_sha: str | None) -> list[Verdict]:
-    weights_sha = state_dict_sha256(state)
+                  file_sha: str | None, reference=None) -> list[Verdict]:
+    weights_sha = state_dict_sha256(state)  # of the suspect as given, before any alignment
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
             raise TypeError(f"keys[{i}] must be a WeightKey, got {type(key).__name__}")
         groups.setdefault((key.targets, key.reduce, key.bits, key.projection), []).append(i)
+    invariance: dict = {"permutation_invariant": False}
+    if reference is not None:
+        from ..weights.align import align  # weights imports this module
+        state, alignment = align(state, reference,
+                                 exclude={t for k in keys for t in k.targets})
+        invariance = {"permutation_invariant": True, "alignment": alignment.to_dict()}
     verdicts: list[Verdict | None] = [None] * len(keys)
     for (targets, reduce, bits, projection), members in groups.items():
         w = keys[members[0]].gather(state).detach()
@@ -233,6 +248,7 @@ def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alph
             verdicts[i] = make_verdict(
                 "weight", matches, bits, 0.5, alpha, keys[i].commitment(), weights_sha,
                 str(w.device), extra={"bit_error_rate": 1 - matches / bits,
-                                      "targets": list(targets), "reduce": reduce},
+                                      "targets": list(targets), "reduce": reduce,
+                                      **invariance},
                 file_sha256=file_sha, key_label=keys[i].label)
     return verdicts  # type: ignore[return-value]

@@ -111,9 +111,13 @@ class Fingerprints:
         return dataclasses.replace(key, nonce=nonce, label=_label(customer_id))
 
     def identify(self, model, customers: Iterable[str] | None = None,
-                 alpha: float = 1e-6) -> Identification:
+                 alpha: float = 1e-6, reference=None) -> Identification:
         """Tests every customer's key (all issued ones by default); names the best if it
-        survives Bonferroni correction. An id never issued is refused (see the class)."""
+        survives Bonferroni correction. An id never issued is refused (see the class).
+
+        `reference` (weight scheme): the shop's base or reference model; the suspect is
+        aligned to it once (weights/align.py) before all customers' keys are read, so a
+        buyer who permutes, rescales or widens their copy is still named."""
         if customers is None:
             if not self.issued:
                 raise ValueError(
@@ -129,7 +133,7 @@ class Fingerprints:
         self.check_issued(customers)
         keys = [self._derive(cid) for cid in customers]
         if self.scheme == "weight":
-            verdicts = verify_weights_many(model, keys, alpha)  # one batched projection
+            verdicts = verify_weights_many(model, keys, alpha, reference)  # one batched read
         else:
             verdicts = [verify(model, k, alpha=alpha) for k in keys]
         best_id, best = min(zip(customers, verdicts), key=lambda cv: cv[1].log_p_value)
@@ -137,7 +141,6 @@ class Fingerprints:
         return Identification(customer=best_id if log_adj < math.log(alpha) else None,
                               adjusted_p_value=math.exp(log_adj), log_adjusted_p_value=log_adj,
                               verdict=best, tried=len(customers))
-
 
     def check_issued(self, customers: Iterable[str]) -> None:
         """ValueError naming every id never issued a key, with the closest issued ids."""
