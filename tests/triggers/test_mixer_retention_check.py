@@ -228,3 +228,13 @@ def test_bad_check_arguments_are_refused_by_name(kwargs, match):
     kwargs.setdefault("per_batch", 4)
     with pytest.raises((ValueError, TypeError), match=match):
         TriggerMixer(k, **kwargs)
+
+
+def test_mix_with_a_model_and_a_loader_without_len_needs_check_every():
+    k = key()
+    with pytest.raises(ValueError, match="no len\\(\\) needs check_every="):
+        mix((b for b in [batch()]), k, model=Memorizer(k, 0))
+    with pytest.raises(ValueError, match="the loader is empty"):
+        mix([], k, model=Memorizer(k, 0))
+    assert mix((b for b in [batch()]), k, model=Memorizer(k, 0), check_every=7).mixer \
+        .check_every == 7
