@@ -56,8 +56,8 @@ def main() -> None:
     torch.manual_seed(0)
     owner = train(small_cnn(), *subset(images, labels, args.images, 0), 2, 0,
                   watermark=WeightWatermark(owner_key, strength=0.01))
-    shop = Fingerprints(secret(7), bits=64, targets=("7.weight",))
     customers = [f"customer-{i:02d}" for i in range(20)]
+    shop = Fingerprints(secret(7), bits=64, targets=("7.weight",), issued=customers)
     sold = small_cnn()
     sold.load_state_dict(owner.state_dict())
     sold = train(sold, *subset(images, labels, args.images // 4, 11), 1, 11, lr=3e-4,

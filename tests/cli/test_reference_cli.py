@@ -46,6 +46,7 @@ def test_fingerprint_identify_with_reference(tmp_path):
     torch.save(base.state_dict(), tmp_path / "base.pt")
     assert main(["fingerprint", "new", "--out", str(tmp_path / "master.json"), "--bits", "64",
                  "--targets", "7.weight"]) == 0
+    assert main(["fingerprint", "issued", str(tmp_path / "master.json"), "acme", "globex"]) == 0
     master = json.loads((tmp_path / "master.json").read_text())
     shop = Fingerprints(master["secret"], bits=64, targets=("7.weight",))
     copy = small_cnn().eval()

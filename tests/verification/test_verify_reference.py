@@ -70,12 +70,12 @@ def test_an_unrelated_model_stays_undetected_after_alignment(owner):
 def test_fingerprint_identifies_a_stacked_copy_with_the_reference():
     torch.manual_seed(0)
     base = small_cnn().eval()
-    shop = Fingerprints(bytes(range(32)), bits=64, targets=("7.weight",))
+    customers = ["globex", "acme", "initech"]
+    shop = Fingerprints(bytes(range(32)), bits=64, targets=("7.weight",), issued=customers)
     copy = small_cnn().eval()
     copy.load_state_dict(base.state_dict())
     embed_weights(copy, shop.key_for("acme"), strength=1.0)
     leaked = ATTACKS["stacked"](copy)
-    customers = ["globex", "acme", "initech"]
     assert shop.identify(leaked, customers).customer is None  # today's read names no one
     found = shop.identify(leaked, customers, reference=base)
     assert found.customer == "acme"
