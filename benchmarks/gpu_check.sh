@@ -20,3 +20,5 @@ python3 -m pytest tests -q -rs 2>&1 | tee "$out/pytest.log" | tail -15
 python3 benchmarks/bench_trigger.py --json "$out/bench_trigger.json" | tee "$out/bench_trigger.txt"
 python3 benchmarks/bench_projection.py --json "$out/bench_projection.json" | tee "$out/bench_projection.txt"
 python3 benchmarks/bench_scan.py --models 200 --json "$out/bench_scan.json" | tee "$out/bench_scan.txt"
+# The CPU ops on every core of the GPU machine (quiet, unlike the shared dev machine).
+python3 benchmarks/bench_cpu_threads.py --threads "$(nproc)" | tee "$out/bench_cpu_threads.txt"
