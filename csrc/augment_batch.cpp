@@ -31,10 +31,10 @@ void check_augment_values(const at::Tensor& index, const at::Tensor& offsets, in
 
 }  // namespace
 
-AugmentNormalize check_augment_batch_args(const at::Tensor& images, const at::Tensor& index,
-                                          const at::Tensor& offsets, const at::Tensor& flip,
-                                          int64_t pad, c10::ArrayRef<double> mean,
-                                          c10::ArrayRef<double> std, at::ScalarType dtype) {
+Normalize check_augment_batch_args(const at::Tensor& images, const at::Tensor& index,
+                                   const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
+                                   c10::ArrayRef<double> mean, c10::ArrayRef<double> std,
+                                   at::ScalarType dtype) {
   TORCH_CHECK(images.dim() == 4, "augment_batch: images must be 4-D (N, C, H, W), got ",
               images.dim(), "-D");
   TORCH_CHECK(images.scalar_type() == at::kByte, "augment_batch: images must be uint8, got ",
@@ -59,19 +59,7 @@ AugmentNormalize check_augment_batch_args(const at::Tensor& images, const at::Te
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
                   dtype == at::kBFloat16,
               "augment_batch: dtype must be float32, float64, float16 or bfloat16, got ", dtype);
-  TORCH_CHECK(C <= kAugmentMaxChannels, "augment_batch: at most ", kAugmentMaxChannels,
-              " channels are supported, got ", C);
-  TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C,
-              "augment_batch: mean and std need one value per channel (", C, "), got ",
-              mean.size(), " and ", std.size());
-  AugmentNormalize norm{};
-  for (int64_t c = 0; c < C; ++c) {
-    TORCH_CHECK(std::isfinite(mean[c]) && std::isfinite(std[c]) && std[c] > 0,
-                "augment_batch: mean must be finite and std finite and > 0, got mean[", c,
-                "] = ", mean[c], ", std[", c, "] = ", std[c]);
-    norm.mean[c] = static_cast<float>(mean[c]);
-    norm.std[c] = static_cast<float>(std[c]);
-  }
+  const Normalize norm = check_normalization("augment_batch", C, mean, std);
   // The same value checks on every device. On a GPU they cost one host sync: the kernel
   // would otherwise zero-fill for a bad offset and trap for a bad index (a device assert
   // poisons the CUDA context for the rest of the process).
@@ -93,7 +81,7 @@ at::Tensor augment_batch_cpu(const at::Tensor& images, const at::Tensor& index,
                              const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
                              c10::ArrayRef<double> mean, c10::ArrayRef<double> std,
                              at::ScalarType dtype) {
-  const AugmentNormalize norm =
+  const Normalize norm =
       check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
   const int64_t C = images.size(1), H = images.size(2), W = images.size(3);
   const int64_t B = index.numel();

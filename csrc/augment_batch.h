@@ -7,29 +7,22 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include "normalization.h"
 #include "philox.h"  // MLGUARD_HD
 
 namespace mlguard {
 
-constexpr int64_t kAugmentMaxChannels = 16;
-
-// Per-channel normalization, passed to the CUDA kernel by value.
-struct AugmentNormalize {
-  float mean[kAugmentMaxChannels];
-  float std[kAugmentMaxChannels];
-};
-
 // The output value for pixel byte `v` of channel `c`: (v / 255 - mean) / std in float32,
 // exactly as ToTensor then Normalize compute it. Padding is v = 0 (black), as RandomCrop.
-MLGUARD_HD float augment_value(uint8_t v, int64_t c, const AugmentNormalize& norm) {
+MLGUARD_HD float augment_value(uint8_t v, int64_t c, const Normalize& norm) {
   const float x = static_cast<float>(v) / 255.0f;
   return (x - norm.mean[c]) / norm.std[c];
 }
 
 // Shared by the CPU and CUDA kernels: checks every argument and packs the normalization.
-AugmentNormalize check_augment_batch_args(const at::Tensor& images, const at::Tensor& index,
-                                          const at::Tensor& offsets, const at::Tensor& flip,
-                                          int64_t pad, c10::ArrayRef<double> mean,
-                                          c10::ArrayRef<double> std, at::ScalarType dtype);
+Normalize check_augment_batch_args(const at::Tensor& images, const at::Tensor& index,
+                                   const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
+                                   c10::ArrayRef<double> mean, c10::ArrayRef<double> std,
+                                   at::ScalarType dtype);
 
 }  // namespace mlguard

@@ -10,10 +10,10 @@
 
 namespace mlguard {
 
-MixNormalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
-                                     const at::Tensor& bank, const at::Tensor& bank_labels,
-                                     int64_t step, int64_t per_batch, int64_t pad,
-                                     c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
+Normalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
+                                  const at::Tensor& bank, const at::Tensor& bank_labels,
+                                  int64_t step, int64_t per_batch, int64_t pad,
+                                  c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
   TORCH_CHECK(x.dim() == 4, "mix_triggers: x must be 4-D (N, C, H, W), got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()) && !at::isFloat8Type(x.scalar_type()),
               "mix_triggers: x must be float32, float64, float16 or bfloat16",
@@ -45,21 +45,7 @@ MixNormalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
   TORCH_CHECK(per_batch == 0 || bank.size(0) > 0, "mix_triggers: bank is empty");
   TORCH_CHECK(pad >= 0 && pad <= x.size(2) && pad <= x.size(3),
               "mix_triggers: pad must be in [0, min(H, W)], got ", pad);
-  const int64_t C = x.size(1);
-  TORCH_CHECK(C <= kMixMaxChannels, "mix_triggers: at most ", kMixMaxChannels,
-              " channels are supported, got ", C);
-  TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C,
-              "mix_triggers: mean and std need one value per channel (", C, "), got ",
-              mean.size(), " and ", std.size());
-  MixNormalize norm{};
-  for (int64_t c = 0; c < C; ++c) {
-    TORCH_CHECK(std::isfinite(mean[c]) && std::isfinite(std[c]) && std[c] > 0,
-                "mix_triggers: mean must be finite and std finite and > 0, got mean[", c,
-                "] = ", mean[c], ", std[", c, "] = ", std[c]);
-    norm.mean[c] = static_cast<float>(mean[c]);
-    norm.std[c] = static_cast<float>(std[c]);
-  }
-  return norm;
+  return check_normalization("mix_triggers", x.size(1), mean, std);
 }
 
 namespace {
@@ -68,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor> mix_triggers_cpu(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& bank,
     const at::Tensor& bank_labels, int64_t step, int64_t per_batch, int64_t seed, int64_t pad,
     bool flip, c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
-  const MixNormalize norm =
+  const Normalize norm =
       check_mix_triggers_args(x, y, bank, bank_labels, step, per_batch, pad, mean, std);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   auto out = at::empty({B + per_batch, C, H, W}, x.options(), x.suggest_memory_format());

@@ -6,17 +6,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include "normalization.h"
 #include "philox.h"
 
 namespace mlguard {
-
-constexpr int64_t kMixMaxChannels = 16;
-
-// Per-channel normalization passed by value to the CUDA kernel (no host-to-device copy).
-struct MixNormalize {
-  float mean[kMixMaxChannels];
-  float std[kMixMaxChannels];
-};
 
 // Trigger draw number g = step * per_batch + j decides both which bank image is used
 // (g mod bank size) and its augmentation, so a given step always yields the same samples.
@@ -38,7 +31,7 @@ MLGUARD_HD MixAugment mix_augment(uint64_t seed, int64_t draw, int64_t pad, bool
 // Element (c, h, w) of an augmented, normalized trigger; `image` is one contiguous (C, H, W)
 // bank entry in [0, 1]. Zero padding is applied before normalization, as torchvision does.
 MLGUARD_HD float mix_trigger_value(const float* image, const MixAugment& a,
-                                   const MixNormalize& norm, int64_t c, int64_t h, int64_t w,
+                                   const Normalize& norm, int64_t c, int64_t h, int64_t w,
                                    int64_t H, int64_t W) {
   const int64_t sh = h + a.dy, sw = (a.flip ? W - 1 - w : w) + a.dx;
   const float v = (sh < 0 || sh >= H || sw < 0 || sw >= W) ? 0.0f : image[(c * H + sh) * W + sw];
@@ -46,9 +39,9 @@ MLGUARD_HD float mix_trigger_value(const float* image, const MixAugment& a,
 }
 
 // Shared by the CPU and CUDA kernels: checks every argument and packs the normalization.
-MixNormalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
-                                     const at::Tensor& bank, const at::Tensor& bank_labels,
-                                     int64_t step, int64_t per_batch, int64_t pad,
-                                     c10::ArrayRef<double> mean, c10::ArrayRef<double> std);
+Normalize check_mix_triggers_args(const at::Tensor& x, const at::Tensor& y,
+                                  const at::Tensor& bank, const at::Tensor& bank_labels,
+                                  int64_t step, int64_t per_batch, int64_t pad,
+                                  c10::ArrayRef<double> mean, c10::ArrayRef<double> std);
 
 }  // namespace mlguard

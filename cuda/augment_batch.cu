@@ -19,7 +19,7 @@ at::Tensor augment_batch_cuda(const at::Tensor& images, const at::Tensor& index,
                               const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
                               c10::ArrayRef<double> mean, c10::ArrayRef<double> std,
                               at::ScalarType dtype) {
-  const AugmentNormalize norm =
+  const Normalize norm =
       check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
   const c10::cuda::CUDAGuard guard(images.device());
   const AugmentShape s{images.size(0), index.numel(), images.size(1), images.size(2),

@@ -18,7 +18,7 @@ template <typename scalar_t>
 __global__ void augment_batch_kernel(const uint8_t* images, const int64_t* index,
                                      const int64_t* offsets, const bool* flip, scalar_t* out,
                                      const __grid_constant__ AugmentShape s,
-                                     const __grid_constant__ AugmentNormalize norm) {
+                                     const __grid_constant__ Normalize norm) {
   const int64_t total = s.B * s.H * s.W * s.C;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -18,7 +18,7 @@ std::tuple<at::Tensor, at::Tensor> mix_triggers_cuda(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& bank,
     const at::Tensor& bank_labels, int64_t step, int64_t per_batch, int64_t seed, int64_t pad,
     bool flip, c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
-  const MixNormalize norm =
+  const Normalize norm =
       check_mix_triggers_args(x, y, bank, bank_labels, step, per_batch, pad, mean, std);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto fmt = x.suggest_memory_format();

@@ -21,7 +21,7 @@ __global__ void mix_triggers_kernel(const scalar_t* x, const int64_t* y, const f
                                     const int64_t* bank_labels, scalar_t* out, int64_t* y_out,
                                     MixShape s, int64_t step, uint64_t seed, int64_t pad,
                                     bool flip, bool channels_last,
-                                    const __grid_constant__ MixNormalize norm) {
+                                    const __grid_constant__ Normalize norm) {
   // norm is read in place from the kernel's parameter space (no per-thread local copy).
   const int64_t chw = s.C * s.H * s.W, batch_elems = s.B * chw, total = (s.B + s.P) * chw;
   const int64_t work = total > s.B + s.P ? total : s.B + s.P;  // labels even when chw == 0

@@ -213,7 +213,7 @@ MixResult emulated_mix(const at::Tensor& x, const at::Tensor& y, const at::Tenso
                        const at::Tensor& labels, int64_t step, int64_t per_batch, int64_t seed,
                        int64_t pad, bool flip, std::vector<double> mean, std::vector<double> std) {
   using namespace mlguard;
-  const MixNormalize norm =
+  const Normalize norm =
       check_mix_triggers_args(x, y, bank, labels, step, per_batch, pad, mean, std);
   const auto fmt = x.suggest_memory_format();
   const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
@@ -313,7 +313,7 @@ at::Tensor emulated_augment(const at::Tensor& images, const at::Tensor& index,
                             std::vector<double> mean, std::vector<double> std,
                             at::ScalarType dtype) {
   using namespace mlguard;
-  const AugmentNormalize norm =
+  const Normalize norm =
       check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
   const AugmentShape s{images.size(0), index.numel(), images.size(1), images.size(2),
                        images.size(3), pad};
