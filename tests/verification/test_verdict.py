@@ -163,6 +163,15 @@ def test_reads_verdict_json_written_before_the_rename() -> None:
         Verdict.from_dict({**new, "model_sha256": "0" * 64})
 
 
+def test_str_says_a_weight_read_without_reference_does_not_rule_out_permuted_copies() -> None:
+    plain = str(_verdict(matches=11, extra={"permutation_invariant": False}))
+    assert "not ruled out" in plain and "--reference" in plain
+    # detected, aligned, or not a weight read: nothing to add
+    for v in (_verdict(matches=100, extra={"permutation_invariant": False}),
+              _verdict(matches=11, extra={"permutation_invariant": True}), _verdict(matches=11)):
+        assert "not ruled out" not in str(v)
+
+
 def test_str_shows_tiny_p_values() -> None:
     v = _verdict(matches=100, total=100, extra={"bit_error_rate": 0.0})
     text = str(v)

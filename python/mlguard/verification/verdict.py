@@ -153,6 +153,12 @@ class Verdict:
             f"  run on:     {self.device or '-'} with mlguard {self.mlguard_version}",
         ]
         lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())]
+        if not self.detected and self.extra.get("permutation_invariant") is False:
+            # A weight read in the suspect's own coordinates: a copy whose hidden units were
+            # permuted, rescaled or padded reads as noise, so say how to rule that out.
+            lines.append("  note:       read without a reference model: a copy with permuted, "
+                         "rescaled or added hidden units is not ruled out (verify with "
+                         "reference=, or --reference FILE --arch M:F)")
         return "\n".join(lines)
 
 
