@@ -107,18 +107,18 @@ def run(setup: str, make_model, train, test, mean, std, batch_size: int, per_bat
     return row
 
 
+def curve_cells(curve: list[dict], epochs: int) -> list[str]:
+    """One cell per epoch: the matches, starred where detected; blank after the curve ends."""
+    cells = [f"{c['matches']}{'*' if c['detected'] else ''}" for c in curve[:epochs]]
+    return cells + [""] * (epochs - len(cells))
+
+
 def table(rows: list[dict], epochs: int) -> str:
     head = "| setup | per_batch | trigger views / epoch | " + " | ".join(
         f"ep {e}" for e in range(1, epochs + 1)) + " | test acc |"
     lines = [head, "|---|---:|---:|" + "---:|" * epochs + "---:|"]
     for r in rows:
-        cells = []
-        for e in range(epochs):
-            if e < len(r["curve"]):
-                c = r["curve"][e]
-                cells.append(f"{c['matches']}{'*' if c['detected'] else ''}")
-            else:
-                cells.append("")
+        cells = curve_cells(r["curve"], epochs)
         lines.append(f"| {r['setup']} | {r['per_batch']} | {r['trigger_views_per_epoch']:.1f} | "
                      + " | ".join(cells) + f" | {100 * r['test_accuracy']:.1f}% |")
     return "\n".join(lines)

@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench_retention import curve_cells
+
 import mlguard
 from mlguard import data
 
@@ -152,8 +154,7 @@ def table(rows: list[dict], epochs: int) -> str:
             + " | ".join(f"ep {e}" for e in range(1, epochs + 1)) + " | test acc |")
     lines = [head, "|---|---|---:|---:|" + "---:|" * epochs + "---:|"]
     for r in rows:
-        cells = [f"{c['matches']}{'*' if c['detected'] else ''}" for c in r["curve"]]
-        cells += [""] * (epochs - len(cells))
+        cells = curve_cells(r["curve"], epochs)
         views = r["steps_per_epoch"] * r["per_batch"] / r["curve"][0]["total"]
         lines.append(f"| {r['kind']} | {r['schedule']} | {r['per_batch']} | {views:.1f} | "
                      + " | ".join(cells) + f" | {100 * r['test_accuracy']:.1f}% |")
