@@ -63,7 +63,9 @@ def _scan_counting_reads(folder, key, journal, monkeypatch):
     return rows, reads
 
 
-def test_a_same_size_file_with_its_old_mtime_is_checked_again(tmp_path, monkeypatch):
+def _journaled_suspect(tmp_path):
+    """A folder holding one watermarked model, scanned once into a journal: (key, folder,
+    model path, journal path)."""
     key = _pair(tmp_path)
     folder = tmp_path / "suspects"
     folder.mkdir()
@@ -72,6 +74,11 @@ def test_a_same_size_file_with_its_old_mtime_is_checked_again(tmp_path, monkeypa
     shutil.copyfile(tmp_path / "marked.safetensors", model)
     (first,) = scan(folder, key, device="cpu", journal=journal)
     assert first["detected"]
+    return key, folder, model, journal
+
+
+def test_a_same_size_file_with_its_old_mtime_is_checked_again(tmp_path, monkeypatch):
+    key, folder, model, journal = _journaled_suspect(tmp_path)
 
     for source, detected, how in [("clean", False, "copy"), ("marked", True, "copy"),
                                   ("clean", False, "rename"), ("marked", True, "rename")]:
@@ -86,13 +93,7 @@ def test_a_same_size_file_with_its_old_mtime_is_checked_again(tmp_path, monkeypa
 
 def test_a_journal_from_before_the_stamp_columns_opens_and_its_rows_are_redone(
         tmp_path, monkeypatch):
-    key = _pair(tmp_path)
-    folder = tmp_path / "suspects"
-    folder.mkdir()
-    model = folder / "model.safetensors"
-    journal = tmp_path / "j.db"
-    shutil.copyfile(tmp_path / "marked.safetensors", model)
-    assert scan(folder, key, device="cpu", journal=journal)[0]["detected"]
+    key, folder, model, journal = _journaled_suspect(tmp_path)
     with sqlite3.connect(journal) as db:  # the journal as mlguard 0.3 wrote it
         for column in ("ctime_ns", "inode", "device"):
             db.execute(f"ALTER TABLE rows DROP COLUMN {column}")
