@@ -3,7 +3,9 @@ never changes its input (what it did is in the result's `attack_info`).
 
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
 weight_noise, distill, overwrite; the free transforms that keep the function
-exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur.
+exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
+mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squeezing,
+input_flipping.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
 Each attack registers itself with @register_attack (registry.py); list_attacks() names them.
 """
@@ -12,6 +14,8 @@ from ._data import last_conv, last_linear
 from .distill import distill
 from .dummy_units import add_dummy_units
 from .fine_tune import MODES, fine_tune
+from .input_transforms import (feature_squeezing, input_flipping, input_noising,
+                               input_quantization, mean_smoothing, median_smoothing)
 from .noise import weight_noise
 from .overwrite import overwrite
 from .permute import permute
@@ -23,4 +27,6 @@ from .rescale import rescale
 
 __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
            "distill", "overwrite", "permute", "rescale", "add_dummy_units", "jpeg", "blur",
+           "mean_smoothing", "median_smoothing", "input_noising", "input_quantization",
+           "feature_squeezing", "input_flipping",
            "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

@@ -34,9 +34,13 @@ def jpeg(model: nn.Module, quality: int = 75, mean=None, std=None) -> nn.Module:
 
 
 @register_attack("blur", main_param="sigma", needs=("normalization",), side="query",
+                 aliases=("gaussian_smoothing", "input_gaussian_smoothing"),
                  example={"sigma": 1.0})
 def blur(model: nn.Module, sigma: float = 1.0, mean=None, std=None) -> nn.Module:
-    """Every input gets a Gaussian blur of std `sigma` pixels (kernel 2*ceil(3 sigma)+1)."""
+    """Every input gets a Gaussian blur of std `sigma` pixels (kernel 2*ceil(3 sigma)+1).
+
+    WRT's input_gaussian_smoothing (sigma 0.5 in its CIFAR-10 config), with the border
+    mirrored where WRT pads with zeros."""
     sigma = check_real("sigma", sigma, low=0, low_open=True)
     size = 2 * math.ceil(3 * sigma) + 1
 
