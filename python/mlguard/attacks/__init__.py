@@ -2,7 +2,8 @@
 never changes its input (what it did is in the result's `attack_info`).
 
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
-weight_noise, distill, overwrite; the free transforms that keep the function
+weight_noise, distill, overwrite, label_smoothing, label_noise, weight_shifting,
+regularization, adversarial_training; the free transforms that keep the function
 exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
 mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squeezing,
 input_flipping.
@@ -11,6 +12,7 @@ Each attack registers itself with @register_attack (registry.py); list_attacks()
 """
 
 from ._data import last_conv, last_linear
+from .adversarial_training import adversarial_training
 from .distill import distill
 from .dummy_units import add_dummy_units
 from .fine_tune import MODES, fine_tune
@@ -23,10 +25,14 @@ from .prune import fine_prune, prune
 from .quantize import cast, quantize
 from .query import blur, jpeg
 from .registry import ATTACKS, get_attack, list_attacks, register_attack
+from .regularization import regularization
 from .rescale import rescale
+from .soft_labels import label_noise, label_smoothing
+from .weight_shifting import weight_shifting
 
 __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
            "distill", "overwrite", "permute", "rescale", "add_dummy_units", "jpeg", "blur",
            "mean_smoothing", "median_smoothing", "input_noising", "input_quantization",
-           "feature_squeezing", "input_flipping",
+           "feature_squeezing", "input_flipping", "label_smoothing", "label_noise",
+           "weight_shifting", "regularization", "adversarial_training",
            "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .._checks import check_int, check_real
+
 
 class Batches:
     """Re-iterable (x, y) batches from a DataLoader, a Dataset or an (x, y) tensor pair.
@@ -148,3 +150,42 @@ def info(model: nn.Module, **figures) -> nn.Module:
     model.attack_info = figures
     return model
 
+
+
+LABEL_SOURCES = ("victim", "data")
+
+
+def label_source(victim: nn.Module, labels: str):
+    """(x, y) -> the labels the attacker trains on: the victim's answers (`"victim"`: a thief
+    who queries the model, WRT's `true_labels: False`) or the attacker's own (`"data"`)."""
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
+    if labels == "data":
+        return lambda x, y: y
+
+    def answers(x, _y):
+        was = victim.training
+        victim.eval()
+        try:
+            with torch.no_grad():
+                return victim(x).argmax(dim=1)
+        finally:
+            victim.train(was)
+
+    return answers
+
+
+def train_copy(model: nn.Module, data, loss_fn, epochs, lr, batch_size: int, seed: int,
+               prepare=None) -> tuple[nn.Module, Batches]:
+    """A private copy of `model`, changed by `prepare(copy)` if given, then trained (every
+    layer, Adam at `lr`) for `epochs` on the attacker's data with `loss_fn(m, x, y)`."""
+    epochs = check_int("epochs", epochs, low=1)
+    lr = check_real("lr", lr, low=0, low_open=True)
+    batches = Batches(data, batch_size, seed)
+    attacked = private_copy(model)
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(attacked)
+    train_epochs(attacked, batches, epochs, torch.optim.Adam(attacked.parameters(), lr=lr),
+                 loss_fn)
+    return attacked, batches
