@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlguard import RobustnessReport, TriggerKey, WeightKey, evaluate, verify
+from mlguard import RobustnessReport, TriggerKey, WeightKey, attacks, evaluate, verify
+from mlguard.attacks import Stack, stack
 from mlguard.evaluation import parse_cli
 from mlguard.evaluation.report import Row
 
@@ -159,3 +160,34 @@ def test_to_pandas_or_a_clear_error():
     else:
         frame = sample_report().to_pandas()
         assert list(frame["attack"]) == ["none", "prune"]
+
+
+# -- stacked attacks: steps in order as one attack, each given what it needs --------------
+
+
+def test_a_stack_is_its_steps_in_order(setup):
+    model, key, wkey, data = setup
+    report = evaluate(model, {"mine": key, "w": wkey},
+                      [stack(("prune", {"amount": [0.3, 0.6]}), ("ftal", {"epochs": 1}))],
+                      data, data, progress=False)
+    stacked = [r for r in report.rows if r.attack == "prune+ftal"]
+    assert [r.params for r in stacked[::2]] == ["prune(amount=0.3) + ftal(mode=FTAL, epochs=1)",
+                                                "prune(amount=0.6) + ftal(mode=FTAL, epochs=1)"]
+    steps = stacked[0].info["steps"]
+    assert [s["attack"] for s in steps] == ["prune", "ftal"]
+    assert steps[0]["pruned_fraction"] == pytest.approx(0.3, abs=0.01)
+    assert steps[1]["attacker_samples"] == 60  # the data need reached the second step
+    # the same as running the steps by hand
+    by_hand = attacks.fine_tune(attacks.prune(model, 0.3), data, "FTAL", epochs=1)
+    assert stacked[0].matches == verify(by_hand, key).matches
+
+
+def test_stacks_are_checked_and_parsed():
+    assert parse_cli("rtal:2+distill,cast") == [
+        Stack((("rtal", {"epochs": 2}), ("distill", {}))), ("cast", {})]
+    with pytest.raises(ValueError, match="at least two"):
+        stack("ftal")
+    with pytest.raises(TypeError, match="not stacks"):
+        stack("ftal", stack("prune", "cast"))
+    with pytest.raises(ValueError, match="unknown attack"):
+        parse_cli("rtal+shred")

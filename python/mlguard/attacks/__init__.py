@@ -9,6 +9,7 @@ mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squ
 input_flipping.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
 Each attack registers itself with @register_attack (registry.py); list_attacks() names them.
+stack(a, b, ...) applies several as one ("rtal:2+distill" on the command line).
 """
 
 from ._data import last_conv, last_linear
@@ -28,11 +29,12 @@ from .registry import ATTACKS, get_attack, list_attacks, register_attack
 from .regularization import regularization
 from .rescale import rescale
 from .soft_labels import label_noise, label_smoothing
+from .stacked import Stack, stack
 from .weight_shifting import weight_shifting
 
 __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "weight_noise",
            "distill", "overwrite", "permute", "rescale", "add_dummy_units", "jpeg", "blur",
            "mean_smoothing", "median_smoothing", "input_noising", "input_quantization",
            "feature_squeezing", "input_flipping", "label_smoothing", "label_noise",
-           "weight_shifting", "regularization", "adversarial_training",
+           "weight_shifting", "regularization", "adversarial_training", "Stack", "stack",
            "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

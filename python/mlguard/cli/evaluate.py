@@ -20,6 +20,7 @@ from ._args import add_arch_arguments, add_progress_arguments, arch_kwargs
 EPILOG = """attacks: comma-separated; a value after ':' sets the attack's main parameter
 (prune:0.5 amount, quantize:4 bits, cast:bf16, noise:0.5 sigma, jpeg:50 quality, blur:1.0
 sigma, ftal:3 / distill:5 epochs), further ':k=v' other ones (fine_prune:0.5:epochs=2).
+'+' stacks attacks into one (rtal:2+distill: RTAL, then distillation of its result).
 --list-attacks lists every attack with its aliases, main parameter and what it needs.
 overwrite embeds a fresh attacker key of its own.
 

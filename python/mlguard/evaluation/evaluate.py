@@ -48,7 +48,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
         attacks = [attacks]
     runs = [r for i, spec in enumerate(attacks) for r in expand(spec, i)]
     test_batches = Batches(test_data, batch_size=512, shuffle=False, name="test_data")
-    users = [r.name for r in runs if "data" in r.needs]
+    users = [r.name for r in runs if any("data" in s.needs for s in (r, *r.steps))]
     if attacker_data is None:
         if users:
             raise ValueError(f"attacker_data is None, but attacks {users} train on the "
@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
     for run in bar:
         bar.set_postfix_str(f"{run.name} {run.label}"[:60])
         start = time.perf_counter()
-        attacked = run.fn(model, **run.params)
+        attacked = run(model)
         seconds = time.perf_counter() - start
         if not isinstance(attacked, nn.Module):
             raise TypeError(f"attack {run.name} returned {type(attacked).__name__}, not a model")
@@ -121,7 +121,10 @@ def _named_keys(keys) -> dict[str, TriggerKey | WeightKey]:
 
 
 def _complete(run: Run, keys: dict, attacker_data) -> None:
-    """Fills in what a run needs from the evaluation (its registry entry's `needs`)."""
+    """Fills in what a run needs from the evaluation (its registry entry's `needs`); a
+    stacked run, each of its steps."""
+    for step in run.steps:
+        _complete(step, keys, attacker_data)
     for need in run.needs:
         PROVIDERS[need](run, keys, attacker_data)
 
@@ -186,7 +189,8 @@ def _plain(info: dict) -> dict:
         if isinstance(v, (bool, int, float, str)) or v is None:
             out[k] = v
         elif isinstance(v, (list, tuple)):
-            out[k] = [x if isinstance(x, (bool, int, float, str)) else str(x) for x in v]
+            out[k] = [x if isinstance(x, (bool, int, float, str)) else
+                      _plain(x) if isinstance(x, dict) else str(x) for x in v]
         else:
             out[k] = str(v)
     return out

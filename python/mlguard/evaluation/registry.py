@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..attacks.registry import get_attack
+from ..attacks.stacked import Stack
 from ..keys import TriggerKey, WeightKey
 
 
@@ -18,12 +19,26 @@ class Run:
     evaluate() supplies (the registry's `needs`; none for a user's callable)."""
 
     name: str
-    fn: Callable
+    fn: Callable | None  # None for a stacked run
     params: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+    steps: tuple[Run, ...] = ()  # a stacked run: these, in order
+
+    def __call__(self, model):
+        """The attacked copy: the steps one after another, each step's info kept in order."""
+        if not self.steps:
+            return self.fn(model, **self.params)
+        infos = []
+        for step in self.steps:
+            model = step(model)
+            infos.append({"attack": step.name, **getattr(model, "attack_info", {})})
+        model.attack_info = {"steps": infos}
+        return model
 
     @property
     def label(self) -> str:
+        if self.steps:
+            return " + ".join(f"{s.name}({s.label})" if s.label else s.name for s in self.steps)
         shown = {k: _short(v) for k, v in self.params.items()
                  if k not in ("data", "mean", "std")}
         return ", ".join(f"{k}={v}" for k, v in shown.items())
@@ -43,8 +58,13 @@ def canonical(name: str) -> str:
 
 
 def expand(spec, index: int) -> list[Run]:
-    """A name, a (name, params) pair, a callable or a (callable, params) pair -> runs, one per
-    point of the sweep (params given as lists are swept, all combinations)."""
+    """A name, a (name, params) pair, a callable, a (callable, params) pair or a Stack of
+    them -> runs, one per point of the sweep (params given as lists are swept, all
+    combinations; a stack runs every combination of its steps' sweeps)."""
+    if isinstance(spec, Stack):
+        per_step = [expand(step, index) for step in spec.specs]
+        return [Run("+".join(r.name for r in combo), None, steps=tuple(combo))
+                for combo in itertools.product(*per_step)]
     if isinstance(spec, str):
         spec = (spec, {})
     if callable(spec):
@@ -71,28 +91,38 @@ def expand(spec, index: int) -> list[Run]:
     return runs
 
 
-def parse_cli(text: str) -> list[tuple[str, dict]]:
+def parse_cli(text: str) -> list:
     """ "ftal,prune:0.5,prune:0.9,quantize:4,jpeg:50,distill" -> [(name, params), ...].
     A value after ':' sets the attack's main parameter (its main_param); k=v pairs after
-    further ':' set others, e.g. "fine_prune:0.5:epochs=2"."""
+    further ':' set others, e.g. "fine_prune:0.5:epochs=2". "rtal:2+distill" is a Stack."""
     specs = []
     for item in text.split(","):
         item = item.strip()
         if not item:
             raise ValueError(f"empty attack in {text!r}")
-        name, *rest = item.split(":")
-        attack = get_attack(name)
-        params: dict = {}
-        for j, part in enumerate(rest):
-            if "=" in part:
-                k, v = part.split("=", 1)
-            elif j == 0:
-                k, v = attack.main_param, part
-            else:
-                raise ValueError(f"attack {item!r}: write extra parameters as key=value")
-            params[k.strip()] = _number(v.strip())
-        specs.append((attack.name, params))
+        if "+" in item:
+            specs.append(Stack(tuple(_parse_one(part.strip(), text)
+                                     for part in item.split("+"))))
+        else:
+            specs.append(_parse_one(item, text))
     return specs
+
+
+def _parse_one(item: str, text: str) -> tuple[str, dict]:
+    if not item:
+        raise ValueError(f"empty attack in {text!r}")
+    name, *rest = item.split(":")
+    attack = get_attack(name)
+    params: dict = {}
+    for j, part in enumerate(rest):
+        if "=" in part:
+            k, v = part.split("=", 1)
+        elif j == 0:
+            k, v = attack.main_param, part
+        else:
+            raise ValueError(f"attack {item!r}: write extra parameters as key=value")
+        params[k.strip()] = _number(v.strip())
+    return attack.name, params
 
 
 def _number(text: str):
