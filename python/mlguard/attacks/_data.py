@@ -78,6 +78,33 @@ def private_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
+def fresh_student(model: nn.Module, factory, seed: int, argument: str) -> nn.Module:
+    """A model to train from nothing: `factory()`, or the victim's architecture with every
+    layer re-initialized by its reset_parameters() under `seed` (no tensor shared); a
+    parameter no reset_parameters() covers is refused, naming the `argument` to use."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if factory is not None:
+            if not callable(factory):
+                raise TypeError(f"{argument} must be a zero-argument factory, got "
+                                f"{type(factory).__name__}")
+            student = factory()
+            if not isinstance(student, nn.Module):
+                raise TypeError(f"{argument}() must return an nn.Module, got "
+                                f"{type(student).__name__}")
+            return student.to(device_of(model))
+        student = private_copy(model)
+        reset = [m for m in student.modules() if hasattr(m, "reset_parameters")]
+        for m in reset:
+            m.reset_parameters()
+    covered = {id(p) for m in reset for p in m.parameters(recurse=False)}
+    if any(p.is_floating_point() and p.numel() > 0 and id(p) not in covered
+           for p in student.parameters()):
+        raise ValueError(f"the victim has parameters that no reset_parameters() "
+                         f"re-initializes; give {argument}= a factory")
+    return student
+
+
 def device_of(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_int, check_real
-from ._data import Batches, device_of, info, private_copy, train_epochs
+from ._data import Batches, device_of, fresh_student, info, train_epochs
 from .registry import register_attack
 
 
@@ -30,24 +30,7 @@ def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = No
     check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     device = device_of(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if student is None:
-            pupil = private_copy(model)
-            reset = [m for m in pupil.modules() if hasattr(m, "reset_parameters")]
-            for m in reset:
-                m.reset_parameters()
-            if any(p.is_floating_point() and p.numel() > 0 and not _covered(pupil, reset, p)
-                   for p in pupil.parameters()):
-                raise ValueError("the teacher has parameters that no reset_parameters() "
-                                 "re-initializes; give student= a factory")
-        else:
-            if not callable(student):
-                raise TypeError(f"student must be a zero-argument factory, got "
-                                f"{type(student).__name__}")
-            pupil = student()
-            if not isinstance(pupil, nn.Module):
-                raise TypeError(f"student() must return an nn.Module, got {type(pupil).__name__}")
+    pupil = fresh_student(model, student, seed, argument="student")
     pupil.to(device)
     teacher_mode = model.training
     model.eval()
@@ -67,6 +50,3 @@ def distill(model: nn.Module, data, student: Callable[[], nn.Module] | None = No
                 student="teacher's architecture, re-initialized" if student is None
                 else getattr(student, "__name__", repr(student)))
 
-
-def _covered(model: nn.Module, reset: list[nn.Module], param: torch.Tensor) -> bool:
-    return any(param is p for m in reset for p in m.parameters(recurse=False))

@@ -1,0 +1,67 @@
+"""Model extraction: a fresh model learns the victim's answers (never the attacker's own
+labels), within the budget it records; transfer keeps the victim's features under a new head."""
+
+import pytest
+import torch
+from torch import nn
+
+from mlguard import attacks
+
+
+def victim():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(256, 1, 4, 4, generator=g), torch.randint(0, 4, (256,), generator=g)
+
+
+def agreement(a, b, x):
+    with torch.no_grad():
+        return float((a(x).argmax(1) == b(x).argmax(1)).float().mean())
+
+
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_retrain_learns_the_victims_answers_not_the_attackers_labels(data, labels):
+    model = victim()
+    stolen = attacks.retrain(model, data, labels=labels, epochs=12, lr=0.05)
+    assert not {p.data_ptr() for p in stolen.parameters()} & \
+        {p.data_ptr() for p in model.parameters()}
+    assert agreement(stolen, model, data[0]) > 0.8
+    relabelled = attacks.retrain(model, (data[0], torch.zeros(256, dtype=torch.long)),
+                                 labels=labels, epochs=12, lr=0.05)
+    for a, b in zip(stolen.parameters(), relabelled.parameters()):
+        assert torch.equal(a, b)  # the attacker's labels are never read
+    assert stolen.attack_info["queries"] == 256 * 12
+    assert stolen.attack_info["labels"] == labels
+
+
+def test_cross_architecture_retraining_uses_the_given_student(data):
+    def wide():
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    stolen = attacks.retrain(victim(), data, arch=wide, epochs=1)
+    assert stolen[1].out_features == 64 and stolen.attack_info["student"] == "wide"
+    with pytest.raises(ValueError, match="labels must be"):
+        attacks.retrain(victim(), data, labels="argmax")
+    with pytest.raises(TypeError, match="arch must be"):
+        attacks.retrain(victim(), data, arch="resnet18")
+
+
+def test_knockoff_defaults_to_posteriors_and_four_epochs(data):
+    stolen = attacks.knockoff(victim(), data)
+    assert stolen.attack_info["labels"] == "soft" and stolen.attack_info["epochs"] == 4
+    assert stolen.attack_info["extraction"] == "knockoff"
+
+
+def test_transfer_keeps_the_features_under_a_new_head(data):
+    model = victim()
+    moved = attacks.transfer(model, (data[0], data[1] % 3), num_classes=3, epochs=2)
+    assert moved[3].out_features == 3 and moved(data[0][:2]).shape == (2, 3)
+    assert torch.equal(moved[1].weight, model[1].weight)  # frozen features
+    assert all(p.requires_grad for p in moved.parameters())
+    thawed = attacks.transfer(model, data, freeze=False, epochs=1)
+    assert not torch.equal(thawed[1].weight, model[1].weight)
+    assert thawed.attack_info["num_classes"] == 4
