@@ -64,14 +64,17 @@ def add_parser(subparsers) -> None:
         description="Run removal attacks on a watermarked model and verify every key on "
                     "each attacked model (never by swapping parts of the original back in).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="state_dict file (torch.save or safetensors; "
-                   "loaded with weights_only, never unpickling code)")
-    add_arch_arguments(p, "builds the network", required=True)
-    p.add_argument("--keys", nargs="+", required=True, metavar="KEY", help="the owner's key files")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="state_dict file (torch.save or "
+                   "safetensors; loaded with weights_only, never unpickling code)")
+    p.add_argument("--config", metavar="TOML", default=None,
+                   help="run the whole protocol from a config file instead (owner models, "
+                   "every scheme x attack x seed; resumable): needs --out FOLDER")
+    add_arch_arguments(p, "builds the network")
+    p.add_argument("--keys", nargs="+", metavar="KEY", help="the owner's key files")
     p.add_argument("--reference", metavar="FILE", default=None,
                    help="the owner's reference model file: each weight key gets a second row "
                    "read after aligning to it (see mlguard verify --reference)")
-    p.add_argument("--attacks", required=True, metavar="LIST",
+    p.add_argument("--attacks", metavar="LIST",
                    help='e.g. "ftal,prune:0.5,distill" (see below)')
     p.add_argument("--list-attacks", action=_ListAttacks,
                    help="list the attacks (name, aliases, main parameter, needs) and exit")
@@ -84,7 +87,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--test-limit", type=int, default=None, metavar="N",
                    help="measure accuracy on the first N test images")
     p.add_argument("--out", action="append", default=[], metavar="FILE",
-                   help="write the table: report.md, report.csv or report.json (repeatable)")
+                   help="write the table: report.md, report.csv or report.json (repeatable); "
+                   "with --config, the output folder")
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write the accuracy vs -log10 p frontier (png, svg or pdf)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -100,6 +104,12 @@ def run(args) -> int:
     from ..files.state_dict import load_state_dict_file
     from ..keys import TriggerKey, load_key
 
+    if args.config is not None:
+        return _run_config(args)
+    missing = [f for f, v in (("MODEL", args.model), ("--arch", args.arch),
+                              ("--keys", args.keys), ("--attacks", args.attacks)) if not v]
+    if missing:
+        return _usage(f"{', '.join(missing)} required (or --config FILE --out FOLDER)")
     for target in args.out:
         if not target.lower().endswith(OUT_SUFFIXES):
             return _usage(f"--out must end in .md, .csv or .json, got '{target}'")
@@ -147,6 +157,35 @@ def run(args) -> int:
         report.plot(args.plot)
     if not args.out:
         print(report.to_markdown())
+    return 0
+
+
+def _run_config(args) -> int:
+    """`evaluate --config F --out DIR`: the protocol, resumable; prints what it wrote."""
+    from ..evaluation.config import load_config
+    from ..evaluation.payoff import tables, write_all
+    from ..evaluation.protocol import run_protocol
+
+    given = [f for f, v in (("MODEL", args.model), ("--arch", args.arch), ("--keys", args.keys),
+                            ("--attacks", args.attacks), ("--plot", args.plot)) if v]
+    if given:
+        return _usage(f"--config takes everything from the file; drop {', '.join(given)}")
+    if len(args.out) != 1:
+        return _usage("--config needs one --out FOLDER (it holds the models, keys, journal "
+                      "and tables; rerun with the same folder to resume)")
+    try:
+        config = load_config(args.config)
+        cells = run_protocol(config, args.out[0],
+                             progress=print if args.progress is not False else lambda *_: None)
+    except (ValueError, TypeError) as e:
+        return _usage(str(e))
+    max_loss, alpha = config.protocol["max_accuracy_loss"], config.protocol["alpha"]
+    written = write_all(cells, args.out[0], max_loss, alpha)
+    for best in tables(cells, max_loss, alpha)["best"]:
+        print(f"{best['scheme']}: " + (f"removed by {best['attack']} in "
+                                       f"{best['removed_share']:.0%} of seeds"
+                                       if best["attack"] else "no attack removed it"))
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -1,0 +1,263 @@
+"""The published evaluation protocol, from a config file (evaluation/config.py) to every
+table (Lukas et al., "SoK: How Robust is Image Classification Deep Neural Network
+Watermarking?", IEEE S&P 2022, Sec. IV): per seed, the owner trains a clean model on their
+share of the data and embeds each scheme by fine-tuning it; the attacker, holding a disjoint
+share, runs every attack on every marked model; each attacked model is verified and its test
+accuracy measured.
+
+Everything lands in an output folder: the owner's models and keys (so a rerun verifies the
+same marks), and `cells.jsonl`, one line per finished cell (owner model or attack), written
+and synced before the next starts. A rerun after Ctrl-C or a crash reads it and does only
+the cells not there: nothing finished is redone or lost. Cells from another config are
+refused (the journal records the config's digest).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..attacks._data import Batches
+from ..files.io import atomic_write
+from ..schemes import get_scheme, scheme_of
+from ..verification import verify
+from .config import ProtocolConfig
+from .evaluate import accuracy, attacker_key
+from .registry import expand, parse_cli
+
+JOURNAL = "cells.jsonl"
+
+
+@dataclass
+class Task:
+    """The data of one seed: the owner's and the attacker's disjoint shares, the test set."""
+
+    owner: tuple[torch.Tensor, torch.Tensor]
+    attacker: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    num_classes: int
+    shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    described: str
+
+
+def load_task(config: ProtocolConfig, seed: int) -> Task:
+    data = config.data
+    if data["name"] != "fashion-mnist":
+        raise ValueError(f"data.name must be 'fashion-mnist' (the data this machine has; "
+                         f"others are not wired in yet), got {data['name']!r}")
+    from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
+
+    (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
+    x, y = x[:data.get("train_limit")], y[:data.get("train_limit")]
+    tx, ty = tx[:data.get("test_limit")], ty[:data.get("test_limit")]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    cut = max(1, round(len(x) * data["attacker_fraction"]))
+    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+    def norm(images):
+        return (images.float() / 255 - torch.tensor(mean)[:, None, None]) / \
+            torch.tensor(std)[:, None, None]
+
+    return Task(owner=(norm(x[order[cut:]]), y[order[cut:]]),
+                attacker=(norm(x[order[:cut]]), y[order[:cut]]), test=(norm(tx), ty),
+                num_classes=10, shape=(1, 28, 28), mean=mean, std=std,
+                described=f"fashion-mnist: owner {len(x) - cut}, attacker {cut} "
+                          f"(disjoint, seed {seed}), test {len(tx)} images")
+
+
+class Journal:
+    """The finished cells, one JSON line each, synced as written."""
+
+    def __init__(self, folder: Path, digest: str):
+        self.path, self.digest, self.cells = folder / JOURNAL, digest, {}
+        if self.path.exists():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                try:
+                    cell = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: that cell is redone
+                if cell.get("config") != digest:
+                    raise ValueError(f"{self.path} line {n} was made with another config "
+                                     f"({cell.get('config')}, this one is {digest}): use "
+                                     "another --out folder, or remove it to start afresh")
+                self.cells[cell["cell"]] = cell
+
+    def done(self, cell: str) -> dict | None:
+        return self.cells.get(cell)
+
+    def add(self, cell: str, record: dict) -> dict:
+        record = {"cell": cell, "config": self.digest, **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.cells[cell] = record
+        return record
+
+
+def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> list[dict]:
+    """Runs every cell the journal in `out` does not have yet; returns all cells' records."""
+    from ..files.model import resolve_arch
+
+    folder = Path(out)
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "keys").mkdir(exist_ok=True)
+    journal = Journal(folder, config.digest)
+    arch = resolve_arch(config.owner["arch"], config.owner["arch_kwargs"] or None)
+    runs = []
+    for i, spec in enumerate(config.attacks):
+        if isinstance(spec, str):
+            runs += [r for s in parse_cli(spec) for r in expand(s, i)]
+        else:
+            params = {k: v for k, v in spec.items() if k != "attack"}
+            runs += expand((spec["attack"], params), i)
+    alpha, records = config.protocol["alpha"], []
+    for seed in config.protocol["seeds"]:
+        task = load_task(config, seed)
+        test = Batches(task.test, batch_size=1000, shuffle=False, name="test")
+        base = _clean_model(config, arch, task, seed, folder)
+        base_acc = accuracy(base, test)
+        for label, entry in config.schemes.items():
+            key, marked = _owner(config, arch, task, seed, label, entry, base, folder)
+            cell = f"{label}|seed={seed}|none"
+            record = journal.done(cell)
+            if record is None:
+                marked_acc = accuracy(marked, test)
+                mark, twin = verify(marked, key, alpha=alpha), verify(base, key, alpha=alpha)
+                record = journal.add(cell, {
+                    "scheme": label, "scheme_name": entry["scheme"], "seed": seed,
+                    "attack": "none", "params": "", "accuracy": marked_acc,
+                    "clean_accuracy": base_acc, "embedding_cost": base_acc - marked_acc,
+                    **_verdict(mark), "clean_twin": _verdict(twin), "seconds": 0.0,
+                    "data": task.described})
+                progress(f"seed {seed} {label}: marked {marked_acc:.2%} (clean "
+                         f"{base_acc:.2%}), {mark.matches}/{mark.total} p={mark.p_value:.2g}; "
+                         f"clean twin {twin.matches}/{twin.total}")
+            records.append(record)
+            marked_acc = record["accuracy"]
+            for run in runs:
+                cell = f"{label}|seed={seed}|{run.name}|{run.label}"
+                record = journal.done(cell)
+                if record is None:
+                    record = journal.add(cell, _attack_cell(run, marked, key, task, test,
+                                                            marked_acc, alpha, seed, label,
+                                                            entry))
+                    progress(f"seed {seed} {label} {run.name} {run.label}: "
+                             f"acc {record['accuracy']:.2%} "
+                             f"{'DETECTED' if record['detected'] else 'not detected'} "
+                             f"p={record['p_value']:.2g} ({record['seconds']:.1f} s)")
+                records.append(record)
+    return records
+
+
+def _verdict(v) -> dict:
+    return {"matches": v.matches, "total": v.total, "p_value": v.p_value,
+            "log10_p": v.log_p_value / math.log(10), "detected": v.detected}
+
+
+def _attack_cell(run, marked, key, task, test, marked_acc, alpha, seed, label, entry) -> dict:
+    supplied = {"data": {"data": task.attacker},
+                "normalization": {"mean": task.mean, "std": task.std},
+                "key": {"key": attacker_key({label: key})}}
+    for step in (run, *run.steps):
+        for need in step.needs:
+            for k, v in supplied[need].items():
+                step.params.setdefault(k, v)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    attacked = run(marked)
+    seconds = time.perf_counter() - start
+    attacked.eval()
+    acc = accuracy(attacked, test)
+    verdict = verify(attacked, key, alpha=alpha)
+    from .evaluate import _plain
+    return {"scheme": label, "scheme_name": entry["scheme"], "seed": seed, "attack": run.name,
+            "params": run.label, "accuracy": acc, "accuracy_loss": marked_acc - acc,
+            **_verdict(verdict), "seconds": seconds,
+            "info": _plain(getattr(attacked, "attack_info", {}))}
+
+
+def _train(model: nn.Module, data, epochs: int, lr: float, batch_size: int, seed: int,
+           embeddings=()) -> None:
+    batches = Batches(data, batch_size, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for x, y in batches:
+            for emb in embeddings:
+                x, y = emb.batch(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            for emb in embeddings:
+                loss = loss + emb.loss(model, x, y)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+
+
+def _clean_model(config, arch, task, seed, folder: Path) -> nn.Module:
+    """The owner's model before any mark (also every scheme's clean twin), cached."""
+    path = folder / "models" / f"clean-seed{seed}.pt"
+    torch.manual_seed(seed)
+    model = arch()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    owner = config.owner
+    _train(model, task.owner, owner["epochs"], owner["lr"], owner["batch_size"], seed)
+    _save(model, path)
+    return model
+
+
+def _owner(config, arch, task, seed, label, entry, base, folder: Path):
+    """(key, marked model) of one scheme and seed: made once, then read back."""
+    from ..keys.loading import load_key
+
+    key_path = folder / "keys" / f"{label}-seed{seed}.key"
+    model_path = folder / "models" / f"{label}-seed{seed}.pt"
+    scheme = get_scheme(entry["scheme"])
+    marked = arch()
+    if key_path.exists() and model_path.exists():
+        key = load_key(key_path)
+        if scheme_of(key) is not scheme:
+            raise ValueError(f"{key_path} holds a {scheme_of(key).name!r} key, the config "
+                             f"says {entry['scheme']!r}")
+        marked.load_state_dict(torch.load(model_path, weights_only=True))
+        return key, marked.eval()
+    marked.load_state_dict(base.state_dict())
+    key = scheme.generate(**_generate_args(scheme, entry, task, marked))
+    key.save(key_path, overwrite=True)
+    owner = config.owner
+    _train(marked, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed,
+           [scheme.embedding(key)])
+    _save(marked, model_path)
+    return key, marked
+
+
+def _generate_args(scheme, entry: dict, task: Task, model: nn.Module) -> dict:
+    """The config's options, plus the task's facts that the scheme's generate() takes
+    (num_classes, shape, mean, std, model, data): one rule for every scheme."""
+    options = {k: v for k, v in entry.items() if k != "scheme"}
+    facts = {"num_classes": task.num_classes, "shape": task.shape, "mean": task.mean,
+             "std": task.std, "model": model, "data": task.owner}
+    takes = set(inspect.signature(scheme.generate).parameters)
+    if hasattr(scheme.key_type, "generate"):  # a scheme that passes **options on to its key
+        takes |= set(inspect.signature(scheme.key_type.generate).parameters)
+    options.update({name: value for name, value in facts.items()
+                    if name in takes and name not in options})
+    return options
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    with atomic_write(path) as f:  # a crash never leaves half a model to be read back
+        torch.save(model.state_dict(), f)

@@ -1,0 +1,130 @@
+"""The protocol from a config file: checked config, every cell once, a rerun after an
+interruption finishes without redoing a finished cell, and the payoff tables."""
+
+import json
+import textwrap
+
+import pytest
+
+from mlguard.cli.main import main
+from mlguard.evaluation.config import load_config, parse_config
+from mlguard.evaluation.payoff import tables, to_html, to_markdown, write_all
+from mlguard.evaluation.protocol import JOURNAL, run_protocol
+
+TINY = textwrap.dedent("""
+    attacks = ["prune:0.9", {attack = "quantize", bits = [4, 2]}]
+
+    [data]
+    name = "fashion-mnist"
+    train_limit = 900
+    test_limit = 300
+
+    [owner]
+    arch = "mlguard.cli.demo:small_cnn"
+    epochs = 1
+    embed_epochs = 1
+
+    [protocol]
+    seeds = [0]
+
+    [schemes.uchida]
+    scheme = "weight"
+    bits = 32
+    targets = ["7.weight"]
+
+    [schemes.adi]
+    scheme = "trigger-set"
+    kind = "abstract"
+    size = 20
+""")
+
+
+def config_file(tmp_path, text=TINY):
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("[owner]", "[ownr]"), r"unknown section\(s\) \['ownr'\]"),
+    (("epochs = 1", "epoch = 1"), r"\[owner\] has unknown field\(s\) \['epoch'\]"),
+    (("seeds = [0]", "seeds = [0, 0]"), "protocol.seeds must be distinct"),
+    (("scheme = \"weight\"", "scheme = \"wieght\""), "scheme must be one of"),
+    (("train_limit = 900", "train_limit = \"900\""), "data.train_limit must be a int"),
+    (("attacks = [", "attacks = [3, "), r"attacks\[0\] must be a string"),
+])
+def test_config_mistakes_are_named(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(config_file(tmp_path, TINY.replace(*edit)))
+
+
+def test_a_missing_or_broken_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(config_file(tmp_path, "[data\nname="))
+
+
+def cell(scheme, attack, detected, loss, seed=0, params=""):
+    return {"scheme": scheme, "seed": seed, "attack": attack, "params": params,
+            "detected": detected, "accuracy_loss": loss, "log10_p": -8.0 if detected else -1.0,
+            "seconds": 2.0, "p_value": 1e-8 if detected else 0.1, "matches": 5, "total": 10,
+            "accuracy": 0.8}
+
+
+def test_payoff_counts_a_removal_only_below_the_loss_limit():
+    cells = [cell("adi", "rtal", False, 0.01), cell("adi", "rtal", False, 0.01, seed=1),
+             cell("adi", "distill", False, 0.09), cell("adi", "prune", True, 0.0),
+             cell("uchida", "prune", True, 0.0)]
+    t = tables(cells, max_loss=0.05, alpha=1e-6)
+    assert t["payoff"]["adi"]["rtal"]["removed"] == 2
+    assert t["payoff"]["adi"]["distill"]["removed"] == 0  # not detected but costs 9 points
+    best = {b["scheme"]: b for b in t["best"]}
+    assert best["adi"]["attack"] == "rtal" and best["uchida"]["attack"] is None
+    md = to_markdown(t)
+    assert "| adi |" in md and "none removes it" in md
+    assert "<script" not in to_html(t) and "<table>" in to_html(t)
+
+
+def test_the_protocol_runs_every_cell_once_and_resumes_after_an_interruption(tmp_path):
+    config = load_config(config_file(tmp_path))
+    out = tmp_path / "out"
+    seen = []
+
+    def interrupt(line):  # Ctrl-C while the third cell is reported (it is already journaled)
+        seen.append(line)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(config, out, progress=interrupt)
+    finished = (out / JOURNAL).read_text().splitlines()
+    assert len(finished) == 3  # uchida's owner cell, prune, quantize:4; adi's never began
+    again = []
+    cells = run_protocol(config, out, progress=again.append)
+    assert len(cells) == 2 * (1 + 3)  # per scheme: the owner cell, prune, quantize x 2
+    assert len(again) == len(cells) - 3  # nothing finished was redone
+    assert len((out / JOURNAL).read_text().splitlines()) == len(cells)
+    owner = {c["scheme"]: c for c in cells if c["attack"] == "none"}
+    for c in owner.values():  # each mark is detected on its model and not on the clean twin
+        assert c["detected"] and not c["clean_twin"]["detected"]
+    written = write_all(cells, out, 0.05, 1e-6)
+    assert all(p.exists() for p in written)
+    assert json.loads((out / "results.json").read_text())["cells"][0]["cell"] == cells[0]["cell"]
+    # a changed config is refused rather than mixed in
+    other = parse_config({**__import__("tomllib").loads(TINY), "protocol": {"seeds": [1]}})
+    with pytest.raises(ValueError, match="made with another config"):
+        run_protocol(other, out)
+
+
+def test_the_cli_runs_a_config_and_says_what_it_wrote(tmp_path, capsys):
+    text = TINY[:TINY.index("[schemes.adi]")].replace(
+        '["prune:0.9", {attack = "quantize", bits = [4, 2]}]', '["cast"]')
+    path = config_file(tmp_path, text)
+    assert main(["evaluate", "--config", str(path), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "uchida:" in out and "wrote" in out and "results.md" in out
+    assert main(["evaluate", "--config", str(path), "--out", str(tmp_path / "o"),
+                 "--attacks", "ftal"]) == 2
+    assert main(["evaluate", "--config", str(path)]) == 2
