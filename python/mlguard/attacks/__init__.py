@@ -3,7 +3,7 @@ never changes its input (what it did is in the result's `attack_info`).
 
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
 weight_noise, distill, overwrite, label_smoothing, label_noise, weight_shifting,
-regularization, adversarial_training; model extraction (retrain, knockoff, transfer); the free transforms that keep the function
+regularization, adversarial_training, neural_cleanse; model extraction (retrain, knockoff, transfer); the free transforms that keep the function
 exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
 mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squeezing,
 input_flipping.
@@ -20,6 +20,7 @@ from .extraction import knockoff, retrain, transfer
 from .fine_tune import MODES, fine_tune
 from .input_transforms import (feature_squeezing, input_flipping, input_noising,
                                input_quantization, mean_smoothing, median_smoothing)
+from .neural_cleanse import neural_cleanse
 from .noise import weight_noise
 from .overwrite import overwrite
 from .permute import permute
@@ -38,5 +39,5 @@ __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "wei
            "mean_smoothing", "median_smoothing", "input_noising", "input_quantization",
            "feature_squeezing", "input_flipping", "label_smoothing", "label_noise",
            "weight_shifting", "regularization", "adversarial_training", "Stack", "stack",
-           "retrain", "knockoff", "transfer",
+           "retrain", "knockoff", "transfer", "neural_cleanse",
            "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

@@ -202,6 +202,19 @@ def label_source(victim: nn.Module, labels: str):
     return answers
 
 
+def first_samples(batches: Batches, n: int, labels, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` attacker samples on `device`, labelled by `labels` (label_source)."""
+    xs, ys, have = [], [], 0
+    for x, y in batches:
+        x = x.to(device)
+        xs.append(x)
+        ys.append(labels(x, y.to(device)))
+        have += len(x)
+        if have >= n:
+            break
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
 def train_copy(model: nn.Module, data, loss_fn, epochs, lr, batch_size: int, seed: int,
                prepare=None) -> tuple[nn.Module, Batches]:
     """A private copy of `model`, changed by `prepare(copy)` if given, then trained (every

@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from .._checks import check_int, check_real
-from ._data import Batches, device_of, info, label_source, private_copy, train_epochs
+from ._data import (Batches, device_of, first_samples, info, label_source, private_copy,
+                    train_epochs)
 from .registry import register_attack
 
 
@@ -43,7 +44,7 @@ def adversarial_training(model: nn.Module, data, epochs: int = 5,
     attacked = private_copy(model)
     device = device_of(attacked)
     pixels = _Pixels(mean, std, device)
-    x0, y0 = _first(batches, n_max, target, device)
+    x0, y0 = first_samples(batches, n_max, target, device)
     labelled = TensorDataset(*_labelled(batches, target, device))
     optimizer = torch.optim.Adam(attacked.parameters(), lr=lr)
     for _ in range(epochs):
@@ -87,18 +88,6 @@ def _pgd(model, pixels: _Pixels, x, y, eps, step, iters) -> torch.Tensor:
             adv = torch.min(torch.max(adv, clean - eps), clean + eps).clamp(0, 1)
     model.train(was)
     return pixels.to_inputs(adv).detach()
-
-
-def _first(batches: Batches, n: int, target, device):
-    xs, ys, have = [], [], 0
-    for x, y in batches:
-        x = x.to(device)
-        xs.append(x)
-        ys.append(target(x, y.to(device)))
-        have += len(x)
-        if have >= n:
-            break
-    return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
 def _labelled(batches: Batches, target, device):

@@ -12,7 +12,8 @@ from ._units import generator, movable, state_of, write_back
 from .registry import register_attack
 
 
-@register_attack("permute", main_param="seed", example={"seed": 1})
+@register_attack("permute", main_param="seed", aliases=("feature_permutation", "feature_shuffling"),
+                 example={"seed": 1})
 @torch.no_grad()
 def permute(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy with the units of every movable unit space (weights/unit_graph.py) put in a
