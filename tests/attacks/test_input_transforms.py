@@ -110,3 +110,18 @@ def test_wrt_names_are_accepted():
     from mlguard.attacks.registry import get_attack
     assert get_attack("input_gaussian_smoothing").name == "blur"
     assert get_attack("input_median_smoothing").name == "median_smoothing"
+
+
+def test_input_reconstruction_learns_the_attackers_images_and_serves_reconstructions():
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(256, 3, 16, 16, generator=g), 5, 1, 2)
+    data = ((smooth - 0.3) / 0.35, torch.zeros(256, dtype=torch.long))
+    short = attacks.input_reconstruction(Capture(), data, epochs=1, width=8, mean=MEAN * 3,
+                                         std=STD * 3)
+    long = attacks.input_reconstruction(Capture(), data, epochs=15, width=8, mean=MEAN * 3,
+                                        std=STD * 3)
+    assert long.attack_info["reconstruction_mse"] < short.attack_info["reconstruction_mse"]
+    got = seen(long, smooth[:8])
+    assert got.shape == (8, 3, 16, 16) and not torch.allclose(got, smooth[:8], atol=1e-3)
+    assert float((got - smooth[:8]).pow(2).mean()) < 0.01  # close to, not equal to, the query
+    assert list(long.state_dict()) == ["w"]  # the autoencoder is not in the model's weights

@@ -112,3 +112,21 @@ def test_adversarial_training_records_its_budget(model, data):
     assert not same_weights(got, model)
     with pytest.raises(ValueError, match="mean and std go together"):
         attacks.adversarial_training(model, data, mean=(0.3,))
+
+
+def test_occlusions_are_noise_rectangles_within_the_bounds():
+    from mlguard.attacks.random_occlusion import occlude
+    x = torch.full((50, 1, 20, 20), -5.0)  # outside [low, high]: every changed pixel shows
+    out = occlude(x, 0.25, torch.Generator().manual_seed(0), torch.tensor(-1.0),
+                  torch.tensor(2.0))
+    for image in out:
+        changed = (image[0] != -5.0).nonzero()
+        rows, cols = changed[:, 0], changed[:, 1]
+        h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert len(changed) == h * w and h < 10 and w < 10  # one rectangle, sides < 2 * 0.25
+        assert float(image[image != -5.0].min()) >= -1.0 and float(image.max()) < 2.0
+
+
+def test_random_occlusion_fine_tunes_on_occluded_copies(model, data):
+    got = attacks.random_occlusion(model, data, epochs=1, mean=(0.3,), std=(0.35,))
+    assert got.attack_info["occluded_copies"] == 64 and not same_weights(got, model)
