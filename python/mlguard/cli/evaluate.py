@@ -102,7 +102,8 @@ def run(args) -> int:
     """Runs a parsed `evaluate` command; returns the exit status (see EPILOG)."""
     from ..evaluation import evaluate, parse_cli
     from ..files.state_dict import load_state_dict_file
-    from ..keys import TriggerKey, load_key
+    from ..keys import load_key
+    from ..schemes.base import scheme_of
 
     if args.config is not None:
         return _run_config(args)
@@ -137,9 +138,10 @@ def run(args) -> int:
             raise ValueError(f"{args.model} does not fit --arch {args.arch}: "
                              f"{str(e).splitlines()[0]}") from None
         model.to(device)
-        triggers = [k for k in keys if isinstance(k, TriggerKey)]
-        shape = triggers[0].shape if triggers else None
-        attacker, test, described = _data(args, triggers, shape)
+        # the keys that say how the model's inputs look (trigger keys: shape, normalization)
+        norms = [n for n in (scheme_of(k).input_normalization(k) for k in keys) if n is not None]
+        shapes = [s for s in (scheme_of(k).input_shape(k) for k in keys) if s is not None]
+        attacker, test, described = _data(args, norms, shapes[0] if shapes else None)
         reference = _reference.load(args, kwargs)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
@@ -189,13 +191,15 @@ def _run_config(args) -> int:
     return 0
 
 
-def _data(args, triggers, shape):
-    """(attacker data, test data, description) as the model takes them."""
+def _data(args, stated: list, shape):
+    """(attacker data, test data, description) as the model takes them. `stated`: the
+    (mean, std) of every key that states its inputs' normalization; `shape`: the first
+    such key's input shape (None: no key says)."""
     from torch.utils.data import Subset
 
     from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
 
-    norms = {(k.mean, k.std) for k in triggers}
+    norms = set(stated)
     if len(norms) > 1:
         raise ValueError("the trigger keys use different normalizations; evaluate them "
                          "separately")
@@ -203,7 +207,7 @@ def _data(args, triggers, shape):
     if args.data == "fashion-mnist":
         if shape not in (None, (1, 28, 28)):
             raise ValueError(f"--data fashion-mnist is (1, 28, 28) images; the keys are {shape}")
-        if mean is None and not triggers:
+        if mean is None and not stated:
             mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
         (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
         x, y = x[:args.train_limit], y[:args.train_limit]
