@@ -16,16 +16,17 @@ TINY = textwrap.dedent("""
 
     [data]
     name = "fashion-mnist"
-    train_limit = 900
+    train_limit = 1500
     test_limit = 300
 
     [owner]
     arch = "mlguard.cli.demo:small_cnn"
     epochs = 1
-    embed_epochs = 1
+    embed_epochs = 8
 
     [protocol]
     seeds = [0]
+    alpha = 1e-3  # a tiny owner training: 20 triggers are not learned to 1e-6 in 60 steps
 
     [schemes.uchida]
     scheme = "weight"
@@ -36,6 +37,7 @@ TINY = textwrap.dedent("""
     scheme = "trigger-set"
     kind = "abstract"
     size = 20
+    embedding = {per_batch = 20}
 """)
 
 
@@ -47,10 +49,10 @@ def config_file(tmp_path, text=TINY):
 
 @pytest.mark.parametrize("edit, message", [
     (("[owner]", "[ownr]"), r"unknown section\(s\) \['ownr'\]"),
-    (("epochs = 1", "epoch = 1"), r"\[owner\] has unknown field\(s\) \['epoch'\]"),
+    (("\nepochs = 1", "\nepoch = 1"), r"\[owner\] has unknown field\(s\) \['epoch'\]"),
     (("seeds = [0]", "seeds = [0, 0]"), "protocol.seeds must be distinct"),
     (("scheme = \"weight\"", "scheme = \"wieght\""), "scheme must be one of"),
-    (("train_limit = 900", "train_limit = \"900\""), "data.train_limit must be a int"),
+    (("train_limit = 1500", "train_limit = \"1500\""), "data.train_limit must be a int"),
     (("attacks = [", "attacks = [3, "), r"attacks\[0\] must be a string"),
 ])
 def test_config_mistakes_are_named(tmp_path, edit, message):

@@ -25,6 +25,7 @@
     scheme = "trigger-set"
     kind = "abstract"
     size = 100
+    embedding = {per_batch = 20}   # optional: options of the scheme's embedding()
 
 Every section and field is checked; an unknown one is an error naming it (a typo must not
 silently fall back to a default).
@@ -116,6 +117,9 @@ def parse_config(raw: dict, source: str = "") -> ProtocolConfig:
     for label, entry in schemes.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("scheme"), str):
             raise ValueError(f"schemes.{label} must be a table with scheme = \"NAME\"")
+        if not isinstance(entry.get("embedding", {}), dict):
+            raise ValueError(f"schemes.{label}.embedding must be a table of the scheme's "
+                             "embedding() options")
         from ..schemes import get_scheme
         get_scheme(entry["scheme"])  # ValueError naming the registered ones
     attacks = raw.get("attacks")

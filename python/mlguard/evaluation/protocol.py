@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from ..schemes import get_scheme, scheme_of
 from ..verification import verify
 from .config import ProtocolConfig
 from .evaluate import accuracy, attacker_key
-from .registry import expand, parse_cli
+from .registry import Run, expand, parse_cli
 
 JOURNAL = "cells.jsonl"
 
@@ -166,13 +166,10 @@ def _verdict(v) -> dict:
 
 
 def _attack_cell(run, marked, key, task, test, marked_acc, alpha, seed, label, entry) -> dict:
-    supplied = {"data": {"data": task.attacker},
-                "normalization": {"mean": task.mean, "std": task.std},
-                "key": {"key": attacker_key({label: key})}}
-    for step in (run, *run.steps):
-        for need in step.needs:
-            for k, v in supplied[need].items():
-                step.params.setdefault(k, v)
+    supplied = {"data": lambda: {"data": task.attacker},
+                "normalization": lambda: {"mean": task.mean, "std": task.std},
+                "key": lambda: {"key": attacker_key({label: key})}}
+    run = _supplied(run, supplied)
     torch.manual_seed(seed)
     start = time.perf_counter()
     attacked = run(marked)
@@ -185,6 +182,16 @@ def _attack_cell(run, marked, key, task, test, marked_acc, alpha, seed, label, e
             "params": run.label, "accuracy": acc, "accuracy_loss": marked_acc - acc,
             **_verdict(verdict), "seconds": seconds,
             "info": _plain(getattr(attacked, "attack_info", {}))}
+
+
+def _supplied(run: Run, supplied: dict) -> Run:
+    """A copy of `run` (and its steps) given what it needs for this cell; the caller's
+    parameters win. Runs are shared by all cells, so they are never changed."""
+    given = {}
+    for need in run.needs:
+        given.update(supplied[need]())
+    return replace(run, params={**given, **run.params},
+                   steps=tuple(_supplied(step, supplied) for step in run.steps))
 
 
 def _train(model: nn.Module, data, epochs: int, lr: float, batch_size: int, seed: int,
@@ -239,7 +246,7 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path):
     key.save(key_path, overwrite=True)
     owner = config.owner
     _train(marked, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed,
-           [scheme.embedding(key)])
+           [scheme.embedding(key, **entry.get("embedding", {}))])
     _save(marked, model_path)
     return key, marked
 
@@ -247,7 +254,7 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path):
 def _generate_args(scheme, entry: dict, task: Task, model: nn.Module) -> dict:
     """The config's options, plus the task's facts that the scheme's generate() takes
     (num_classes, shape, mean, std, model, data): one rule for every scheme."""
-    options = {k: v for k, v in entry.items() if k != "scheme"}
+    options = {k: v for k, v in entry.items() if k not in ("scheme", "embedding")}
     facts = {"num_classes": task.num_classes, "shape": task.shape, "mean": task.mean,
              "std": task.std, "model": model, "data": task.owner}
     takes = set(inspect.signature(scheme.generate).parameters)
