@@ -2,7 +2,7 @@
 interruption finishes without redoing a finished cell, and the payoff tables."""
 
 import json
-import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -11,34 +11,8 @@ from mlguard.evaluation.config import load_config, parse_config
 from mlguard.evaluation.payoff import tables, to_html, to_markdown, write_all
 from mlguard.evaluation.protocol import JOURNAL, run_protocol
 
-TINY = textwrap.dedent("""
-    attacks = ["prune:0.9", {attack = "quantize", bits = [4, 2]}]
+TINY = (Path(__file__).resolve().parents[2] / "configs" / "smoke.toml").read_text()
 
-    [data]
-    name = "fashion-mnist"
-    train_limit = 1500
-    test_limit = 300
-
-    [owner]
-    arch = "mlguard.cli.demo:small_cnn"
-    epochs = 1
-    embed_epochs = 8
-
-    [protocol]
-    seeds = [0]
-    alpha = 1e-3  # a tiny owner training: 20 triggers are not learned to 1e-6 in 60 steps
-
-    [schemes.uchida]
-    scheme = "weight"
-    bits = 32
-    targets = ["7.weight"]
-
-    [schemes.adi]
-    scheme = "trigger-set"
-    kind = "abstract"
-    size = 20
-    embedding = {per_batch = 20}
-""")
 
 
 def config_file(tmp_path, text=TINY):

@@ -14,6 +14,7 @@ refused (the journal records the config's digest).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -242,7 +243,7 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path):
         marked.load_state_dict(torch.load(model_path, weights_only=True))
         return key, marked.eval()
     marked.load_state_dict(base.state_dict())
-    key = scheme.generate(**_generate_args(scheme, entry, task, marked))
+    key = scheme.generate(**_generate_args(scheme, entry, task, marked, label, seed))
     key.save(key_path, overwrite=True)
     owner = config.owner
     _train(marked, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed,
@@ -251,10 +252,15 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path):
     return key, marked
 
 
-def _generate_args(scheme, entry: dict, task: Task, model: nn.Module) -> dict:
+def _generate_args(scheme, entry: dict, task: Task, model: nn.Module, label: str,
+                   seed: int) -> dict:
     """The config's options, plus the task's facts that the scheme's generate() takes
-    (num_classes, shape, mean, std, model, data): one rule for every scheme."""
+    (num_classes, shape, mean, std, model, data): one rule for every scheme. The secret is
+    derived from the label and seed, so a table can be reproduced: these keys are for
+    research, never for protecting a model."""
     options = {k: v for k, v in entry.items() if k not in ("scheme", "embedding")}
+    options.setdefault("secret", hashlib.sha256(f"mlguard-protocol/{label}/{seed}".encode())
+                       .digest())
     facts = {"num_classes": task.num_classes, "shape": task.shape, "mean": task.mean,
              "std": task.std, "model": model, "data": task.owner}
     takes = set(inspect.signature(scheme.generate).parameters)
