@@ -33,11 +33,9 @@ silently fall back to a default).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SECTIONS = {"data", "owner", "protocol", "schemes", "attacks"}
@@ -55,12 +53,6 @@ class ProtocolConfig:
     schemes: dict  # label -> {"scheme": name, **generate options}
     attacks: list  # mlguard evaluate specs: CLI strings or {"attack": name, **params}
     source: str = field(default="", compare=False)
-
-    @property
-    def digest(self) -> str:
-        """What a journal's cells were computed under: a changed config starts afresh."""
-        body = {k: v for k, v in asdict(self).items() if k != "source"}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path) -> ProtocolConfig:

@@ -8,8 +8,9 @@ accuracy measured.
 Everything lands in an output folder: the owner's models and keys (so a rerun verifies the
 same marks), and `cells.jsonl`, one line per finished cell (owner model or attack), written
 and synced before the next starts. A rerun after Ctrl-C or a crash reads it and does only
-the cells not there: nothing finished is redone or lost. Cells from another config are
-refused (the journal records the config's digest).
+the cells not there: nothing finished is redone or lost. Each cell, model and key file is
+named by a digest of the config parts it depends on: after a config change only the cells
+it changes are redone, and nothing made under other settings is read back.
 """
 
 from __future__ import annotations
@@ -77,33 +78,37 @@ def load_task(config: ProtocolConfig, seed: int) -> Task:
 
 
 class Journal:
-    """The finished cells, one JSON line each, synced as written."""
+    """The finished cells, one JSON line each, synced as written. A cell's id holds the
+    digest of everything it depends on, so a changed config redoes exactly the cells it
+    changes and never mixes in an old one."""
 
-    def __init__(self, folder: Path, digest: str):
-        self.path, self.digest, self.cells = folder / JOURNAL, digest, {}
+    def __init__(self, folder: Path):
+        self.path, self.cells = folder / JOURNAL, {}
         if self.path.exists():
-            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            for line in self.path.read_text().splitlines():
                 try:
                     cell = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a crash: that cell is redone
-                if cell.get("config") != digest:
-                    raise ValueError(f"{self.path} line {n} was made with another config "
-                                     f"({cell.get('config')}, this one is {digest}): use "
-                                     "another --out folder, or remove it to start afresh")
                 self.cells[cell["cell"]] = cell
 
     def done(self, cell: str) -> dict | None:
         return self.cells.get(cell)
 
     def add(self, cell: str, record: dict) -> dict:
-        record = {"cell": cell, "config": self.digest, **record}
+        record = {"cell": cell, **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.cells[cell] = record
         return record
+
+
+def digest(*parts) -> str:
+    """12 hex digits naming a cell's inputs (config parts as JSON)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> list[dict]:
@@ -113,7 +118,7 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
     folder = Path(out)
     (folder / "models").mkdir(parents=True, exist_ok=True)
     (folder / "keys").mkdir(exist_ok=True)
-    journal = Journal(folder, config.digest)
+    journal = Journal(folder)
     arch = resolve_arch(config.owner["arch"], config.owner["arch_kwargs"] or None)
     runs = []
     for i, spec in enumerate(config.attacks):
@@ -126,11 +131,13 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
     for seed in config.protocol["seeds"]:
         task = load_task(config, seed)
         test = Batches(task.test, batch_size=1000, shuffle=False, name="test")
-        base = _clean_model(config, arch, task, seed, folder)
+        clean_id = digest(config.data, config.owner, seed)
+        base = _clean_model(config, arch, task, seed, folder / "models" / f"clean-{clean_id}.pt")
         base_acc = accuracy(base, test)
         for label, entry in config.schemes.items():
-            key, marked = _owner(config, arch, task, seed, label, entry, base, folder)
-            cell = f"{label}|seed={seed}|none"
+            owner_id = digest(clean_id, label, entry)
+            key, marked = _owner(config, arch, task, seed, label, entry, base, folder, owner_id)
+            cell = f"{label}|seed={seed}|none|{digest(owner_id, alpha)}"
             record = journal.done(cell)
             if record is None:
                 marked_acc = accuracy(marked, test)
@@ -147,7 +154,7 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
             records.append(record)
             marked_acc = record["accuracy"]
             for run in runs:
-                cell = f"{label}|seed={seed}|{run.name}|{run.label}"
+                cell = f"{label}|seed={seed}|{run.name}|{run.label}|{digest(owner_id, alpha)}"
                 record = journal.done(cell)
                 if record is None:
                     record = journal.add(cell, _attack_cell(run, marked, key, task, test,
@@ -213,9 +220,8 @@ def _train(model: nn.Module, data, epochs: int, lr: float, batch_size: int, seed
     model.eval()
 
 
-def _clean_model(config, arch, task, seed, folder: Path) -> nn.Module:
+def _clean_model(config, arch, task, seed, path: Path) -> nn.Module:
     """The owner's model before any mark (also every scheme's clean twin), cached."""
-    path = folder / "models" / f"clean-seed{seed}.pt"
     torch.manual_seed(seed)
     model = arch()
     if path.exists():
@@ -227,12 +233,12 @@ def _clean_model(config, arch, task, seed, folder: Path) -> nn.Module:
     return model
 
 
-def _owner(config, arch, task, seed, label, entry, base, folder: Path):
+def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id: str):
     """(key, marked model) of one scheme and seed: made once, then read back."""
     from ..keys.loading import load_key
 
-    key_path = folder / "keys" / f"{label}-seed{seed}.key"
-    model_path = folder / "models" / f"{label}-seed{seed}.pt"
+    key_path = folder / "keys" / f"{label}-seed{seed}-{owner_id}.key"
+    model_path = folder / "models" / f"{label}-seed{seed}-{owner_id}.pt"
     scheme = get_scheme(entry["scheme"])
     marked = arch()
     if key_path.exists() and model_path.exists():
