@@ -27,6 +27,11 @@
     size = 100
     embedding = {per_batch = 20}   # optional: options of the scheme's embedding()
 
+    [schemes.content]
+    scheme = "trigger-set"
+    kind = "content"
+    source = "owner-images"     # stands for the owner's training images
+
 Every section and field is checked; an unknown one is an error naming it (a typo must not
 silently fall back to a default).
 """

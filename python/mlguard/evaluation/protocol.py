@@ -36,6 +36,7 @@ from .evaluate import accuracy, attacker_key
 from .registry import Run, expand, parse_cli
 
 JOURNAL = "cells.jsonl"
+OWNER_IMAGES = "owner-images"  # a config value that stands for the owner's training images
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Task:
     """The data of one seed: the owner's and the attacker's disjoint shares, the test set."""
 
     owner: tuple[torch.Tensor, torch.Tensor]
+    owner_images: torch.Tensor  # the owner's share as uint8 pixels (a key's image source)
     attacker: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     num_classes: int
@@ -70,7 +72,7 @@ def load_task(config: ProtocolConfig, seed: int) -> Task:
         return (images.float() / 255 - torch.tensor(mean)[:, None, None]) / \
             torch.tensor(std)[:, None, None]
 
-    return Task(owner=(norm(x[order[cut:]]), y[order[cut:]]),
+    return Task(owner=(norm(x[order[cut:]]), y[order[cut:]]), owner_images=x[order[cut:]],
                 attacker=(norm(x[order[:cut]]), y[order[:cut]]), test=(norm(tx), ty),
                 num_classes=10, shape=(1, 28, 28), mean=mean, std=std,
                 described=f"fashion-mnist: owner {len(x) - cut}, attacker {cut} "
@@ -260,11 +262,15 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id:
 
 def _generate_args(scheme, entry: dict, task: Task, model: nn.Module, label: str,
                    seed: int) -> dict:
-    """The config's options, plus the task's facts that the scheme's generate() takes
-    (num_classes, shape, mean, std, model, data): one rule for every scheme. The secret is
+    """The config's options (the value "owner-images" stands for the owner's training
+    images, uint8), plus the task's facts that the scheme's generate() takes (num_classes,
+    shape, mean, std, model, data): one rule for every scheme. The secret is
     derived from the label and seed, so a table can be reproduced: these keys are for
     research, never for protecting a model."""
     options = {k: v for k, v in entry.items() if k not in ("scheme", "embedding")}
+    for name, value in options.items():
+        if value == OWNER_IMAGES:  # e.g. source = "owner-images" for content/noise triggers
+            options[name] = task.owner_images
     options.setdefault("secret", hashlib.sha256(f"mlguard-protocol/{label}/{seed}".encode())
                        .digest())
     facts = {"num_classes": task.num_classes, "shape": task.shape, "mean": task.mean,
