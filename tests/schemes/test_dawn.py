@@ -170,3 +170,13 @@ def test_embedding_adds_nothing_and_bad_arguments(served):
         DawnKey.from_body({**key.to_body(), "x": 1})
     with pytest.raises(ValueError, match="10 classes"):
         DawnWrapper(nn.Sequential(nn.Flatten(), nn.Linear(784, 3)), key)(torch.zeros(2, 784))
+
+
+def test_key_new_arguments():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    Dawn.add_arguments(parser)
+    key = Dawn.from_arguments(parser.parse_args(["--num-classes", "10", "--rate", "0.02"]))
+    assert isinstance(key, DawnKey) and key.num_classes == 10 and key.rate == 0.02
+    assert Dawn.generate(num_classes=4, rate=0.5, secret=SECRET).secret == SECRET

@@ -412,8 +412,9 @@ class DawnWrapper(nn.Module):
         answers = logits.argmax(1).cpu()
         served = answers.clone()
         marked = []
-        for i in range(len(x)):
-            data = query_bytes(x[i])
+        queries = x.detach().cpu()  # one copy, not one per query
+        for i in range(len(queries)):
+            data = query_bytes(queries[i])
             if self.key.selected(data):
                 served[i] = self.key.keyed_label(data, int(answers[i]))
                 marked.append(i)
@@ -421,7 +422,7 @@ class DawnWrapper(nn.Module):
         self.watermarked += len(marked)
         if marked and self.record is not None:
             idx = torch.tensor(marked)
-            self.record.append(x.detach().cpu()[idx], answers[idx], served[idx])
+            self.record.append(queries[idx], answers[idx], served[idx])
         if self.output == "labels":
             return served.to(logits.device)
         out = logits.clone()

@@ -211,8 +211,9 @@ class EWEKey(Key):
         c, h, w = self.shape
         p = self.patch_size
         bits = keyed_below(self.seed("patch"), c * p * p, 2).float().reshape(c, p, p)
-        where = keyed_below(self.seed("position"), 2, 1 << 30)
-        return bits, int(where[0]) % (h - p + 1), int(where[1]) % (w - p + 1)
+        row = keyed_below(self.seed("position"), 1, h - p + 1, stream=0)
+        col = keyed_below(self.seed("position"), 1, w - p + 1, stream=1)
+        return bits, int(row[0]), int(col[0])
 
     def stamp(self, images01: torch.Tensor) -> torch.Tensor:
         """`images01` (N, C, H, W) in [0, 1] with the keyed patch stamped (a copy)."""
