@@ -483,6 +483,11 @@ class Dawn(Scheme):
             "rate": key.rate})
 
     @classmethod
+    def attacker_key(cls, key: DawnKey) -> DawnKey:
+        """A fresh serving key like `key` (another secret, no record)."""
+        return DawnKey.generate(key.num_classes, key.rate)
+
+    @classmethod
     def expected_test(cls, body: dict) -> tuple[int, float]:
         key = DawnKey.from_body(body)
         if key.records is None:

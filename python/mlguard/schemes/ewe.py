@@ -479,6 +479,14 @@ class EWE(Scheme):
         key = EWEKey.from_body(body)
         return key.size, key.chance
 
+    @classmethod
+    def input_normalization(cls, key: EWEKey):
+        return None if key.mean is None else (key.mean, key.std)
+
+    @classmethod
+    def input_shape(cls, key: EWEKey):
+        return key.shape
+
 
 def trigger_accuracy(model: nn.Module, key: EWEKey) -> float:
     """The fraction of the key's triggers the model answers with the target class."""
