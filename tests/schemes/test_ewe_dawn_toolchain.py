@@ -93,3 +93,20 @@ def test_key_new_dawn_on_the_command_line(tmp_path, capsys):
         main(["key", "new", "--help"])
     text = capsys.readouterr().out
     assert "dawn: DAWN" in text and "ewe: Entangled" in text
+
+
+def test_key_new_ewe_on_the_command_line(fashion, tmp_path):
+    from mlguard.cli.demo import small_cnn
+    from mlguard.cli.main import main
+
+    _, labels, x = fashion
+    torch.manual_seed(3)
+    reference = fit(small_cnn(), x[:1000], labels[:1000], epochs=1)
+    torch.save(reference.state_dict(), tmp_path / "ref.pt")
+    out = tmp_path / "ewe.key"
+    assert main(["key", "new", "ewe", str(out), "--references", str(tmp_path / "ref.pt"),
+                 "--arch", "mlguard.cli.demo:small_cnn", "--source-class", "8",
+                 "--target-class", "0", "--size", "40"]) == 0
+    key = mlguard.load_key(out)
+    assert isinstance(key, EWEKey) and (key.source_class, key.target_class, key.size) == (8, 0, 40)
+    assert len(key.reference_matches) == 1 and key.mean == data.FASHION_MNIST_MEAN
