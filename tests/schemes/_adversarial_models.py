@@ -1,0 +1,54 @@
+"""Tiny Fashion-MNIST models shared by the adversarial schemes' tests (module-scoped there):
+an owner model, independent reference models, and fine-tuning with a scheme's embedding."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mlguard import data
+from mlguard.cli.demo import batches, small_cnn, train
+from mlguard.schemes import ReadOptions, Suspect, get_scheme
+
+MEAN, STD = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
+
+
+def fashion():
+    try:
+        return data.fashion_mnist("train")
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed")
+
+
+def trained(index: int, images, labels, count: int, epochs: int = 1):
+    """Model `index`: its own initialization and its own random `count` images."""
+    torch.manual_seed(index)
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(index))[:count]
+    model = small_cnn()
+    train(model, images[pick], labels[pick], epochs, "cpu", None, seed=index)
+    return model.eval()
+
+
+def read(scheme: str, key, model):
+    return get_scheme(scheme).read(key, Suspect(model, None), ReadOptions())
+
+
+def fine_tune(model, scheme: str, key, images, labels, max_epochs: int = 12, **emb):
+    """The owner's model fine-tuned with the key's embedding until every trial matches."""
+    model = copy.deepcopy(model)
+    embedding = get_scheme(scheme).embedding(key, **emb)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(max_epochs):
+        model.train()
+        for x, y in batches(images, labels, 128, torch.Generator().manual_seed(epoch)):
+            x, y = embedding.batch(x, y)
+            loss = torch.nn.functional.cross_entropy(model(x), y) + embedding.loss(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        reading = read(scheme, key, model.eval())
+        if reading.matches == reading.total:
+            break
+    return model.eval()
