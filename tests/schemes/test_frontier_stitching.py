@@ -10,23 +10,21 @@ from mlguard.schemes import get_scheme, scheme_of
 from mlguard.schemes.frontier_stitching import FrontierStitching, FrontierStitchingKey
 from mlguard.verification.verdict import make_verdict
 
-from _adversarial_models import MEAN, STD, fashion, fine_tune, read, trained
+from _adversarial_models import MEAN, STD, fine_tune, read
 
 SECRET = bytes(range(32))
 ALPHA = 1e-3  # 50 true adversaries, bound near 0.75: 0.75**50 ~ 6e-7 at best
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.set_num_threads(1)
-    x, y = fashion()
-    owner = trained(0, x[:20000], y[:20000], 3000, epochs=2)
-    refs = [trained(i, x[:20000], y[:20000], 1500) for i in (1, 2, 3)]
+def setup(tiny_models):
+    m = tiny_models
+    x, y, owner, refs = m["x"], m["y"], m["owner"], m["refs"]
     key = FrontierStitchingKey.generate(model=owner, images=x[50000:51500],
                                         labels=y[50000:51500], reference_models=refs, size=100,
                                         eps=0.25, mean=MEAN, std=STD, secret=SECRET)
     marked = fine_tune(owner, "frontier-stitching", key, x[:2000], y[:2000], per_batch=32)
-    twin = trained(7, x[:20000], y[:20000], 1500)
+    twin = m["twin"]
     return {"x": x, "y": y, "owner": owner, "refs": refs, "key": key, "marked": marked,
             "twin": twin}
 
@@ -133,3 +131,27 @@ def test_bad_arguments_are_refused(setup):
     with pytest.raises(TypeError, match="FrontierStitchingKey"):
         FrontierStitching.embedding("key")
     assert math.isfinite(setup["key"].chance)
+
+
+def test_key_new_options_build_a_key_from_files(setup, tmp_path):
+    import argparse
+
+    import numpy as np
+
+    torch.save(setup["owner"].state_dict(), tmp_path / "owner.pt")
+    for i, ref in enumerate(setup["refs"]):
+        torch.save(ref.state_dict(), tmp_path / f"ref{i}.pt")
+    np.savez(tmp_path / "own.npz", images=setup["x"][50000:50400].numpy(),
+             labels=setup["y"][50000:50400].numpy())
+    parser = argparse.ArgumentParser()
+    FrontierStitching.add_arguments(parser)
+    args = parser.parse_args([
+        "--model", str(tmp_path / "owner.pt"), "--arch", "mlguard.cli.demo:small_cnn",
+        "--references", *(str(tmp_path / f"ref{i}.pt") for i in range(3)),
+        "--data", str(tmp_path / "own.npz"), "--size", "10",
+        "--mean", str(MEAN[0]), "--std", str(STD[0])])
+    key = FrontierStitching.from_arguments(args)
+    assert key.size == 10 and key.total == 5 and key.mean == (MEAN[0],)
+    args.data = str(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="--data"):
+        FrontierStitching.from_arguments(args)

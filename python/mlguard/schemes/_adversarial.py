@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import math
+
 import torch
 
 from .._checks import check_int, check_real
@@ -68,6 +70,13 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255.0).round() / 255.0
 
 
+def stored_within(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``adv`` rounded to k/255 and kept within eps of ``x`` (rounded too): the largest whole
+    number of 1/255 steps not above eps, so rounding never exceeds the attack's radius."""
+    xq, r = quantize(x), math.floor(eps * 255.0 + 1e-6) / 255.0
+    return quantize(torch.min(torch.max(quantize(adv), xq - r), xq + r))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next((t.device for t in (*model.parameters(), *model.buffers())),
                 torch.device("cpu"))
@@ -104,7 +113,8 @@ def _input_grad(model, x, target, mean, std) -> torch.Tensor:
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, mean, std,
          batch_size: int = 256) -> torch.Tensor:
     """Untargeted FGSM (Goodfellow et al., ICLR 2015, Eq. 3): x + eps * sign(grad_x loss(x, y)),
-    clipped to [0, 1] and rounded to k/255. The model's parameters are left untouched."""
+    clipped to [0, 1] and rounded to k/255 within eps (stored_within). The model's
+    parameters are left untouched."""
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -112,7 +122,8 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, m
     try:
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
             xb, yb = xb.to(device).float(), yb.to(device)
-            out.append(quantize(xb + eps * _input_grad(model, xb, yb, mean, std).sign()).cpu())
+            step = eps * _input_grad(model, xb, yb, mean, std).sign()
+            out.append(stored_within(xb + step, xb, eps).cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else x.clone()
@@ -122,7 +133,7 @@ def targeted_pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, 
                  steps: int, mean, std, batch_size: int = 256) -> torch.Tensor:
     """Targeted iterative FGSM / PGD (Kurakin et al. 2017; Madry et al., ICLR 2018): `steps`
     signed-gradient steps of eps / steps * 2.5 that lower the loss of `target`, projected on
-    the L-inf ball of radius eps around x and on [0, 1]; rounded to k/255."""
+    the L-inf ball of radius eps around x and on [0, 1]; rounded within eps (stored_within)."""
     device = model_device(model)
     step = 2.5 * eps / steps
     was_training = model.training
@@ -135,7 +146,7 @@ def targeted_pgd(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, 
             for _ in range(steps):
                 adv = adv - step * _input_grad(model, adv, tb, mean, std).sign()
                 adv = torch.min(torch.max(adv, xb - eps), xb + eps).clamp(0, 1)
-            out.append(quantize(torch.min(torch.max(adv, xb - eps), xb + eps)).cpu())
+            out.append(stored_within(adv, xb, eps).cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else x.clone()

@@ -354,6 +354,14 @@ class Blackmarks(Scheme):
         key = BlackmarksKey.from_body(body)
         return key.bits, key.chance
 
+    @classmethod
+    def input_normalization(cls, key):
+        return None if key.mean is None else (list(key.mean), list(key.std))
+
+    @classmethod
+    def input_shape(cls, key):
+        return key.shape
+
 
 def _check_key(key) -> None:
     if not isinstance(key, BlackmarksKey):

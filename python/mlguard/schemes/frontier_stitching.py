@@ -52,7 +52,7 @@ from . import _adversarial as adv
 from .base import Embedding, Reading, ReadOptions, Scheme, Suspect, register_scheme
 
 NAME = "frontier-stitching"
-DEFAULT_EPS = 0.25  # pixel-space FGSM step for [0, 1] images (WRT uses 0.01 on CIFAR-10)
+DEFAULT_EPS = 0.1  # FGSM step in [0, 1] pixels (Fashion-MNIST; WRT: 0.01 on CIFAR-10)
 _BODY = {"scheme", "secret", "nonce", "num_classes", "shape", "mean", "std", "eps", "images",
          "labels", "true_adversaries", "reference"}
 
@@ -319,6 +319,14 @@ class FrontierStitching(Scheme):
     def expected_test(cls, body: dict) -> tuple[int, float]:
         key = FrontierStitchingKey.from_body(body)
         return key.total, key.chance
+
+    @classmethod
+    def input_normalization(cls, key):
+        return None if key.mean is None else (list(key.mean), list(key.std))
+
+    @classmethod
+    def input_shape(cls, key):
+        return key.shape
 
 
 def _check_key(key) -> None:
