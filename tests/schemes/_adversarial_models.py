@@ -52,3 +52,24 @@ def fine_tune(model, scheme: str, key, images, labels, max_epochs: int = 12, **e
         if reading.matches == reading.total:
             break
     return model.eval()
+
+
+def toolchain_checks(key, marked, twin, x_test, y_test, alpha, tmp_path):
+    """mlguard.load_key, verify and evaluate on a key of a registered scheme: the marked
+    model detected, the twin not, and evaluate's unattacked row equal to verify."""
+    import mlguard
+
+    key.save(tmp_path / "owner.key")
+    loaded = mlguard.load_key(tmp_path / "owner.key")
+    assert loaded == key and loaded.commitment() == key.commitment()
+    hit, miss = mlguard.verify(marked, loaded, alpha=alpha), mlguard.verify(twin, loaded,
+                                                                             alpha=alpha)
+    assert hit.detected and not miss.detected, (hit.matches, miss.matches, hit.chance)
+    assert hit.scheme == mlguard.schemes.scheme_of(key).name
+    test = (torch.cat([x for x, _ in batches(x_test, y_test, 500)]), y_test)
+    report = mlguard.evaluate(marked, {"owner": loaded}, [("prune", {"amount": 0.1})],
+                              test_data=test, alpha=alpha)
+    first = report.rows[0]
+    assert first.attack == "none" and first.scheme == hit.scheme
+    assert (first.matches, first.total, first.detected) == (hit.matches, hit.total, True)
+    assert len(report.rows) == 2  # and the pruned model's row

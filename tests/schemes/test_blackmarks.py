@@ -153,3 +153,10 @@ class _Constant(torch.nn.Module):
         out = torch.zeros(x.shape[0], 10)
         out[:, self.cls] = 1.0
         return out + self.w
+
+
+def test_verify_load_key_and_evaluate(setup, tmp_path):
+    from _adversarial_models import toolchain_checks
+
+    toolchain_checks(setup["key"], setup["marked"], setup["twin"], setup["x"][:500],
+                     setup["y"][:500], 1e-6, tmp_path)

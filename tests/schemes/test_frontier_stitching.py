@@ -155,3 +155,10 @@ def test_key_new_options_build_a_key_from_files(setup, tmp_path):
     args.data = str(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="--data"):
         FrontierStitching.from_arguments(args)
+
+
+def test_verify_load_key_and_evaluate(setup, tmp_path):
+    from _adversarial_models import toolchain_checks
+
+    toolchain_checks(setup["key"], setup["marked"], setup["twin"], setup["x"][:500],
+                     setup["y"][:500], ALPHA, tmp_path)

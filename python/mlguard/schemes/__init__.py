@@ -8,8 +8,7 @@ the scheme modules import them in turn.
 from .base import (SCHEMES, Embedding, Reading, ReadOptions, Scheme, Suspect,
                    conservative_chance, get_scheme, register_scheme, scheme_names, scheme_of)
 from . import trigger_set, weight  # noqa: E402,F401  (register the built-in schemes)
+from . import blackmarks, frontier_stitching  # noqa: E402,F401  (issue 19's schemes)
 
 __all__ = ["SCHEMES", "Embedding", "Reading", "ReadOptions", "Scheme", "Suspect",
            "conservative_chance", "get_scheme", "register_scheme", "scheme_names", "scheme_of"]
-from . import frontier_stitching  # noqa: F401,E402  (registers itself)
-from . import blackmarks  # noqa: F401,E402  (registers itself)
