@@ -78,8 +78,8 @@ def make_key(scheme, owner, gx, gy, refs, secret, args):
     common = dict(model=owner, images=gx, labels=gy, reference_models=refs,
                   mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD, secret=secret)
     if scheme == "frontier-stitching":
-        return get_scheme(scheme).generate(size=args.size, eps=args.fs_eps, **common)
-    return get_scheme(scheme).generate(bits=args.size, eps=args.bm_eps, **common)
+        return get_scheme(scheme).generate(size=args.fs_size, eps=args.fs_eps, **common)
+    return get_scheme(scheme).generate(bits=args.bits, eps=args.bm_eps, **common)
 
 
 def main(argv=None) -> int:
@@ -87,9 +87,10 @@ def main(argv=None) -> int:
     p.add_argument("--models", type=int, default=50)
     p.add_argument("--references", type=int, default=5)
     p.add_argument("--fresh-keys", type=int, default=2)
-    p.add_argument("--size", type=int, default=100, help="key inputs / signature bits")
+    p.add_argument("--fs-size", type=int, default=300, help="Frontier Stitching key inputs")
+    p.add_argument("--bits", type=int, default=100, help="BlackMarks signature bits")
     p.add_argument("--fs-eps", type=float, default=0.1)
-    p.add_argument("--bm-eps", type=float, default=0.25)
+    p.add_argument("--bm-eps", type=float, default=0.1)
     p.add_argument("--owner-subset", type=int, default=12000)
     p.add_argument("--owner-epochs", type=int, default=3)
     p.add_argument("--finetune-subset", type=int, default=6000)

@@ -42,6 +42,8 @@ def test_key_follows_the_signature(setup):
     assert [key.encoding[t] for t in key.targets] == key.signature.tolist()
     assert 0 < int(key.signature.sum()) < BITS
     assert 0 < sum(key.encoding) < key.num_classes
+    # the paper's filter, with the owner's unmarked model: it decodes no key input to its bit
+    assert read("blackmarks", key, setup["owner"]).matches == 0
 
 
 def test_round_trip_through_a_key_file(setup, tmp_path):

@@ -12,8 +12,13 @@ mixed into the batches, plus the signature loss lambda * mean_i |softmax(model(x
 (the soft Hamming distance between the decoded and the owner's signature).
 Reading (Sec. 3.4): each key input's predicted class decoded to its cluster bit; matches =
 bits equal to the signature (the bit error rate is 1 - matches / K).
-Not done here: the paper's filtering of candidate keys that transfer to unmarked models
-(WRT's ``key_expansion_factor``); the key inputs are used as generated.
+Filtering (Sec. 3.2; WRT's ``key_expansion_factor``): a candidate that an unmarked model
+already decodes to its bit is dropped, or the key would detect models that never carried
+it. Here the unmarked model is the owner's own pre-watermark model (the one whose
+derivatives most readily share its adversarial examples): bit i takes the first of up to
+``tries`` keyed source images whose candidate the owner model does not decode to b_i. The
+paper's second filter (keys the *marked* model fails to learn) is left to the embedding,
+which trains until every bit reads.
 
 The null, thought through. If a suspect's decoded bits were independent of the signature, each
 bit would match with probability exactly 1/2 whatever the model does, because the signature
@@ -141,16 +146,18 @@ class BlackmarksKey(Key):
     @classmethod
     def generate(cls, *, model: torch.nn.Module, images, labels, reference_models,
                  bits: int = 100, eps: float = DEFAULT_EPS, steps: int = DEFAULT_STEPS,
-                 mean=None, std=None, secret: bytes | str | None = None,
+                 mean=None, std=None, secret: bytes | str | None = None, tries: int = 10,
                  batch_size: int = 256, label: str | None = None) -> BlackmarksKey:
         """A new key of ``bits`` signature bits from the owner's trained ``model`` and data
         (``images`` (N, C, H, W) uint8 or float in [0, 1] before the normalization
         ``mean``/``std`` of training; ``labels`` their true classes). ``reference_models``:
-        models trained like the owner's but independently (or a callable returning them)."""
+        models trained like the owner's but independently (or a callable returning them).
+        ``tries``: candidate source images per bit (WRT's key_expansion_factor, 10)."""
         model = adv.check_model(model)
         bits = check_int("bits", bits, low=1)
         eps = adv.check_eps(eps)
         steps = check_int("steps", steps, low=1)
+        tries = check_int("tries", tries, low=1)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             adv.owner_data(images, labels, 2)  # raises the message about images
         shape = _check_shape(tuple(images.shape[1:]))
@@ -168,19 +175,35 @@ class BlackmarksKey(Key):
         members = [torch.nonzero(encoding == bit).flatten() for bit in (0, 1)]
         pick = keyed_below(keyfile.derive_seed(secret, f"{NAME}/targets"), bits,
                            num_classes)  # reduced below by the cluster's size, per bit
-        sources, targets = [], []
-        for i, b in enumerate(signature.tolist()):
-            pool = pools[1 - b]  # a source of the other cluster, moved toward cluster b
-            if not pool:
-                raise ValueError(f"the images hold too few correctly classified images of "
-                                 f"cluster {1 - b} for {bits} bits; give more images")
-            sources.append(pool.pop(0))
-            targets.append(int(members[b][int(pick[i]) % len(members[b])]))
+        targets = [int(members[b][int(pick[i]) % len(members[b])])
+                   for i, b in enumerate(signature.tolist())]
         # (pick mod |cluster| is not exactly uniform over the cluster; the target class only
         # steers the attack and needs no uniformity: the null does not rest on it.)
-        target_t = torch.tensor(targets)
-        key_x = adv.targeted_pgd(model, pixels[sources], target_t, eps, steps, mean, std,
-                                 batch_size)
+        key_x = torch.empty(bits, *shape)
+        pending = list(range(bits))
+        for _ in range(tries):
+            if not pending:
+                break
+            srcs = []
+            for i in pending:  # the next unused source of the other cluster, moved toward b_i
+                pool = pools[1 - int(signature[i])]
+                if not pool:
+                    raise ValueError(f"the images hold too few correctly classified images of "
+                                     f"cluster {1 - int(signature[i])} for {bits} bits; give "
+                                     "more images")
+                srcs.append(pool.pop(0))
+            cand = adv.targeted_pgd(model, pixels[srcs], torch.tensor(targets)[pending], eps,
+                                    steps, mean, std, batch_size)
+            owner_bits = encoding[adv.predictions(model, cand, mean, std, num_classes,
+                                                  batch_size)]
+            keep = owner_bits != signature[pending]  # the unmarked owner model misses its bit
+            for j in torch.nonzero(keep).flatten().tolist():
+                key_x[pending[j]] = cand[j]
+            pending = [i for j, i in enumerate(pending) if not keep[j]]
+        if pending:
+            raise ValueError(f"{len(pending)} of {bits} bits found no candidate in {tries} "
+                             f"tries that the owner's unmarked model does not already decode "
+                             f"to its bit at eps={eps}: lower eps or raise tries")
         refs = adv.reference_list(reference_models)
         matches = [int((encoding[adv.predictions(r, key_x, mean, std, num_classes, batch_size)]
                         == signature).sum()) for r in refs]
