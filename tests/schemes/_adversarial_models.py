@@ -1,9 +1,10 @@
-"""Tiny Fashion-MNIST models shared by the adversarial schemes' tests (module-scoped there):
-an owner model, independent reference models, and fine-tuning with a scheme's embedding."""
+"""Tiny Fashion-MNIST models shared by the adversarial schemes' tests: an owner model,
+independent reference models, a clean twin, and fine-tuning with a scheme's embedding."""
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -29,6 +30,18 @@ def trained(index: int, images, labels, count: int, epochs: int = 1):
     model = small_cnn()
     train(model, images[pick], labels[pick], epochs, "cpu", None, seed=index)
     return model.eval()
+
+
+@functools.cache
+def shared_models() -> dict:
+    """The owner's model, 3 independent reference models and a clean twin, trained once per
+    test session (both schemes' test files use them)."""
+    torch.set_num_threads(1)
+    x, y = fashion()
+    pool_x, pool_y = x[:20000], y[:20000]
+    return {"x": x, "y": y, "owner": trained(0, pool_x, pool_y, 3000, epochs=2),
+            "refs": [trained(i, pool_x, pool_y, 1500) for i in (1, 2, 3)],
+            "twin": trained(7, pool_x, pool_y, 1500)}
 
 
 def read(scheme: str, key, model):

@@ -8,15 +8,15 @@ from mlguard.schemes import get_scheme, scheme_of
 from mlguard.schemes.blackmarks import Blackmarks, BlackmarksKey, signature_bits, two_means
 from mlguard.verification.verdict import make_verdict
 
-from _adversarial_models import MEAN, STD, fine_tune, read
+from _adversarial_models import MEAN, STD, fine_tune, read, shared_models
 
 SECRET = bytes(range(1, 33))
 BITS = 40
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_models):
-    m = tiny_models
+def setup():
+    m = shared_models()
     x, y, owner, refs = m["x"], m["y"], m["owner"], m["refs"][:2]
     key = BlackmarksKey.generate(model=owner, images=x[50000:51000], labels=y[50000:51000],
                                  reference_models=refs, bits=BITS, mean=MEAN, std=STD,

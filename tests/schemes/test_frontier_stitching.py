@@ -10,15 +10,15 @@ from mlguard.schemes import get_scheme, scheme_of
 from mlguard.schemes.frontier_stitching import FrontierStitching, FrontierStitchingKey
 from mlguard.verification.verdict import make_verdict
 
-from _adversarial_models import MEAN, STD, fine_tune, read
+from _adversarial_models import MEAN, STD, fine_tune, read, shared_models
 
 SECRET = bytes(range(32))
 ALPHA = 1e-3  # 50 true adversaries, bound near 0.75: 0.75**50 ~ 6e-7 at best
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_models):
-    m = tiny_models
+def setup():
+    m = shared_models()
     x, y, owner, refs = m["x"], m["y"], m["owner"], m["refs"]
     key = FrontierStitchingKey.generate(model=owner, images=x[50000:51500],
                                         labels=y[50000:51500], reference_models=refs, size=100,
