@@ -8,7 +8,7 @@ the scheme modules import them in turn.
 from .base import (SCHEMES, Embedding, Reading, ReadOptions, Scheme, Suspect,
                    conservative_chance, get_scheme, register_scheme, scheme_names, scheme_of)
 from . import trigger_set, weight  # noqa: E402,F401  (register the built-in schemes)
-from . import ewe, dawn  # noqa: E402,F401  (Entangled Watermarks, DAWN)
+from . import frontier_stitching, blackmarks, ewe, dawn  # noqa: E402,F401,I001  (WRT's others)
 
 __all__ = ["SCHEMES", "Embedding", "Reading", "ReadOptions", "Scheme", "Suspect",
            "conservative_chance", "get_scheme", "register_scheme", "scheme_names", "scheme_of"]
