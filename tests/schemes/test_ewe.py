@@ -166,7 +166,7 @@ def test_bad_arguments(fashion, setup):
     twin = setup[3]
     with pytest.raises(ValueError, match="at least one reference"):
         EWEKey.generate(images, labels, [], secret=SECRET, **NORM)
-    with pytest.raises(TypeError, match="references"):
+    with pytest.raises(TypeError, match="reference_models"):
         EWEKey.generate(images, labels, twin, secret=SECRET, **NORM)
     with pytest.raises(ValueError, match="fewer than size"):
         EWEKey.generate(images, labels, [twin], source_class=8, size=10_000, **NORM)

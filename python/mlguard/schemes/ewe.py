@@ -242,7 +242,7 @@ class EWEKey(Key):
     # -- generation --------------------------------------------------------------------------
 
     @classmethod
-    def generate(cls, images: torch.Tensor, labels: torch.Tensor, references: Sequence[nn.Module],
+    def generate(cls, images: torch.Tensor, labels: torch.Tensor, reference_models: Sequence[nn.Module],
                  *, num_classes: int = 10, source_class: int | None = None,
                  target_class: int | None = None, size: int = 100, patch_size: int = 4,
                  mean=None, std=None, secret: bytes | str | None = None,
@@ -250,7 +250,7 @@ class EWEKey(Key):
         """A new key. `images` (N, C, H, W; uint8, or float in [0, 1]) and `labels` (N,) are
         the owner's data; `size` images of `source_class` are chosen from them by the secret.
         `source_class`/`target_class` default to two distinct classes drawn from the secret.
-        `references`: models trained independently of the marked one (other seeds, other
+        `reference_models`: models trained independently of the marked one (other seeds, other
         data orders; the more the better, at least one), read on the triggers to set the
         conservative chance. `mean`/`std`: the normalization the models were trained with."""
         secret = _secret(secret)
@@ -275,11 +275,11 @@ class EWEKey(Key):
         chosen = pool[keyed_choice(keyfile.derive_seed(secret, "ewe/choose"), pool.numel(),
                                    size)]
         stored = key_images.encode(key_images.as_stored(images[chosen], "images"))
-        if isinstance(references, nn.Module) or not isinstance(references, Sequence):
-            raise TypeError("references must be a sequence of torch.nn.Module, got "
-                            f"{type(references).__name__}")
-        if not references:
-            raise ValueError("references must hold at least one reference model (trained "
+        if isinstance(reference_models, nn.Module) or not isinstance(reference_models, Sequence):
+            raise TypeError("reference_models must be a sequence of torch.nn.Module, got "
+                            f"{type(reference_models).__name__}")
+        if not reference_models:
+            raise ValueError("reference_models must hold at least one reference model (trained "
                              "independently of the marked model): the null is calibrated on "
                              "them")
         draft = cls._checked(secret=secret, nonce=keyfile.new_nonce(), num_classes=num_classes,
@@ -288,7 +288,7 @@ class EWEKey(Key):
                              std=std, stored_images=stored, reference_matches=[0],
                              label=label)
         inputs = draft.triggers()
-        counts = [int((predict(m, inputs) == draft.target_class).sum()) for m in references]
+        counts = [int((predict(m, inputs) == draft.target_class).sum()) for m in reference_models]
         return cls._checked(secret=secret, nonce=draft.nonce, num_classes=num_classes,
                             source_class=source_class, target_class=target_class, size=size,
                             shape=draft.shape, patch_size=draft.patch_size, mean=draft.mean,
