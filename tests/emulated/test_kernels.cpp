@@ -1,6 +1,7 @@
-// mlguard's CUDA kernels, their own device code (cuda/*_kernel.cuh), run on the CPU under the
-// CUDA emulator (cuda_emu.h) and compared with the CPU ops at boundary sizes and at the launch
-// shapes an H100 (132 SMs), an A100 (108) and a T4 (40) would use. No GPU needed: CI runs it
+// mlguard's CUDA kernels, their own device code and host launch code (run_<op> in
+// cuda/<op>_kernel.cuh, given EmuLaunch where the .cu gives CudaLaunch), run on the CPU under
+// the CUDA emulator (cuda_emu.h) and compared with the CPU ops at boundary sizes and at the
+// launch shapes an H100 (132 SMs), an A100 (108) and a T4 (40) would use. No GPU needed: CI runs it
 // on every commit (ctest, `make test-cpp`). A divergent barrier, a device assert or (in the
 // AddressSanitizer build) an out-of-bounds access fails it.
 //
