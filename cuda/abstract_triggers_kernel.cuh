@@ -1,11 +1,16 @@
-// Device code of mlguard::abstract_triggers (abstract_triggers.cu), in a header so that the same source is
-// compiled by nvcc for the extension and as host C++ under the CUDA emulator for the kernel
-// tests (tests/emulated/).
+// mlguard::abstract_triggers on CUDA: the kernel and its host launch code
+// (run_abstract_triggers), in a header so that the same source is compiled by nvcc for the
+// extension (abstract_triggers.cu, with CudaLaunch) and as host C++ under the CUDA emulator for
+// the kernel tests (tests/emulated/, with emu::launch).
 #pragma once
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <cstdint>
 
 #include "abstract_triggers.h"
+#include "launch.cuh"
 
 namespace mlguard {
 namespace {
@@ -27,6 +32,21 @@ __global__ void abstract_triggers_kernel(const int64_t* indices, int64_t planes,
     }
     __syncthreads();  // before the next plane overwrites `plane`
   }
+}
+
+// The whole op after the device guard; one block per plane (up to 65,536, then grid-stride).
+template <typename Launch>
+at::Tensor run_abstract_triggers(const Launch& launch, const at::Tensor& indices, int64_t seed,
+                                 int64_t channels, int64_t height, int64_t width) {
+  check_abstract_triggers_args(indices, channels, height, width);
+  const auto idx = indices.contiguous();
+  auto out = at::empty({idx.size(0), channels, height, width}, idx.options().dtype(at::kFloat));
+  const int64_t planes = idx.size(0) * channels;
+  if (planes == 0) return out;
+  const auto blocks = static_cast<unsigned int>(std::min<int64_t>(planes, 65536));
+  launch(abstract_triggers_kernel, blocks, kThreads, idx.data_ptr<int64_t>(), planes, channels,
+         height, width, static_cast<uint64_t>(seed), out.data_ptr<float>());
+  return out;
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
-// Device code of mlguard::augment_batch (augment_batch.cu), in a header so that the same source is
-// compiled by nvcc for the extension and as host C++ under the CUDA emulator for the kernel
-// tests (tests/emulated/).
+// mlguard::augment_batch on CUDA: the kernel and its host launch code (run_augment_batch), in
+// a header so that the same source is compiled by nvcc for the extension (augment_batch.cu,
+// with CudaLaunch) and as host C++ under the CUDA emulator for the kernel tests
+// (tests/emulated/, with emu::launch).
 #pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <cstdint>
 
 #include "augment_batch.h"
+#include "launch.cuh"
 
 namespace mlguard {
 namespace {
@@ -32,6 +37,33 @@ __global__ void augment_batch_kernel(const uint8_t* images, const int64_t* index
     const uint8_t v = inside ? images[((n * s.H + sy) * s.W + sx) * s.C + c] : 0;
     out[i] = static_cast<scalar_t>(augment_value(v, c, norm));
   }
+}
+
+// The whole op after the device guard: value checks (as the CPU op makes them), output, one
+// launch through `launch` (CudaLaunch or the emulator's).
+template <typename Launch>
+at::Tensor run_augment_batch(const Launch& launch, const at::Tensor& images,
+                             const at::Tensor& index, const at::Tensor& offsets,
+                             const at::Tensor& flip, int64_t pad, c10::ArrayRef<double> mean,
+                             c10::ArrayRef<double> std, at::ScalarType dtype) {
+  const Normalize norm =
+      check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
+  const AugmentShape s{images.size(0), index.numel(), images.size(1), images.size(2),
+                       images.size(3), pad};
+  auto out = at::empty({s.B, s.C, s.H, s.W}, images.options().dtype(dtype),
+                       at::MemoryFormat::ChannelsLast);
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const auto img = images.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto idx = index.contiguous();
+  const auto off = offsets.contiguous();
+  const auto flp = flip.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "augment_batch", [&] {
+    launch(augment_batch_kernel<scalar_t>, blocks_for(total), kThreads, img.data_ptr<uint8_t>(),
+           idx.data_ptr<int64_t>(), off.data_ptr<int64_t>(), flp.data_ptr<bool>(),
+           out.data_ptr<scalar_t>(), s, norm);
+  });
+  return out;
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
-// mlguard's CUDA kernels, their own device code (cuda/*_kernel.cuh), run on the CPU under the
-// CUDA emulator (cuda_emu.h) and compared with the CPU ops at boundary sizes and at the launch
-// shapes an H100 (132 SMs), an A100 (108) and a T4 (40) would use. No GPU needed: CI runs it
+// mlguard's CUDA kernels, their own device code and host launch code (run_<op> in
+// cuda/<op>_kernel.cuh, given EmuLaunch where the .cu gives CudaLaunch), run on the CPU under
+// the CUDA emulator (cuda_emu.h) and compared with the CPU ops at boundary sizes and at the
+// launch shapes an H100 (132 SMs), an A100 (108) and a T4 (40) would use. No GPU needed: CI runs it
 // on every commit (ctest, `make test-cpp`). A divergent barrier, a device assert or (in the
 // AddressSanitizer build) an out-of-bounds access fails it.
 //
 //   test_emulated_kernels [--quick]    --quick: the boundary sizes without the largest M
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -28,6 +30,16 @@
 #include "mix_triggers_kernel.cuh"
 
 namespace {
+
+// What the .cu files do with kernel<<<grid, block, 0, stream>>>(args...) (CudaLaunch), done
+// by the emulator: the ops' host code (run_<op> in cuda/<op>_kernel.cuh) runs unchanged.
+struct EmuLaunch {
+  template <typename... Params, typename... Args>
+  void operator()(void (*kernel)(Params...), unsigned int grid, unsigned int block,
+                  Args&&... args) const {
+    emu::launch(grid, block, [&] { kernel(args...); });
+  }
+};
 
 int failures = 0;
 int checks = 0;
@@ -60,39 +72,6 @@ const char* gpu_name(int sms) { return sms == 132 ? "H100" : sms == 108 ? "A100"
 
 // ---- keyed projection: exact read (keyed_projection_sums) and training forward ----------
 
-// keyed_projection_cuda / keyed_projection_sums_cuda's launch (keyed_projection.cu), emulated.
-template <bool kExact>
-at::Tensor emulated_projection(const at::Tensor& w, const at::Tensor& seeds, int64_t seed0,
-                               int64_t T, int sms, mlguard::ProjectionLaunch* used) {
-  using namespace mlguard;
-  const int64_t N = w.size(0), M = w.size(1), K = kExact ? seeds.size(0) : 1;
-  const auto acc = kExact ? at::kLong : (w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  auto out = at::zeros({N, K, T}, w.options().dtype(acc));
-  if (out.numel() == 0 || M == 0) return out;
-  const int64_t chunks = (M + kProjChunk - 1) / kProjChunk;
-  const ProjectionLaunch l = projection_launch(N, chunks, sms);
-  *used = l;
-  const auto shifts = kExact ? projection_shifts(w) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "emulated", [&] {
-    if constexpr (kExact) {
-      emu::launch(l.grid, kBlock, [&] {
-        projection_kernel<scalar_t, int32_t, int64_t, true>(
-            w.data_ptr<scalar_t>(), N, M, chunks, seeds.data_ptr<int64_t>(), 0, K, T,
-            shifts.data_ptr<int64_t>(), l.nb, l.tc, int64_t{1}, out.data_ptr<int64_t>());
-      });
-    } else {
-      using V = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      const V scale = static_cast<V>(1.0 / std::sqrt(static_cast<double>(M)));
-      emu::launch(l.grid, kBlock, [&] {
-        projection_kernel<scalar_t, V, V, false>(w.data_ptr<scalar_t>(), N, M, chunks, nullptr,
-                                                 seed0, 1, T, nullptr, l.nb, l.tc, scale,
-                                                 out.data_ptr<V>());
-      });
-    }
-  });
-  return out;
-}
-
 // Each distinct launch shape once: the three GPUs often choose the same tiles.
 std::set<std::tuple<int64_t, int64_t, int64_t, int, int, unsigned>> seen_launches;
 
@@ -107,12 +86,11 @@ void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
     const int64_t chunks = (M + 127) / 128;
     const auto l = mlguard::projection_launch(N, chunks, sms);
     if (!seen_launches.insert({N, M, T, l.nb, l.tc, l.grid}).second) continue;
-    mlguard::ProjectionLaunch used{};
-    const auto got = emulated_projection<true>(w, seeds, 0, T, sms, &used);
+    const auto got = std::get<0>(mlguard::run_keyed_projection_sums(EmuLaunch{}, w, seeds, T, sms));
     const std::string what = "keyed_projection_sums N=" + std::to_string(N) + " M=" +
                              std::to_string(M) + " T=" + std::to_string(T) + " " +
                              c10::toString(type) + " on " + gpu_name(sms) + " (nb=" +
-                             std::to_string(used.nb) + " tc=" + std::to_string(used.tc) + ")";
+                             std::to_string(l.nb) + " tc=" + std::to_string(l.tc) + ")";
     expect_clean_launch(what);
     const int64_t differ = got.ne(want).sum().item<int64_t>();
     expect(differ == 0, "%s: %lld of %lld sums differ from the CPU op's", what.c_str(),
@@ -129,12 +107,11 @@ void check_forward(int64_t M, int64_t T, at::ScalarType type) {
   for (int sms : kSms) {
     const auto l = mlguard::projection_launch(1, (M + 127) / 128, sms);
     if (!seen_launches.insert({-1, M, T, l.nb, l.tc, l.grid}).second) continue;
-    mlguard::ProjectionLaunch used{};
     const auto got =
-        emulated_projection<false>(w, at::Tensor(), seed, T, sms, &used).reshape({T}).to(at::kDouble);
+        mlguard::run_keyed_projection(EmuLaunch{}, w.reshape({M}), seed, T, sms).to(at::kDouble);
     const std::string what = "keyed_projection M=" + std::to_string(M) + " T=" +
                              std::to_string(T) + " " + c10::toString(type) + " on " +
-                             gpu_name(sms) + " (tc=" + std::to_string(used.tc) + ")";
+                             gpu_name(sms) + " (tc=" + std::to_string(l.tc) + ")";
     expect_clean_launch(what);
     // Float sums in another order: within a few ulps of the sum of |w| / sqrt(M); a chunk
     // added twice or missed is off by about one chunk's sum, far more.
@@ -155,6 +132,9 @@ void test_projection(bool quick) {
       for (int64_t M : {1, 129, 1000}) check_sums(N, M, T, at::kFloat);
   for (int64_t N : {2, 8, 17, 64}) check_sums(N, 300, 65, at::kFloat);
   for (auto type : {at::kDouble, at::kHalf, at::kBFloat16}) check_sums(2, 1000, 33, type);
+  // Tails of a group of 4 columns (one nibble table): M % 4 = 2, 3, 1.
+  for (int64_t M : {130, 131, 1001}) check_sums(3, M, 65, at::kFloat);
+  check_forward(131, 33, at::kFloat);
   for (int64_t T : {1, 33, 129}) check_forward(1000, T, at::kHalf);
   // M = 200,000 (1563 chunks): a T4 takes tiles of 8 chunks (4 for 2 models), an A100 or
   // H100 of 2; several chunks per tile is where rows and chunks share the 256 threads.
@@ -177,17 +157,7 @@ void check_backward(int64_t T, int64_t numel, at::ScalarType type) {
   const int64_t seed = -0x3c0ffee;
   const auto g = at::randn({T}, type);
   const auto want = cpu.call(g, seed, numel);
-  auto got = at::empty({numel}, g.options());
-  const int64_t chunks = (numel + mlguard::kProjChunk - 1) / mlguard::kProjChunk;
-  AT_DISPATCH_FLOATING_TYPES(type, "emulated", [&] {
-    const scalar_t scale =
-        static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(numel, 1))));
-    emu::launch(mlguard::blocks_for(chunks * 32), mlguard::kThreads, [&] {
-      mlguard::projection_backward_kernel<scalar_t>(g.data_ptr<scalar_t>(), T, numel, chunks,
-                                                    static_cast<uint64_t>(seed), scale,
-                                                    got.data_ptr<scalar_t>());
-    });
-  });
+  const auto got = mlguard::run_keyed_projection_backward(EmuLaunch{}, g, seed, numel);
   const std::string what = "_keyed_projection_backward T=" + std::to_string(T) + " numel=" +
                            std::to_string(numel) + " " + c10::toString(type);
   expect_clean_launch(what);
@@ -201,41 +171,15 @@ void test_backward() {
   for (int64_t T : {1, 31, 32, 33, 65, 300})
     for (int64_t numel : {1, 127, 128, 129, 1000}) check_backward(T, numel, at::kFloat);
   for (int64_t numel : {8 * 128 * 32 + 5, 70001}) check_backward(3, numel, at::kFloat);
+  // Work items of 64 chunks, slabs of 32 rows, groups of 4 rows: one past each edge.
+  for (int64_t T : {4, 5, 64, 97}) check_backward(T, 64 * 128 + 1, at::kFloat);
+  check_backward(36, 64 * 128, at::kDouble);
   check_backward(33, 1000, at::kDouble);
 }
 
 // ---- mix_triggers: NCHW and NHWC --------------------------------------------------------
 
 using MixResult = std::tuple<at::Tensor, at::Tensor>;
-
-// mix_triggers_cuda's launch (mix_triggers.cu), emulated.
-MixResult emulated_mix(const at::Tensor& x, const at::Tensor& y, const at::Tensor& bank,
-                       const at::Tensor& labels, int64_t step, int64_t per_batch, int64_t seed,
-                       int64_t pad, bool flip, std::vector<double> mean, std::vector<double> std) {
-  using namespace mlguard;
-  const Normalize norm =
-      check_mix_triggers_args(x, y, bank, labels, step, per_batch, pad, mean, std);
-  const auto fmt = x.suggest_memory_format();
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const MixShape s{x.size(0), per_batch, x.size(1), x.size(2), x.size(3), bank.size(0)};
-  auto out = at::empty({s.B + s.P, s.C, s.H, s.W}, x.options(), fmt);
-  auto y_out = at::empty({s.B + s.P}, y.options());
-  const int64_t total = std::max((s.B + s.P) * s.C * s.H * s.W, s.B + s.P);
-  if (total == 0) return {out, y_out};
-  const auto xd = x.contiguous(fmt);
-  const auto yd = y.contiguous();
-  const auto bank_c = bank.contiguous();
-  const auto labels_c = labels.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "emulated", [&] {
-    emu::launch(blocks_for(total), kThreads, [&] {
-      mix_triggers_kernel<scalar_t>(xd.data_ptr<scalar_t>(), yd.data_ptr<int64_t>(),
-                                    bank_c.data_ptr<float>(), labels_c.data_ptr<int64_t>(),
-                                    out.data_ptr<scalar_t>(), y_out.data_ptr<int64_t>(), s, step,
-                                    static_cast<uint64_t>(seed), pad, flip, channels_last, norm);
-    });
-  });
-  return {out, y_out};
-}
 
 // Same values and same memory layout, bit for bit.
 bool same_bits(const at::Tensor& a, const at::Tensor& b) {
@@ -267,7 +211,8 @@ void test_mix_triggers() {
     for (int64_t k = 0; k < c.C; ++k) mean[k] = 0.1 * k + 0.2, std[k] = 0.3 + 0.05 * k;
     for (int64_t step : {0, 7}) {
       const auto want = cpu.call(x, y, bank, labels, step, c.P, 0x1234, c.pad, c.flip, mean, std);
-      const auto got = emulated_mix(x, y, bank, labels, step, c.P, 0x1234, c.pad, c.flip, mean, std);
+      const auto got = mlguard::run_mix_triggers(EmuLaunch{}, x, y, bank, labels, step, c.P,
+                                                 0x1234, c.pad, c.flip, mean, std);
       char what[200];
       std::snprintf(what, sizeof what, "mix_triggers B=%lld P=%lld C=%lld H=%lld W=%lld %s %s step %lld",
                     (long long)c.B, (long long)c.P, (long long)c.C, (long long)c.H, (long long)c.W,
@@ -290,13 +235,7 @@ void test_abstract_triggers() {
                          {3, 32, 32}, {5, 16, 20}, {1, 1, 300}}) {
     const int64_t seed = -77;
     const auto want = cpu.call(idx, seed, C, H, W);
-    check_abstract_triggers_args(idx, C, H, W);
-    auto got = at::empty({idx.size(0), C, H, W}, at::kFloat);
-    const int64_t planes = idx.size(0) * C;
-    emu::launch(static_cast<unsigned>(std::min<int64_t>(planes, 65536)), kThreads, [&] {
-      abstract_triggers_kernel(idx.data_ptr<int64_t>(), planes, C, H, W,
-                               static_cast<uint64_t>(seed), got.data_ptr<float>());
-    });
+    const auto got = run_abstract_triggers(EmuLaunch{}, idx, seed, C, H, W);
     char what[120];
     std::snprintf(what, sizeof what, "abstract_triggers C=%lld H=%lld W=%lld", (long long)C,
                   (long long)H, (long long)W);
@@ -306,34 +245,6 @@ void test_abstract_triggers() {
 }
 
 // ---- augment_batch ----------------------------------------------------------------------
-
-// augment_batch_cuda's launch (augment_batch.cu), emulated.
-at::Tensor emulated_augment(const at::Tensor& images, const at::Tensor& index,
-                            const at::Tensor& offsets, const at::Tensor& flip, int64_t pad,
-                            std::vector<double> mean, std::vector<double> std,
-                            at::ScalarType dtype) {
-  using namespace mlguard;
-  const Normalize norm =
-      check_augment_batch_args(images, index, offsets, flip, pad, mean, std, dtype);
-  const AugmentShape s{images.size(0), index.numel(), images.size(1), images.size(2),
-                       images.size(3), pad};
-  auto out = at::empty({s.B, s.C, s.H, s.W}, images.options().dtype(dtype),
-                       at::MemoryFormat::ChannelsLast);
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  const auto img = images.contiguous(at::MemoryFormat::ChannelsLast);
-  const auto idx = index.contiguous();
-  const auto off = offsets.contiguous();
-  const auto flp = flip.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "emulated", [&] {
-    emu::launch(blocks_for(total), kThreads, [&] {
-      augment_batch_kernel<scalar_t>(img.data_ptr<uint8_t>(), idx.data_ptr<int64_t>(),
-                                     off.data_ptr<int64_t>(), flp.data_ptr<bool>(),
-                                     out.data_ptr<scalar_t>(), s, norm);
-    });
-  });
-  return out;
-}
 
 void test_augment_batch() {
   static const auto cpu =
@@ -352,7 +263,8 @@ void test_augment_batch() {
     std::vector<double> mean(c.C), std(c.C);
     for (int64_t k = 0; k < c.C; ++k) mean[k] = 0.4 + 0.01 * k, std[k] = 0.25 + 0.02 * k;
     const auto want = cpu.call(images, index, offsets, flip, c.pad, mean, std, c.type);
-    const auto got = emulated_augment(images, index, offsets, flip, c.pad, mean, std, c.type);
+    const auto got =
+        mlguard::run_augment_batch(EmuLaunch{}, images, index, offsets, flip, c.pad, mean, std, c.type);
     char what[160];
     std::snprintf(what, sizeof what, "augment_batch N=%lld B=%lld C=%lld H=%lld W=%lld pad=%lld %s",
                   (long long)c.N, (long long)c.B, (long long)c.C, (long long)c.H, (long long)c.W,
@@ -371,10 +283,7 @@ void test_keyed_words() {
   for (int64_t n : {1, 255, 257, 5000}) {
     const auto index = at::arange(-3, n - 3, at::kLong);
     const auto want = cpu.call(index, 0x5eed, 42);
-    auto got = at::empty({n, 4}, at::kLong);
-    emu::launch(blocks_for(n), kThreads, [&] {
-      keyed_words_kernel(index.data_ptr<int64_t>(), n, 0x5eed, 42, got.data_ptr<int64_t>());
-    });
+    const auto got = run_keyed_words(EmuLaunch{}, index, 0x5eed, 42);
     const std::string what = "keyed_words n=" + std::to_string(n);
     expect_clean_launch(what);
     expect(same_bits(got, want), "%s: words differ from the CPU op's", what.c_str());
