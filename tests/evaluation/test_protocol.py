@@ -108,3 +108,20 @@ def test_the_cli_runs_a_config_and_says_what_it_wrote(tmp_path, capsys):
     assert main(["evaluate", "--config", str(path), "--out", str(tmp_path / "o"),
                  "--attacks", "ftal"]) == 2
     assert main(["evaluate", "--config", str(path)]) == 2
+
+
+def test_a_cell_that_fails_is_journaled_reported_and_left_out_of_the_tables(tmp_path, capsys):
+    text = TINY[:TINY.index("[schemes.adi]")].replace(
+        '["prune:0.9", {attack = "quantize", bits = [4, 2]}]', '["cast", "transfer:1:num_classes=1"]')
+    text += '\n[schemes.broken]\nscheme = "weight"\nbits = 32\ntargets = ["no.such.weight"]\n'
+    path = config_file(tmp_path, text)
+    assert main(["evaluate", "--config", str(path), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    cells = [json.loads(line) for line in (tmp_path / "o" / JOURNAL).read_text().splitlines()]
+    failed = {(c["scheme"], c["attack"]) for c in cells if "error" in c}
+    assert failed == {("uchida", "transfer"), ("broken", "none")}
+    assert any(c["scheme"] == "uchida" and c["attack"] == "cast" and "error" not in c
+               for c in cells)
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "Failed cells" in md and "no.such.weight" in md
+    assert "cell(s) failed" in capsys.readouterr().err

@@ -15,6 +15,7 @@
     embed_epochs = 2
     lr = 1e-3
     batch_size = 128
+    references = 4              # independent models for schemes whose null is calibrated
 
     [protocol]
     seeds = [0, 1, 2]           # every owner model, key and attack once per seed
@@ -46,7 +47,7 @@ from pathlib import Path
 SECTIONS = {"data", "owner", "protocol", "schemes", "attacks"}
 DATA_FIELDS = {"name": str, "train_limit": int, "test_limit": int, "attacker_fraction": float}
 OWNER_FIELDS = {"arch": str, "arch_kwargs": dict, "epochs": int, "embed_epochs": int,
-                "lr": float, "batch_size": int}
+                "lr": float, "batch_size": int, "references": int}
 PROTOCOL_FIELDS = {"seeds": list, "alpha": float, "max_accuracy_loss": float}
 
 
@@ -83,7 +84,7 @@ def parse_config(raw: dict, source: str = "") -> ProtocolConfig:
                     defaults={"attacker_fraction": 1 / 3})
     owner = _section(raw, "owner", OWNER_FIELDS, required=("arch",),
                      defaults={"arch_kwargs": {}, "epochs": 3, "embed_epochs": 2, "lr": 1e-3,
-                               "batch_size": 128})
+                               "batch_size": 128, "references": 4})
     protocol = _section(raw, "protocol", PROTOCOL_FIELDS, required=(),
                         defaults={"seeds": [0], "alpha": 1e-6, "max_accuracy_loss": 0.05})
     if not 0 < data["attacker_fraction"] < 1:
@@ -92,7 +93,7 @@ def parse_config(raw: dict, source: str = "") -> ProtocolConfig:
     for name in ("train_limit", "test_limit"):
         if name in data and data[name] < 1:
             raise ValueError(f"data.{name} must be >= 1, got {data[name]}")
-    for name in ("epochs", "embed_epochs", "batch_size"):
+    for name in ("epochs", "embed_epochs", "batch_size", "references"):
         if owner[name] < (0 if name == "epochs" else 1):
             raise ValueError(f"owner.{name} must be >= {0 if name == 'epochs' else 1}, got "
                              f"{owner[name]}")

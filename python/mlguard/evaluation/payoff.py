@@ -21,7 +21,10 @@ def removed(cell: dict, max_loss: float) -> bool:
 
 
 def tables(cells: list[dict], max_loss: float, alpha: float) -> dict:
-    """{"owner": rows, "payoff": {scheme: {attack: summary}}, "best": rows, "times": rows}."""
+    """{"owner": rows, "payoff": {scheme: {attack: summary}}, "best": rows, "times": rows,
+    "failed": cells that raised (reported, never counted as removed or survived)}."""
+    failed = [c for c in cells if "error" in c]
+    cells = [c for c in cells if "error" not in c]
     owner = [c for c in cells if c["attack"] == "none"]
     attacked = [c for c in cells if c["attack"] != "none"]
     by = defaultdict(list)
@@ -50,7 +53,7 @@ def tables(cells: list[dict], max_loss: float, alpha: float) -> dict:
     return {"owner": owner, "payoff": dict(payoff), "best": best,
             "times": [{"attack": a, "mean_seconds": mean(t), "runs": len(t)}
                       for a, t in times.items()],
-            "max_loss": max_loss, "alpha": alpha}
+            "max_loss": max_loss, "alpha": alpha, "failed": failed}
 
 
 def _name(cell: dict) -> str:
@@ -91,6 +94,11 @@ def to_markdown(t: dict) -> str:
     out += ["", "**Wall time per attack**", "", "| attack | mean seconds | runs |",
             "|---|---:|---:|"]
     out += [f"| {r['attack']} | {r['mean_seconds']:.1f} | {r['runs']} |" for r in t["times"]]
+    if t["failed"]:
+        out += ["", "**Failed cells** (not counted above)", "", "| scheme | seed | attack | "
+                "error |", "|---|---:|---|---|"]
+        out += [f"| {c['scheme']} | {c['seed']} | {_name(c)} | "
+                f"{c['error'].replace('|', '/')} |" for c in t["failed"]]
     return "\n".join(out) + "\n"
 
 
@@ -130,7 +138,7 @@ def plot(cells: list[dict], path: str | Path, max_loss: float, alpha: float) -> 
     schemes = sorted({c["scheme"] for c in cells})
     for scheme in schemes:
         points = [(c["accuracy_loss"] * 100, min(-c["log10_p"], 300.0)) for c in cells
-                  if c["scheme"] == scheme and c["attack"] != "none"]
+                  if c["scheme"] == scheme and c["attack"] != "none" and "error" not in c]
         if points:
             ax.scatter(*zip(*points), label=scheme, s=18)
     ax.axvline(max_loss * 100, color="grey", linestyle="--", linewidth=1)

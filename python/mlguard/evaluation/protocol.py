@@ -136,38 +136,61 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
         clean_id = digest(config.data, config.owner, seed)
         base = _clean_model(config, arch, task, seed, folder / "models" / f"clean-{clean_id}.pt")
         base_acc = accuracy(base, test)
+        references = _references(config, arch, task, seed, folder, clean_id)
         for label, entry in config.schemes.items():
             owner_id = digest(clean_id, label, entry)
-            key, marked = _owner(config, arch, task, seed, label, entry, base, folder, owner_id)
             cell = f"{label}|seed={seed}|none|{digest(owner_id, alpha)}"
-            record = journal.done(cell)
-            if record is None:
-                marked_acc = accuracy(marked, test)
-                mark, twin = verify(marked, key, alpha=alpha), verify(base, key, alpha=alpha)
-                record = journal.add(cell, {
-                    "scheme": label, "scheme_name": entry["scheme"], "seed": seed,
-                    "attack": "none", "params": "", "accuracy": marked_acc,
-                    "clean_accuracy": base_acc, "embedding_cost": base_acc - marked_acc,
-                    **_verdict(mark), "clean_twin": _verdict(twin), "seconds": 0.0,
-                    "data": task.described})
-                progress(f"seed {seed} {label}: marked {marked_acc:.2%} (clean "
-                         f"{base_acc:.2%}), {mark.matches}/{mark.total} p={mark.p_value:.2g}; "
-                         f"clean twin {twin.matches}/{twin.total}")
+            where = {"scheme": label, "scheme_name": entry["scheme"], "seed": seed}
+            try:
+                key, marked = _owner(config, arch, task, seed, label, entry, base, folder,
+                                     owner_id, references)
+                record = journal.done(cell) or journal.add(cell, _owner_cell(
+                    marked, base, key, test, base_acc, alpha, where, task, progress))
+            except CELL_ERRORS as e:  # this scheme cannot run here: say so, go on
+                records.append(_failed(journal, cell, where, "none", "", e, progress))
+                continue
             records.append(record)
             marked_acc = record["accuracy"]
             for run in runs:
                 cell = f"{label}|seed={seed}|{run.name}|{run.label}|{digest(owner_id, alpha)}"
                 record = journal.done(cell)
                 if record is None:
-                    record = journal.add(cell, _attack_cell(run, marked, key, task, test,
-                                                            marked_acc, alpha, seed, label,
-                                                            entry))
-                    progress(f"seed {seed} {label} {run.name} {run.label}: "
-                             f"acc {record['accuracy']:.2%} "
-                             f"{'DETECTED' if record['detected'] else 'not detected'} "
-                             f"p={record['p_value']:.2g} ({record['seconds']:.1f} s)")
+                    try:
+                        record = journal.add(cell, _attack_cell(
+                            run, marked, key, task, test, marked_acc, alpha, where, label))
+                    except CELL_ERRORS as e:
+                        record = _failed(journal, cell, where, run.name, run.label, e, progress)
+                    else:
+                        progress(f"seed {seed} {label} {run.name} {run.label}: "
+                                 f"acc {record['accuracy']:.2%} "
+                                 f"{'DETECTED' if record['detected'] else 'not detected'} "
+                                 f"p={record['p_value']:.2g} ({record['seconds']:.1f} s)")
                 records.append(record)
     return records
+
+
+# what a cell may raise for a reason of its own (an attack or a scheme that cannot handle
+# this model or data); the cell is journaled as failed and the run goes on
+CELL_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError)
+
+
+def _owner_cell(marked, base, key, test, base_acc, alpha, where, task, progress) -> dict:
+    marked_acc = accuracy(marked, test)
+    mark, twin = verify(marked, key, alpha=alpha), verify(base, key, alpha=alpha)
+    progress(f"seed {where['seed']} {where['scheme']}: marked {marked_acc:.2%} (clean "
+             f"{base_acc:.2%}), {mark.matches}/{mark.total} p={mark.p_value:.2g}; "
+             f"clean twin {twin.matches}/{twin.total}")
+    return {**where, "attack": "none", "params": "", "accuracy": marked_acc,
+            "clean_accuracy": base_acc, "embedding_cost": base_acc - marked_acc,
+            **_verdict(mark), "clean_twin": _verdict(twin), "seconds": 0.0,
+            "data": task.described}
+
+
+def _failed(journal: Journal, cell: str, where: dict, attack: str, params: str, error,
+            progress) -> dict:
+    message = f"{type(error).__name__}: {error}"[:500]
+    progress(f"seed {where['seed']} {where['scheme']} {attack} {params}: FAILED {message}")
+    return journal.add(cell, {**where, "attack": attack, "params": params, "error": message})
 
 
 def _verdict(v) -> dict:
@@ -175,12 +198,12 @@ def _verdict(v) -> dict:
             "log10_p": v.log_p_value / math.log(10), "detected": v.detected}
 
 
-def _attack_cell(run, marked, key, task, test, marked_acc, alpha, seed, label, entry) -> dict:
+def _attack_cell(run, marked, key, task, test, marked_acc, alpha, where, label) -> dict:
     supplied = {"data": lambda: {"data": task.attacker},
                 "normalization": lambda: {"mean": task.mean, "std": task.std},
                 "key": lambda: {"key": attacker_key({label: key})}}
     run = _supplied(run, supplied)
-    torch.manual_seed(seed)
+    torch.manual_seed(where["seed"])
     start = time.perf_counter()
     attacked = run(marked)
     seconds = time.perf_counter() - start
@@ -188,7 +211,7 @@ def _attack_cell(run, marked, key, task, test, marked_acc, alpha, seed, label, e
     acc = accuracy(attacked, test)
     verdict = verify(attacked, key, alpha=alpha)
     from .evaluate import _plain
-    return {"scheme": label, "scheme_name": entry["scheme"], "seed": seed, "attack": run.name,
+    return {**where, "attack": run.name,
             "params": run.label, "accuracy": acc, "accuracy_loss": marked_acc - acc,
             **_verdict(verdict), "seconds": seconds,
             "info": _plain(getattr(attacked, "attack_info", {}))}
@@ -235,7 +258,24 @@ def _clean_model(config, arch, task, seed, path: Path) -> nn.Module:
     return model
 
 
-def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id: str):
+def _references(config, arch, task, seed, folder: Path, clean_id: str):
+    """A callable giving `owner.references` models trained as the clean one but with other
+    seeds (weights and data order): the independent models some schemes calibrate their
+    null on. Trained on first use only, then cached."""
+    made: list = []
+
+    def get() -> list[nn.Module]:
+        if not made:
+            for r in range(1, config.owner["references"] + 1):
+                path = folder / "models" / f"reference{r}-{clean_id}.pt"
+                made.append(_clean_model(config, arch, task, seed * 1000 + r, path))
+        return made
+
+    return get
+
+
+def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id: str,
+           references):
     """(key, marked model) of one scheme and seed: made once, then read back."""
     from ..keys.loading import load_key
 
@@ -251,7 +291,8 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id:
         marked.load_state_dict(torch.load(model_path, weights_only=True))
         return key, marked.eval()
     marked.load_state_dict(base.state_dict())
-    key = scheme.generate(**_generate_args(scheme, entry, task, marked, label, seed))
+    key = scheme.generate(**_generate_args(scheme, entry, task, marked, label, seed,
+                                           references))
     key.save(key_path, overwrite=True)
     owner = config.owner
     _train(marked, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed,
@@ -261,24 +302,28 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id:
 
 
 def _generate_args(scheme, entry: dict, task: Task, model: nn.Module, label: str,
-                   seed: int) -> dict:
+                   seed: int, references) -> dict:
     """The config's options (the value "owner-images" stands for the owner's training
-    images, uint8), plus the task's facts that the scheme's generate() takes (num_classes,
-    shape, mean, std, model, data): one rule for every scheme. The secret is
-    derived from the label and seed, so a table can be reproduced: these keys are for
-    research, never for protecting a model."""
+    images, uint8), plus the task's facts that the scheme's generate() takes by name:
+    num_classes, shape, mean, std, model (the owner's clean model), data (normalized),
+    images and labels (the owner's share as uint8 pixels and classes), reference_models
+    (models trained as the owner's, other seeds: made only when a scheme takes them). One
+    rule for every scheme. The secret is derived from the label and seed, so a table can be
+    reproduced: these keys are for research, never for protecting a model."""
     options = {k: v for k, v in entry.items() if k not in ("scheme", "embedding")}
     for name, value in options.items():
         if value == OWNER_IMAGES:  # e.g. source = "owner-images" for content/noise triggers
             options[name] = task.owner_images
     options.setdefault("secret", hashlib.sha256(f"mlguard-protocol/{label}/{seed}".encode())
                        .digest())
-    facts = {"num_classes": task.num_classes, "shape": task.shape, "mean": task.mean,
-             "std": task.std, "model": model, "data": task.owner}
+    facts = {"num_classes": lambda: task.num_classes, "shape": lambda: task.shape,
+             "mean": lambda: task.mean, "std": lambda: task.std, "model": lambda: model,
+             "data": lambda: task.owner, "images": lambda: task.owner_images,
+             "labels": lambda: task.owner[1], "reference_models": references}
     takes = set(inspect.signature(scheme.generate).parameters)
     if hasattr(scheme.key_type, "generate"):  # a scheme that passes **options on to its key
         takes |= set(inspect.signature(scheme.key_type.generate).parameters)
-    options.update({name: value for name, value in facts.items()
+    options.update({name: fact() for name, fact in facts.items()
                     if name in takes and name not in options})
     return options
 
