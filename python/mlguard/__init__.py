@@ -6,23 +6,40 @@ ownership (identity, commitments, registration, evidence), attacks (removal atta
 evaluation (robustness tables, false-positive calibration), protect (encrypted, signed and
 stamped files), files (file formats; `load_model` and `load_state_dict` read model files as
 they leak), ops (the compiled ops), cli.
+
+The names are imported on first use (PEP 562), so `import mlguard` and `mlguard --help`
+do not import torch; using any of them loads torch and the compiled extension first.
 """
 
-from ._version import __version__  # noqa: I001  (the extension must load before the ops)
-from ._extension import build_info
-from . import attacks, data, ops, protect
-from .evaluation import RobustnessReport, evaluate
-from .files.checkpoint import load_state_dict
-from .files.model import load_model
-from .keys import TriggerKey, WeightKey, load_key
-from .ownership import (EvidenceReport, Identity, check_evidence, check_opening,
-                        check_registration, evidence, evidence_html, register, reveal)
-from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
-from .triggers import MixedLoader, TriggerMixer, embed, mix
-from .verification import Verdict, verify, verify_weights
-from .verification.retention import retention
-from .weights import (Fingerprints, Identification, WeightEmbedReport, WeightWatermark,
-                      embed_weights)
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+# public name -> the module that defines it (a subpackage itself where the name is one)
+_EXPORTS = {
+    "build_info": "._extension",
+    "attacks": ".attacks", "data": ".data", "ops": ".ops", "protect": ".protect",
+    "RobustnessReport": ".evaluation", "evaluate": ".evaluation",
+    "load_state_dict": ".files.checkpoint", "load_model": ".files.model",
+    "TriggerKey": ".keys", "WeightKey": ".keys", "load_key": ".keys",
+    "EvidenceReport": ".ownership", "Identity": ".ownership", "check_evidence": ".ownership",
+    "check_opening": ".ownership", "check_registration": ".ownership",
+    "evidence": ".ownership", "evidence_html": ".ownership", "register": ".ownership",
+    "reveal": ".ownership",
+    "scan": ".scan",  # the function; its modules stay importable as mlguard.scan.<name>
+    "MixedLoader": ".triggers", "TriggerMixer": ".triggers", "embed": ".triggers",
+    "mix": ".triggers",
+    "Verdict": ".verification", "verify": ".verification", "verify_weights": ".verification",
+    "retention": ".verification.retention",
+    "Fingerprints": ".weights", "Identification": ".weights", "WeightEmbedReport": ".weights",
+    "WeightWatermark": ".weights", "embed_weights": ".weights",
+}
+_SUBPACKAGES = {"attacks", "data", "ops", "protect"}
 
 __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identification",
            "TriggerKey", "load_key", "TriggerMixer", "MixedLoader", "mix", "Verdict", "verify",
@@ -30,3 +47,48 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
            "check_registration", "evidence", "EvidenceReport", "check_evidence", "evidence_html", "scan",
            "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport", "data"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlguard' has no attribute '{name}'")
+    importlib.import_module("._extension", __name__)  # the ops are registered before any use
+    found = importlib.import_module(module, __name__)
+    value = found if name in _SUBPACKAGES else getattr(found, name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps `mlguard.scan` the function: importing any `mlguard.scan.<module>` first makes
+    Python set the package attribute to the subpackage, after it has run."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "scan" and isinstance(value, types.ModuleType):
+            value = value.scan
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # what type checkers and the documentation tools read
+    from . import attacks, data, ops, protect
+    from ._extension import build_info
+    from .evaluation import RobustnessReport, evaluate
+    from .files.checkpoint import load_state_dict
+    from .files.model import load_model
+    from .keys import TriggerKey, WeightKey, load_key
+    from .ownership import (EvidenceReport, Identity, check_evidence, check_opening,
+                            check_registration, evidence, evidence_html, register, reveal)
+    from .scan import scan
+    from .triggers import MixedLoader, TriggerMixer, embed, mix
+    from .verification import Verdict, verify, verify_weights
+    from .verification.retention import retention
+    from .weights import (Fingerprints, Identification, WeightEmbedReport, WeightWatermark,
+                          embed_weights)

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import sys
 
-from ..keys import TriggerKey, WeightKey
-from ..keys.images import RESIZE_MODES, image_paths, read_images
-from ..keys.keyfile import check_label
-from ..keys.kinds import names_where
-from ._args import add_arch_arguments, build_arch, refuse_existing
+from ._args import add_arch_arguments, build_arch, one_of, refuse_existing
 from ._common import guard
+
+
+def _kinds() -> tuple[str, ...]:
+    """The registered kinds TriggerKey.generate makes (keys/kinds/)."""
+    from ..keys.kinds import names_where
+    return names_where("from_generate")
+
+
+def _resize_modes() -> tuple[str, ...]:
+    from ..keys.images import RESIZE_MODES
+    return RESIZE_MODES
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +36,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--size", type=int, default=100, help="number of triggers (default 100)")
     q.add_argument("--shape", default="3,32,32", metavar="C,H,W",
                    help="input shape of the model (default 3,32,32)")
-    q.add_argument("--kind", choices=names_where("from_generate"), default="abstract",
+    q.add_argument("--kind", type=one_of(_kinds, "kind"), default="abstract", metavar="KIND",
                    help="abstract (default), noise, content or unrelated; the last three "
                         "choose their triggers from --source images")
     q.add_argument("--source", metavar="FOLDER",
@@ -45,8 +52,9 @@ def add_parser(subparsers) -> None:
                    help="use your own trigger images (TriggerKey.from_images) instead")
     q.add_argument("--labels", metavar="FILE",
                    help="with --images: one class per line (default: secret random labels)")
-    q.add_argument("--resize", choices=RESIZE_MODES, default="center_crop",
-                   help="how image files are fitted to --shape (default center_crop)")
+    q.add_argument("--resize", type=one_of(_resize_modes, "resize mode"), default="center_crop",
+                   metavar="MODE", help="how image files are fitted to --shape: center_crop "
+                                        "(default), resize or none")
     q.add_argument("--mean", metavar="M[,M,M]", help="training normalization mean per channel")
     q.add_argument("--std", metavar="S[,S,S]", help="training normalization std per channel")
     _common(q)
@@ -94,10 +102,13 @@ def _check_output(args) -> None:
     """Refuses an existing --out and a bad --label before any work (a --source may be large)."""
     refuse_existing(args.out, args.force)
     if args.label is not None:
+        from ..keys.keyfile import check_label
         check_label(args.label)
 
 
 def _new_trigger(args) -> int:
+    from ..keys import TriggerKey
+    from ..keys.images import image_paths, read_images
     _check_output(args)
     shape = _shape(args.shape)
     mean, std = _floats("--mean", args.mean), _floats("--std", args.std)
@@ -120,6 +131,7 @@ def _new_trigger(args) -> int:
 
 
 def _new_weight(args) -> int:
+    from ..keys import WeightKey
     _check_output(args)
     model = build_arch(args.arch, args.arch_kwargs)
     targets = "auto" if args.targets == ["auto"] else tuple(args.targets)
