@@ -330,6 +330,7 @@ def _as_outcome(answer) -> Outcome:
 
 
 CHECKERS: dict[str, type] = {"trigger-set": TriggerSetChecker}
+"""The scan's checker class for each key scheme (register_checker adds to it)."""
 
 
 def register_checker(scheme: str, checker: type) -> None:

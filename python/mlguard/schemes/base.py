@@ -33,6 +33,7 @@ from typing import ClassVar
 import torch
 
 SCHEMES: dict[str, type[Scheme]] = {}  # registration order: the order users see
+"""Every registered scheme by name (register_scheme adds to it)."""
 
 
 def register_scheme(cls: type[Scheme]) -> type[Scheme]:
@@ -53,6 +54,7 @@ def register_scheme(cls: type[Scheme]) -> type[Scheme]:
 
 
 def scheme_names() -> tuple[str, ...]:
+    """The registered schemes' names, in registration order."""
     return tuple(SCHEMES)
 
 

@@ -18,6 +18,7 @@ from .retention_check import RetentionCheck, needed_matches, read_key
 # benchmarks/RESULTS.md (bench_retention.py): 2 left the README's 5,000-image CIFAR-10 subset
 # near chance for 6 epochs; 16 watermarks the README Quick start in its 4 epochs (84-88%).
 DEFAULT_PER_BATCH = 16
+"""Triggers TriggerMixer appends to each batch by default."""
 # The adaptive mode (target=) doubles per_batch at most this many times by default: more
 # triggers per batch cost step time and crowd out the real data.
 DEFAULT_MAX_GROWTH = 4
