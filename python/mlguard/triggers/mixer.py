@@ -192,8 +192,9 @@ class TriggerMixer:
         unit = "triggers" if image_mode else "patterns"
         return (f"{what}: the key would not be detected if training stopped now; {fix}. "
                 f"Retention follows the views per trigger (steps x per_batch x ranks / "
-                f"{self._units} {unit}); the README's sizing paragraph gives the views each "
-                f"trigger kind needed (this key: {self.key.kind!r}).")
+                f"{self._units} {unit}); docs/guides/trigger-watermarks.md (sizing, per "
+                f"trigger kind) gives the views each kind needed (this key: "
+                f"{self.key.kind!r}).")
 
     def bank(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The trigger set and labels on `device`, made once per device."""
