@@ -128,3 +128,12 @@ def test_mlguard_scan_stays_the_function_after_its_modules_are_imported():
     assert callable(mlguard.scan) and not inspect.ismodule(mlguard.scan)
     from mlguard import scan
     assert scan is mlguard.scan
+
+
+def test_every_subpackage_is_an_attribute_after_import_mlguard():
+    """As before the names were lazy: `import mlguard` then `mlguard.ownership.environment()`."""
+    for sub in subpackages():
+        assert inspect.ismodule(getattr(mlguard, sub)) or sub == "scan", sub
+    assert callable(mlguard.scan)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        mlguard.nonexistent  # noqa: B018

@@ -14,6 +14,7 @@ do not import torch; using any of them loads torch and the compiled extension fi
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING
@@ -52,10 +53,13 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'mlguard' has no attribute '{name}'")
+        # any subpackage, as `mlguard.ownership.environment()` after `import mlguard`
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'mlguard' has no attribute '{name}'")
+        module = f".{name}"
     importlib.import_module("._extension", __name__)  # the ops are registered before any use
     found = importlib.import_module(module, __name__)
-    value = found if name in _SUBPACKAGES else getattr(found, name)
+    value = getattr(found, name) if name in _EXPORTS and name not in _SUBPACKAGES else found
     globals()[name] = value  # the next access is a plain attribute
     return value
 
