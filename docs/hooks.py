@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "mlguard"
 HELP_WIDTH = "96"  # argparse wraps --help to $COLUMNS: fixed, so builds are reproducible
 log = logging.getLogger("mkdocs.plugins.mlguard")  # its warnings fail the strict build
-_documented: dict[str, set[str]] = {}  # API page -> the object ids it rendered
+_packages_on: dict[str, list[str]] = {}  # API page -> the packages it documents whole
+_rendered: set[str] = set()  # the object ids the API pages rendered
 _staging: list[Path] = []  # temporary folders of this build, removed after it
 
 
@@ -46,7 +47,7 @@ def on_startup(**_) -> None:
 # -- cli.md ----------------------------------------------------------------------------------
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    """(command path, parser, one-line help) for the parser and every sub-command, depth first."""
+    """(command path, parser) for the parser and every sub-command, depth first."""
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -157,15 +158,18 @@ def _packages(markdown: str) -> list[str]:
             if line.startswith("::: mlguard.") and line.count(".") == 1]
 
 
+def on_pre_build(**_) -> None:
+    _packages_on.clear()  # `mkdocs serve` builds again in the same process
+    _rendered.clear()
+
+
 def on_page_markdown(markdown: str, page, **_) -> str:
     """An API page's `::: mlguard.<package>` also documents the package's shadowed names."""
-    if not page.file.src_uri.startswith("api/"):
+    packages = _packages(markdown) if page.file.src_uri.startswith("api/") else []
+    if not packages:
         return markdown
-    extra = []
-    for package in _packages(markdown):
-        extra += [f"\n::: {where}" for where in shadowed(package).values()]
-        _documented.setdefault(page.file.src_uri, set())
-        page.meta["mlguard_packages"] = _packages(markdown)
+    _packages_on[page.file.src_uri] = packages
+    extra = [f"\n::: {where}" for package in packages for where in shadowed(package).values()]
     return markdown + "\n".join(extra) + ("\n" if extra else "")
 
 
@@ -200,8 +204,8 @@ def _stage_notebooks() -> Path:
 
 
 def on_page_content(html: str, page, **_) -> str:
-    if page.meta.get("mlguard_packages"):
-        _documented[page.file.src_uri] = set(re.findall(r'id="(mlguard[\w.]*)"', html))
+    if page.file.src_uri in _packages_on:
+        _rendered.update(re.findall(r'id="(mlguard[\w.]*)"', html))
     return html
 
 
@@ -210,16 +214,10 @@ def on_post_build(config, **_) -> None:
     tools could not find or render fails the strict build."""
     while _staging:
         shutil.rmtree(_staging.pop(), ignore_errors=True)
-    rendered = set().union(*_documented.values()) if _documented else set()
-    packages = {p for path in _documented for p in _pages_packages(config, path)}
-    for package in sorted(packages):
+    for package in sorted({p for packages in _packages_on.values() for p in packages}):
         where = shadowed(package)
         for name in package_names(package):
             target = where.get(name, f"{package}.{name}")
-            if target not in rendered:
+            if target not in _rendered:
                 log.warning(f"API reference: {package}.{name} is in __all__ but has no "
                             f"entry ({target}); give it a docstring or a page")
-
-
-def _pages_packages(config, src_uri: str) -> list[str]:
-    return _packages((Path(config.docs_dir) / src_uri).read_text())
