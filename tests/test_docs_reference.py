@@ -137,3 +137,14 @@ def test_every_subpackage_is_an_attribute_after_import_mlguard():
     assert callable(mlguard.scan)
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         mlguard.nonexistent  # noqa: B018
+
+
+def test_the_readme_is_a_front_page():
+    """Issue 24: at most ~150 lines, the two commands in the first screen, no paths into the
+    CI machine's folders (users point MLGUARD_CIFAR10 at their own CIFAR-10)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, len(lines)
+    first_screen = "\n".join(lines[:30])
+    assert "make demo" in first_screen and "make test" in first_screen
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        assert "shared/data" not in page.read_text(), page
