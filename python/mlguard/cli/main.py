@@ -20,7 +20,12 @@ def _info(_args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The `mlguard` command's parser, every verb in it; building it imports no torch (the
     verbs import what they need when they run), so `--help` is fast."""
-    parser = argparse.ArgumentParser(prog="mlguard", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mlguard",
+        description="Watermark models while training them and prove ownership with an exact "
+                    "p-value. `mlguard COMMAND --help` gives each command's options.",
+        epilog="exit status 2 is always a bad argument or an input that cannot be used, "
+               "named in the message.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo_verb.add_parser(sub)
     p = sub.add_parser("info", help="what this mlguard was built with")
