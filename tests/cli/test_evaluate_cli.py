@@ -41,6 +41,12 @@ def test_evaluate_writes_the_table_and_the_plot(files, capsys):
     assert [r["attack"] for r in rows] == ["none", "prune", "quantize", "ftll"]
     assert rows[1]["params"] == "amount=0.5" and rows[0]["total"] == "20"
     assert (files / "f.png").stat().st_size > 1000
+    out = capsys.readouterr().out  # a summary and what was written, not silence (issue 24)
+    attacked = rows[1:]
+    kept = sum(r["detected"] == "True" for r in attacked)
+    assert f"{kept} of {len(attacked)} attacked (model, key) rows still detected" in out, out
+    for name in ("r.md", "r.csv", "f.png"):
+        assert f"wrote {files / name}" in out, out
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,6 +1,6 @@
-"""The README's command-line path on the demo's own models (issue 10, "Done when"): the
+"""The documented command-line path on the demo's own models (issue 10, "Done when"): the
 demo as `make demo` runs it, then every line of "From the command line: key to signed
-evidence" exactly as written, through the `mlguard` command, in a fresh folder.
+evidence" (docs/guides/cli-walkthrough.md) exactly as written, through the `mlguard` command, in a fresh folder.
 
 Slow: the demo trains two Fashion-MNIST CNNs on all 60,000 images (about 5 minutes on 2
 idle cores). test_readme_cli_path.py runs the same lines on small stand-ins in seconds."""

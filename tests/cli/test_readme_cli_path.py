@@ -1,5 +1,6 @@
-"""The README's command-line path ("From the command line: key to signed evidence") runs
-line by line through the `mlguard` command (issue 10, "Done when").
+"""The documented command-line path (docs/guides/cli-walkthrough.md, "From the command line:
+key to signed evidence", once in the README) runs line by line through the `mlguard` command
+(issue 10, "Done when").
 
 The demo's Fashion-MNIST models take minutes to train, so the lines run on small stand-ins
 written where the demo writes its models (runs/demo/owner.key, watermarked.pt, clean.pt):
@@ -24,13 +25,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scan"))
 from scan_helper import MEAN, SHAPE, STD, tiny_cnn, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"scan": 1, "verify": 1}  # the README says so: a detection; 0 for the rest
+WALKTHROUGH = ROOT / "docs" / "guides" / "cli-walkthrough.md"
+EXPECTED = {"scan": 1, "verify": 1}  # the page says so: a detection; 0 for the rest
 
 
 def readme_lines() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## From the command line: key to signed evidence\n", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S).group(1)
+    """The command lines of the walkthrough's first `sh` block."""
+    page = WALKTHROUGH.read_text()
+    assert page.startswith("# From the command line: key to signed evidence\n")
+    block = re.search(r"```sh\n(.*?)```", page, flags=re.S).group(1)
     return [line for line in block.splitlines() if line.strip()]
 
 

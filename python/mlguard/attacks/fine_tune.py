@@ -17,6 +17,8 @@ from ._data import Batches, info, last_linear, private_copy, train_epochs
 from .registry import register_attack
 
 MODES = ("FTLL", "FTAL", "RTLL", "RTAL")
+"""fine_tune's modes (Adi et al. 2018, Sec. 5): FT fine-tunes, RT first re-initializes the last
+layer; LL trains the last layer only, AL all layers."""
 # Adam; a re-initialized head starts from nothing and gets the usual training rate, a kept
 # one the smaller rate of fine-tuning (the toolbox's and Adi et al.'s practice).
 DEFAULT_LR = {"FTLL": 1e-4, "FTAL": 1e-4, "RTLL": 1e-3, "RTAL": 1e-3}

@@ -50,6 +50,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
+"""Every registered attack by name (register_attack adds to it; get_attack also takes aliases)."""
 _ALIASES: dict[str, str] = {}
 
 

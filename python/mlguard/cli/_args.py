@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-from ..files.model import resolve_arch
+from collections.abc import Callable, Iterable
 
 
 def existing_output(path: str, force: bool) -> str | None:
@@ -57,5 +56,19 @@ def arch_kwargs(arch: str | None, text: str | None) -> dict | None:
 
 def build_arch(arch: str | None, text: str | None):
     """The network --arch and --arch-kwargs build, or None without --arch."""
+    from ..files.model import resolve_arch
     kwargs = arch_kwargs(arch, text)
     return None if arch is None else resolve_arch(arch, kwargs)()
+
+
+def one_of(values: Callable[[], Iterable[str]], what: str) -> Callable[[str], str]:
+    """An argparse `type` that accepts one of `values()`, computed only when a value is parsed:
+    `choices=` would be listed (and so imported) by `--help`, which must not import torch."""
+    def check(text: str) -> str:
+        allowed = tuple(values())
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} {text!r} (choose from {', '.join(map(repr, allowed))})")
+        return text
+    check.__name__ = what  # argparse names the type in its other messages
+    return check

@@ -17,8 +17,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from ..files.io import write_json
-from ..ownership.identity import Identity
 from ._args import refuse_existing
 
 OK, FAILED, ERROR = 0, 1, 2
@@ -53,8 +51,9 @@ def passphrase(args: argparse.Namespace, prompt: str, confirm: bool = False) -> 
     return value
 
 
-def load_identity(args: argparse.Namespace) -> Identity:
-    """The --identity file, opened with its passphrase."""
+def load_identity(args: argparse.Namespace):
+    """The --identity file (an Identity), opened with its passphrase."""
+    from ..ownership.identity import Identity
     return Identity.load(args.identity, passphrase(args, f"passphrase for {args.identity}"))
 
 
@@ -77,6 +76,7 @@ def write_json_output(path: str | None, doc: dict, force: bool = False) -> None:
     if path is None or path == "-":
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
+        from ..files.io import write_json
         try:
             write_json(path, doc, overwrite=force)
         except FileExistsError:

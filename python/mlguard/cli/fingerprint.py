@@ -16,11 +16,6 @@ import fcntl
 import json
 import os
 
-from ..files.io import atomic_write
-from ..files.model import load_model
-from ..keys import keyfile
-from ..verification import stats
-from ..weights.fingerprints import Fingerprints
 from . import _reference
 from ._args import arch_kwargs, build_arch
 from ._common import guard as _guard
@@ -79,6 +74,9 @@ def _arch_module(arch, text):
 
 
 def _new(args) -> int:
+    from ..files.io import atomic_write
+    from ..keys import keyfile
+    from ..weights.fingerprints import Fingerprints
     if args.scheme == "weight":
         if not args.targets:
             raise ValueError("--targets is required for weight fingerprints")
@@ -119,6 +117,7 @@ def _read(path: str) -> dict:
 
 def _load(path: str) -> Fingerprints:
     """The registry; refuses a master with no record of the ids issued (see the module)."""
+    from ..weights.fingerprints import Fingerprints
     doc = _read(path)
     if doc.get("issued") is None:
         raise ValueError(
@@ -148,6 +147,7 @@ def _locked(path: str):
 
 def _record(path: str, ids: list[str]) -> list[str]:
     """Adds `ids` to the master's issued list (creating it); returns the ids new to it."""
+    from ..files.io import atomic_write
     doc = _read(path)
     have = doc.get("issued") or []
     new = [i for i in dict.fromkeys(ids) if i not in have]
@@ -191,6 +191,8 @@ def _issued(args) -> int:
 
 
 def _identify(args) -> int:
+    from ..files.model import load_model
+    from ..verification import stats
     registry = _load(args.master)
     if not registry.issued:
         raise ValueError(f"'{args.master}' records no customer given a key yet: issue keys "

@@ -1,10 +1,12 @@
 """`mlguard key new SCHEME [OUT] [options]`: make a key of any registered scheme.
 
-The subcommands come from the scheme registry (mlguard.schemes): each scheme's
-add_arguments / from_arguments give its options (the Python API's, e.g. TriggerKey.generate
-/ TriggerKey.from_images / WeightKey.generate), so a scheme registered in a user's script
-gets its own `mlguard key new <name>` when that script calls mlguard.cli.main.main. Schemes'
-cli_aliases keep older verbs (`trigger` for trigger-set). The secret is always drawn fresh
+The subcommands are the schemes: the built-in ones from schemes/catalog.py (torch-free, so
+`mlguard key new --help` starts fast), and every registered one when the registry is loaded
+already (a scheme registered in a user's script gets its own `mlguard key new <name>` when
+that script calls mlguard.cli.main.main). A scheme's own options come from its
+add_arguments / from_arguments (the Python API's, e.g. TriggerKey.generate / WeightKey.generate)
+and are parsed when the command runs, so `mlguard key new <name> --help` imports the scheme.
+Schemes' cli_aliases keep older verbs (`trigger` for trigger-set). The secret is always drawn fresh
 (never from argv); an existing key file is never replaced without --force, since it may
 hold the only copy of another secret.
 """
@@ -14,32 +16,48 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..keys.keyfile import check_label
-from ..schemes.base import SCHEMES
+from ..schemes.catalog import BUILTIN
 from ._args import refuse_existing
 from ._common import guard
+
+_UNPARSED = "\x01"  # the stubs' prefix: every word after the scheme name reaches _new as is
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("key", help="make a watermark key")
     sub = p.add_subparsers(dest="action", required=True)
 
-    listing = "\n".join(f"  {_verb(s)}: {s.summary}" for s in SCHEMES.values())
+    schemes = _schemes()
+    listing = "\n".join(f"  {' | '.join((name, *aliases))}: {summary}"
+                        for name, (aliases, summary) in schemes.items())
     t = sub.add_parser("new", help="generate a new key file of a scheme",
-                       description=f"schemes:\n{listing}",
+                       description=f"schemes (mlguard key new SCHEME --help for its options):"
+                                   f"\n{listing}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = t.add_subparsers(dest="scheme", required=True, metavar="SCHEME")
-    for scheme in SCHEMES.values():
-        q = kinds.add_parser(scheme.name, aliases=list(scheme.cli_aliases),
-                             help=scheme.summary or f"a {scheme.name} key",
-                             description=scheme.summary or None)
-        scheme.add_arguments(q)
-        _common(q)
-        q.set_defaults(func=guard(_new), scheme_class=scheme)
+    for name, (aliases, summary) in schemes.items():
+        q = kinds.add_parser(name, aliases=list(aliases), help=summary or f"a {name} key",
+                             add_help=False, prefix_chars=_UNPARSED)
+        q.add_argument("rest", nargs=argparse.REMAINDER)
+        q.set_defaults(func=guard(_new), scheme_name=name)
 
 
-def _verb(scheme) -> str:
-    return " | ".join((scheme.name, *scheme.cli_aliases))
+def _schemes() -> dict[str, tuple[tuple[str, ...], str]]:
+    """name -> (aliases, summary): the catalog's, and the registry's when it is loaded."""
+    found = {name: (aliases, summary) for name, (_, aliases, summary) in BUILTIN.items()}
+    base = sys.modules.get("mlguard.schemes.base")
+    if base is not None:  # torch is imported already: list every registered scheme
+        for scheme in base.SCHEMES.values():
+            found.setdefault(scheme.name, (tuple(scheme.cli_aliases), scheme.summary))
+    return found
+
+
+def _scheme_parser(scheme, typed: str) -> argparse.ArgumentParser:
+    q = argparse.ArgumentParser(prog=f"mlguard key new {typed}",
+                                description=scheme.summary or None)
+    scheme.add_arguments(q)
+    _common(q)
+    return q
 
 
 def _common(q) -> None:
@@ -63,12 +81,17 @@ def _check_output(args) -> None:
         raise ValueError("the key file to write is required: OUT or --out FILE")
     refuse_existing(args.out, args.force)
     if args.label is not None:
+        from ..keys.keyfile import check_label
         check_label(args.label)
 
 
 def _new(args) -> int:
+    from ..schemes import get_scheme
+
+    scheme = get_scheme(args.scheme_name)
+    args = _scheme_parser(scheme, args.scheme).parse_args(args.rest)  # --help exits here
     _check_output(args)
-    key = args.scheme_class.from_arguments(args)
+    key = scheme.from_arguments(args)
     key = key.with_label(args.label)
     key.save(args.out, overwrite=args.force)
     named = f" labelled {key.label!r}" if key.label is not None else ""

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from . import demo, fingerprint, keys, ownership, protect, scan, verify
-from . import evaluate  # the `evaluate` verb
+# Each verb module builds its parser without importing torch; handlers import what they run.
+from . import demo_verb, evaluate, fingerprint, keys, ownership, protect, scan, verify
 
 
 def _info(_args) -> int:
@@ -17,10 +17,17 @@ def _info(_args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlguard", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The `mlguard` command's parser, every verb in it; building it imports no torch (the
+    verbs import what they need when they run), so `--help` is fast."""
+    parser = argparse.ArgumentParser(
+        prog="mlguard",
+        description="Watermark models while training them and prove ownership with an exact "
+                    "p-value. `mlguard COMMAND --help` gives each command's options.",
+        epilog="exit status 2 is always a bad argument or an input that cannot be used, "
+               "named in the message.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo.add_parser(sub)
+    demo_verb.add_parser(sub)
     p = sub.add_parser("info", help="what this mlguard was built with")
     p.set_defaults(func=_info)
     scan.add_parser(sub)
@@ -30,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     protect.add_parsers(sub)
     ownership.add_parsers(sub)
     evaluate.add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `mlguard` command on `argv` (default: sys.argv[1:]); returns its exit status."""
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -8,12 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..files.io import file_sha256, read_json
-from ..keys.keyfile import read_key_file
-from ..ownership import (check_evidence, check_registration, evidence, evidence_html,
-                         load_document, register, reveal)
-from ..ownership.identity import Identity, load_public_key, public_key_hex
-from ..scan import row_verdict
 from ._common import (OK, add_signed_output_args, guard, load_identity, passphrase,
                       refuse_outputs, report, write_json_output)
 
@@ -41,6 +35,7 @@ def _add_identity(subparsers) -> None:
 
 @guard
 def _identity_new(args) -> int:
+    from ..ownership.identity import Identity
     refuse_outputs(args, args.out)
     identity = Identity.generate()
     identity.save(args.out, passphrase(args, "new passphrase", confirm=True),
@@ -51,11 +46,13 @@ def _identity_new(args) -> int:
 
 @guard
 def _identity_public(args) -> int:
+    from ..ownership.identity import load_public_key, public_key_hex
     print(public_key_hex(load_public_key(args.file)))
     return OK
 
 
 def _key_bodies(paths: list[str]) -> list[dict]:
+    from ..keys.keyfile import read_key_file
     return [read_key_file(p) for p in paths or []]
 
 
@@ -70,6 +67,7 @@ def _add_register(subparsers) -> None:
 
 @guard
 def _register(args) -> int:
+    from ..ownership import register
     keys = _key_bodies(args.key) + list(args.commitment or [])
     if not keys:
         raise ValueError("give at least one --key KEYFILE or --commitment HEX")
@@ -79,6 +77,7 @@ def _register(args) -> int:
 
 
 def _load_verdicts(paths: list[str], suspect: str) -> list[dict]:
+    from ..files.io import read_json
     out = []
     for path in paths:
         data = read_json(path, "verdict file")
@@ -94,6 +93,8 @@ def _load_verdicts(paths: list[str], suspect: str) -> list[dict]:
 def _scan_verdicts(results: dict, path: str, suspect: str) -> list[dict]:
     """The verdicts of a scan's JSON results (`mlguard scan --out results.json`) for the
     suspect file: its checked rows, each at the scan's Bonferroni level alpha / tests."""
+    from ..files.io import file_sha256
+    from ..scan import row_verdict
     sha = file_sha256(suspect)
     rows = [r for r in results["rows"] if isinstance(r, dict) and r.get("file_sha256") == sha
             and r.get("error") is None]
@@ -135,6 +136,7 @@ def _add_evidence(subparsers) -> None:
 
 @guard
 def _evidence_build(args) -> int:
+    from ..ownership import evidence, evidence_html, reveal
     refuse_outputs(args, args.out, args.html)
     openings = [reveal(b) for b in _key_bodies(args.reveal)]
     doc = evidence(_load_verdicts(args.verdict, args.suspect), args.suspect, opening=openings,
@@ -148,6 +150,7 @@ def _evidence_build(args) -> int:
 
 @guard
 def _evidence_check(args) -> int:
+    from ..ownership import check_evidence, check_registration, load_document
     doc = load_document(args.file)
     if doc.get("format") == "mlguard-registration":
         problems = check_registration(doc, args.suspect, public_key=args.public_key)
@@ -161,6 +164,7 @@ def _evidence_check(args) -> int:
 
 @guard
 def _evidence_html(args) -> int:
+    from ..ownership import evidence_html, load_document
     refuse_outputs(args, args.out)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(evidence_html(load_document(args.file), args.suspect,

@@ -10,14 +10,6 @@ import json
 import os
 import sys
 
-from ..files.container import DEFAULT_CHUNK_SIZE
-from ..files.io import file_sha256, read_json
-from ..keys.keyfile import commitment as commit
-from ..keys.keyfile import read_key_file
-from ..protect import (decrypt_file, encrypt_file, file_signature_problems, new_file_key,
-                       read_stamp, sign_file, stamp)
-from ..protect.signing import SUFFIX
-from ..protect.stamp import stamp_changes_file
 from ._args import refuse_existing
 from ._common import (FAILED, OK, add_signed_output_args, guard, load_identity, passphrase,
                       refuse_outputs, report, write_json_output)
@@ -49,6 +41,7 @@ def _read_key_file(path: str) -> bytes:
 
 def _secret(args: argparse.Namespace, confirm: bool) -> dict:
     """passphrase= or key= for the protect functions, from the parsed arguments."""
+    from ..protect import new_file_key
     if getattr(args, "new_key_file", None):
         if args.key_file or args.passphrase_env:
             raise ValueError("--new-key-file excludes --key-file and --passphrase-env")
@@ -81,7 +74,7 @@ def _add_encrypt(subparsers) -> None:
     p = subparsers.add_parser("encrypt", help="encrypt a model file (AES-256-GCM)")
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=argparse.SUPPRESS)
+    p.add_argument("--chunk-size", type=int, default=None, help=argparse.SUPPRESS)
     _add_secret_args(p, new_key=True)
     p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_encrypt)
@@ -89,8 +82,11 @@ def _add_encrypt(subparsers) -> None:
 
 @guard
 def _encrypt(args) -> int:
+    from ..files.container import DEFAULT_CHUNK_SIZE
+    from ..protect import encrypt_file
     refuse_existing(args.dst, args.force)
-    size = encrypt_file(args.src, args.dst, chunk_size=args.chunk_size, **_secret(args, True))
+    size = encrypt_file(args.src, args.dst, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+                        **_secret(args, True))
     print(f"encrypted {size} bytes: {args.src} -> {args.dst}")
     return OK
 
@@ -107,6 +103,7 @@ def _add_decrypt(subparsers) -> None:
 
 @guard
 def _decrypt(args) -> int:
+    from ..protect import decrypt_file
     refuse_existing(args.dst, args.force)
     size = decrypt_file(args.src, args.dst, **_secret(args, False))
     print(f"decrypted {size} bytes: {args.src} -> {args.dst}")
@@ -124,6 +121,8 @@ def _add_sign(subparsers) -> None:
 
 @guard
 def _sign(args) -> int:
+    from ..protect import sign_file
+    from ..protect.signing import SUFFIX
     out = args.out or args.file + SUFFIX
     refuse_outputs(args, out)
     write_json_output(out, sign_file(args.file, load_identity(args)), args.force)
@@ -141,6 +140,8 @@ def _add_verify_signature(subparsers) -> None:
 
 @guard
 def _verify_signature(args) -> int:
+    from ..protect import file_signature_problems
+    from ..protect.signing import SUFFIX
     problems = file_signature_problems(args.file, args.signature or args.file + SUFFIX,
                                        args.public_key)
     return report(problems, f"OK: {args.file} is signed by {args.public_key}")
@@ -179,6 +180,10 @@ def _add_stamp(subparsers) -> None:
 
 @guard
 def _stamp(args) -> int:
+    from ..keys.keyfile import commitment as commit, read_key_file
+    from ..protect import read_stamp, sign_file, stamp
+    from ..protect.signing import SUFFIX
+    from ..protect.stamp import stamp_changes_file
     commitment = args.commitment
     if args.key:
         if commitment:
@@ -230,6 +235,7 @@ def _stamp(args) -> int:
 def _covers(record_path: str, kind: str, path: str) -> bool:
     """Whether a signature or registration record holds this file's current SHA-256 and
     size (a record of an older version of the file is broken already)."""
+    from ..files.io import file_sha256, read_json
     doc = read_json(record_path, f"{kind} file")
     facts = doc.get("model") if isinstance(doc, dict) and kind == "registration" else doc
     if not isinstance(facts, dict) or not isinstance(facts.get("sha256"), str):
@@ -239,6 +245,7 @@ def _covers(record_path: str, kind: str, path: str) -> bool:
 
 def _refuse_other_signer(signature: str, identity) -> None:
     """--resign replaces the signature: only one made by the same identity."""
+    from ..files.io import read_json
     signer = (read_json(signature, "signature file").get("signer") or {}).get("public_key")
     if signer != identity.public_key_hex:
         raise ValueError(f"'{signature}' was signed by another key ({signer}); --resign "

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 
-from ..keys import load_key
-from ..schemes.base import scheme_of
-from ..verification import verify
 from . import _reference
 from ._args import add_arch_arguments, arch_kwargs, refuse_existing
 from ._common import guard
@@ -33,6 +30,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..keys import load_key
+    from ..schemes.base import scheme_of
+    from ..verification import verify
+
     if args.out is not None:
         refuse_existing(args.out, args.force)
         folder = os.path.dirname(os.path.abspath(args.out))

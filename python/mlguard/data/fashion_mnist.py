@@ -13,9 +13,14 @@ import numpy as np
 import torch
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+"""Where Debian's dataset-fashion-mnist package installs the data set."""
+FASHION_MNIST_MEAN = (0.2860,)
+"""The training set's per-channel mean (of pixels scaled to [0, 1])."""
+FASHION_MNIST_STD = (0.3530,)
+"""The training set's per-channel standard deviation."""
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
+"""The class names, in label order."""
 _IDX_MAGIC = {1: 2049, 3: 2051}  # labels, images
 
 

@@ -86,6 +86,7 @@ def evaluate(model: nn.Module, keys, attacks, attacker_data=None, test_data=None
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, batches: Batches) -> float:
+    """The fraction of `batches`' examples the model labels correctly (in the mode it is in)."""
     device = device_of(model)
     correct = total = 0
     for x, y in batches:

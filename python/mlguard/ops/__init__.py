@@ -1,5 +1,6 @@
 """Typed wrappers of the compiled ops in torch.ops.mlguard, one module per op."""
 
+from .. import _extension  # noqa: F401  (loads the compiled ops first; I001: must stay first)
 from .abstract_triggers import abstract_triggers
 from .augment_batch import augment_batch
 from .keyed_projection import (keyed_projection, keyed_projection_batched, keyed_projection_sums,

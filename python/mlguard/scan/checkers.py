@@ -276,9 +276,9 @@ def _as_outcome(answer) -> Outcome:
     return Outcome(int(matches), int(total), float(chance), dict(extra or {}))
 
 
-# Checkers registered by name (register_checker), for keys that are no registered scheme's
-# (or to replace a scheme's read_many in the scan); registered schemes need no entry.
 CHECKERS: dict[str, type] = {}
+"""Checkers registered by name (register_checker), for keys that are no registered scheme's
+(or to replace a scheme's read_many in the scan); registered schemes need no entry."""
 
 
 def register_checker(scheme: str, checker: type) -> None:

@@ -126,8 +126,8 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
         torchrun every rank returns all rows.
 
     Raises:
-        ScanInterrupted (a KeyboardInterrupt) on Ctrl-C, saying how many files were checked;
-        with a journal, rerunning the same scan resumes from them.
+        ScanInterrupted: (a KeyboardInterrupt) on Ctrl-C, saying how many files were checked;
+            with a journal, rerunning the same scan resumes from them.
     """
     start = time.perf_counter()
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:

@@ -33,6 +33,7 @@ COLUMNS = ("path", "file_sha256", "weights_sha256", "file_size", "key_id", "key_
            "key_path", "commitment",
            "scheme", "matches", "total", "chance", "p_value", "log10_p_value",
            "adjusted_p_value", "log10_adjusted_p_value", "detected", "error", "device", "extra")
+"""The columns of a scan row, in the order the CSV output writes them."""
 
 
 def make_row(path: str, size: int | None, sha256: str | None, commitment: str, scheme: str,

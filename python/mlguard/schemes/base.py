@@ -25,6 +25,7 @@ A scheme is a small stateless class (its methods take the key) that says four th
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,56 @@ from typing import ClassVar
 
 import torch
 
-SCHEMES: dict[str, type[Scheme]] = {}  # registration order: the order users see
+class _Registry(dict):
+    """The registered schemes by name, in registration order (the order users see). The
+    first look at it imports the built-in scheme modules (catalog.py), so a module used on
+    its own (`from mlguard.verification import verify`, with `import mlguard` loading nothing
+    up front) finds them all the same."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not _Registry._loaded:
+            _Registry._loaded = True  # first: the scheme modules register through this dict
+            from .catalog import BUILTIN
+            for module, _, _ in BUILTIN.values():
+                importlib.import_module(f"{__package__}.{module}")
+
+    def __getitem__(self, name):
+        self._load()
+        return super().__getitem__(name)
+
+    def __contains__(self, name) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+    def __iter__(self):
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, name, default=None):
+        self._load()
+        return super().get(name, default)
+
+    def keys(self):
+        self._load()
+        return super().keys()
+
+    def values(self):
+        self._load()
+        return super().values()
+
+    def items(self):
+        self._load()
+        return super().items()
+
+
+SCHEMES: dict[str, type[Scheme]] = _Registry()
+"""Every registered scheme by name (register_scheme adds to it)."""
 
 
 def register_scheme(cls: type[Scheme]) -> type[Scheme]:
@@ -53,6 +103,7 @@ def register_scheme(cls: type[Scheme]) -> type[Scheme]:
 
 
 def scheme_names() -> tuple[str, ...]:
+    """The registered schemes' names, in registration order."""
     return tuple(SCHEMES)
 
 

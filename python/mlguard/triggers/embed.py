@@ -18,6 +18,7 @@ from .mixer import DEFAULT_PER_BATCH, TriggerMixer, split_batch
 # triggers with the key's label: a margin over the bare detection threshold (28 of 100
 # triggers at alpha 1e-6 with 10 classes) that later fine-tuning can eat into.
 EMBED_MIN_RETENTION = 0.8
+"""The retention embed stops at (with the key detected): a margin over the detection threshold."""
 
 
 def embed(model: torch.nn.Module, key: TriggerKey, loader: Iterable, epochs: int,

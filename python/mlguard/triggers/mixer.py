@@ -18,6 +18,7 @@ from .retention_check import RetentionCheck, needed_matches, read_key
 # benchmarks/RESULTS.md (bench_retention.py): 2 left the README's 5,000-image CIFAR-10 subset
 # near chance for 6 epochs; 16 watermarks the README Quick start in its 4 epochs (84-88%).
 DEFAULT_PER_BATCH = 16
+"""Triggers TriggerMixer appends to each batch by default."""
 # The adaptive mode (target=) doubles per_batch at most this many times by default: more
 # triggers per batch cost step time and crowd out the real data.
 DEFAULT_MAX_GROWTH = 4
@@ -191,8 +192,9 @@ class TriggerMixer:
         unit = "triggers" if image_mode else "patterns"
         return (f"{what}: the key would not be detected if training stopped now; {fix}. "
                 f"Retention follows the views per trigger (steps x per_batch x ranks / "
-                f"{self._units} {unit}); the README's sizing paragraph gives the views each "
-                f"trigger kind needed (this key: {self.key.kind!r}).")
+                f"{self._units} {unit}); docs/guides/trigger-watermarks.md (sizing, per "
+                f"trigger kind) gives the views each kind needed (this key: "
+                f"{self.key.kind!r}).")
 
     def bank(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The trigger set and labels on `device`, made once per device."""

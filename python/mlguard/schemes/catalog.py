@@ -1,0 +1,29 @@
+"""The built-in schemes by name, without importing them (no torch): what `mlguard key new
+--help` lists. tests/schemes/test_catalog.py holds it equal to the registry."""
+
+from __future__ import annotations
+
+# name -> (module under mlguard.schemes, command-line aliases, one-line summary)
+BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "trigger-set": ("trigger_set", ("trigger",),
+                    "trigger set: secret inputs answered with secret labels (Adi et al., USENIX "
+                    "Security 2018); needs the network (--arch)"),
+    "weight": ("weight", (),
+               "weight-space: message bits in keyed projections of chosen weights (Uchida et "
+               "al., ICMR 2017); read from the state_dict alone"),
+    "frontier-stitching": ("frontier_stitching", (),
+                           "Frontier Stitching (Le Merrer et al., NCAA 2020): FGSM true/false "
+                           "adversaries with their true labels; null bounded by reference "
+                           "models"),
+    "blackmarks": ("blackmarks", (),
+                   "BlackMarks (Chen et al., 2019): a K-bit signature in the cluster of the "
+                   "classes predicted for targeted adversarial inputs; null bounded by "
+                   "reference models"),
+    "ewe": ("ewe", (),
+            "Entangled Watermarks (Jia et al., USENIX Security 2021): patched source-class "
+            "images -> one target class, entangled by the soft nearest-neighbour loss; "
+            "conservative null from reference models"),
+    "dawn": ("dawn", (),
+             "DAWN (Szyller et al., ACM MM 2021): the serving API answers a keyed fraction of "
+             "queries with keyed wrong labels; exact null 1/(C-1)"),
+}
