@@ -7,3 +7,5 @@ from .base import (SCHEMES, Embedding, Reading, ReadOptions, Scheme, Suspect,
 
 __all__ = ["SCHEMES", "Embedding", "Reading", "ReadOptions", "Scheme", "Suspect",
            "conservative_chance", "get_scheme", "register_scheme", "scheme_names", "scheme_of"]
+from . import deepsigns  # noqa: F401  (registers itself)
+from . import deepmarks  # noqa: F401  (registers itself)
