@@ -160,3 +160,10 @@ def test_command_line_arguments(tmp_path):
     with pytest.raises(ValueError, match="differ"):
         DeepMarks.from_arguments(parser.parse_args(
             ["--targets", "7.weight", "--user", "4", "--family", str(tmp_path / "u0.key")]))
+
+
+def test_attacker_key_is_a_fresh_master():
+    key = _key(3)
+    fresh = DeepMarks.attacker_key(key)
+    assert fresh.secret != key.secret and (fresh.targets, fresh.q, fresh.repeats) == (
+        key.targets, key.q, key.repeats)

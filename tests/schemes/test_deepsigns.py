@@ -141,3 +141,12 @@ def test_command_line_arguments():
                                                       "--count", "10"]))
     assert isinstance(key, DeepSignsKey) and key.bits == 32 and len(key.inputs) == 10
     assert key.inputs.shape[1:] == (1, 28, 28) and key.mean is not None
+
+
+def test_optional_hooks():
+    key = _key()
+    fresh = DeepSigns.attacker_key(key)
+    assert fresh.secret != key.secret and fresh.layer == key.layer
+    assert fresh.target_class == key.target_class and len(fresh.inputs) == len(key.inputs)
+    assert DeepSigns.input_normalization(key) == ([0.5], [0.25])
+    assert DeepSigns.input_shape(key) == (1, 8, 8)

@@ -1,25 +1,27 @@
 """DeepMarks: per-user fingerprints from an anti-collusion code, in the weights (white-box).
 
 Chen, Rouhani, Fan, Huang and Koushanfar, "DeepMarks: A Secure Fingerprinting Framework for
-Digital Rights Management of Deep Learning Models", ICMR 2019:
+Digital Rights Management of Deep Learning Models", ICMR 2019 (arXiv:1804.03648). The
+paper's parts by name (its section numbers could not be checked against its text here):
 
-- **codes** (Sec. 3.2): each user's code vector is a column of the bit complement of the
+- **fingerprint codes**: each user's code vector is a column of the bit complement of the
   incidence matrix of a (v, k, 1)-BIBD: an AND anti-collusion code (AND-ACC, Trappe et al.
   2003), for which the AND of any k - 1 or fewer code vectors is unique. The BIBD here is
   the projective plane PG(2, q), q prime: v = q^2 + q + 1 points, one line (block) of
   k = q + 1 points per user, b = v users; user u's code is 0 on the k points of its line,
   1 elsewhere. The master secret permutes points and assigns lines to users; the code is
   repeated `repeats` times for power.
-- **embedding** (Sec. 3.3, Eq. 2): an Uchida-style regularizer on a projection of the
+- **embedding**: an Uchida-style regularizer on a projection of the
   target weights, here mlguard's keyed projection R shared by every user of the master (so
   that an average of users' weights projects to the average of their projections) with an
-  MSE to per-bit targets: users' copies are fine-tuned from one base model.
-- **collusion** (Sec. 3.4): colluders average their models. The code bits are XORed with a
+  MSE to per-bit targets (as WRT's implementation of DeepMarks does): users' copies are
+  fine-tuned from one base model.
+- **collusion resistance**: colluders average their models. The code bits are XORed with a
   secret uniform mask m (below) and embedded with asymmetric magnitudes: a 0 code bit at
   +-margin_zero, a 1 at +-margin_one (3x smaller by default). Where colluders' codes agree
   the average keeps the sign; where they differ the 0s' larger magnitude wins for up to
   margin_zero / margin_one colluders, so the read code is the AND of theirs (the AND-ACC
-  model) through the mask. Decoding (Sec. 3.4, Alg. 1): the read code's zeros are the union
+  model) through the mask. Decoding (the AND-ACC's): the read code's zeros are the union
   of the colluders' lines; each user is tested on the k * repeats positions of its line.
 
 **The null is exact, through the mask.** A BIBD code is far from uniform (mostly 1s), so a
@@ -28,8 +30,9 @@ bit is code XOR m, m uniform from the master secret (HKDF purpose "deepmarks/mas
 independent of R's and of the permutation's sub-keys). For a model not derived from the
 master's models its read bits b are independent of m, so the de-masked bits b XOR m are
 uniform and independent: user u's reading (positions of its line that read 0) is exactly
-Binomial(k * repeats, 1/2). A copy of another user's model reads 1 on all but at most one
-point of an innocent user's line (lines meet in one point), so innocents are not named.
+Binomial(k * repeats, 1/2). A copy of another user's model, or an average of c users'
+copies, reads 0 on at most c points of an innocent user's line (two lines meet in one
+point), so innocents are not named.
 """
 
 from __future__ import annotations
@@ -266,7 +269,8 @@ class Colluders:
 
 
 def identify(model, key: DeepMarksKey, alpha: float = 1e-6) -> Colluders:
-    """Reads the suspect once and tests every user of the key's master (Sec. 3.4)."""
+    """Reads the suspect once and tests every user of the key's master (the paper's
+    colluder detection)."""
     alpha = check_real("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
     bits = read_bits_of(model, key)
     readings = [user_reading(bits, key, u) for u in range(key.users)]
@@ -353,3 +357,9 @@ class DeepMarks(Scheme):
     def expected_test(cls, body: dict) -> tuple[int, float]:
         key = DeepMarksKey.from_body(body)
         return key.block_size * key.repeats, 0.5
+
+    @classmethod
+    def attacker_key(cls, key: DeepMarksKey) -> DeepMarksKey:
+        """A fresh master's user 0 on the same targets (the overwrite attack's key)."""
+        return DeepMarksKey.generate(targets=key.targets, q=key.q, repeats=key.repeats,
+                                     reduce=key.reduce)

@@ -1,23 +1,26 @@
 """DeepSigns: a watermark in the distribution of one layer's activations (white-box).
 
 Rouhani, Chen and Koushanfar, "DeepSigns: An End-to-End Watermarking Framework for Ownership
-Protection of Deep Neural Networks", ASPLOS 2019, Sec. 3 (white-box, hidden layers):
+Protection of Deep Neural Networks", ASPLOS 2019 (arXiv:1804.00750), the white-box
+watermark of hidden layers. The paper's parts, by name (its section and equation numbers
+could not be checked against the paper's text here):
 
-- **key** (Sec. 3.1, "watermark keys"): a secret target class s, secret key inputs X_key (a
-  few training images of class s, stored in the key: the key file alone regenerates them),
-  a secret projection A and a secret T-bit message b. A is mlguard's keyed +-1/sqrt(M)
-  projection (ops.keyed_projection) regenerated from an HKDF sub-seed, never stored (the
-  paper draws A Gaussian and stores it); b is drawn from the secret and checked on load.
-- **embedding** (Sec. 3.2, Eq. 2-4): training adds lambda_2 * BCE(sigmoid(mu_s A), b), the
-  projection of the class centre mu_s (here: the mean activation of the chosen layer over
-  the key inputs, Eq. 4's "Gaussian centre" estimated from X_key), plus lambda_1 times the
-  paper's loss_1 pull term, the key inputs' mean squared distance to mu_s (Eq. 3, first
-  half; the push-apart half between class centres needs every class's centre, which this
-  one-class key does not have, and is left out).
-- **reading** (Sec. 3.3): run the key inputs, average the layer's activations, project and
-  threshold at 0 (sigmoid at 1/2 in the paper): T bits, compared with b. The projection is
-  read with the exact integer sums (keyed_projection_sums), so the bits of given
-  activations do not depend on the device.
+- **watermark keys**: a secret target class s, secret key inputs X_key (a small fraction of
+  the training images of class s; stored in the key here, so the key file alone
+  regenerates them), a secret projection matrix A and a secret T-bit message b. A is
+  mlguard's keyed +-1/sqrt(M) projection (ops.keyed_projection) regenerated from an HKDF
+  sub-seed, never stored (the paper draws A Gaussian and keeps it); b is drawn from the
+  secret and checked on load.
+- **embedding**: training adds lambda_2 * loss_2, the binary cross-entropy between
+  sigmoid(mu_s A) and b, where mu_s is the class's Gaussian centre (here the mean
+  activation of the chosen layer over the key inputs), plus lambda_1 times loss_1's pull
+  term, the key inputs' squared distance to mu_s. loss_1's push-apart half between the
+  centres of different classes needs every class's centre, which this one-class key does
+  not hold, and is left out.
+- **extraction**: run the key inputs, average the layer's activations, project and
+  threshold (sigmoid at 1/2, here the sign): T bits, compared with b (the paper reports
+  the bit error rate). The projection is read with the exact integer sums
+  (keyed_projection_sums), so the bits of given activations do not depend on the device.
 
 **The null is exact.** b is drawn uniformly from the secret (HKDF purpose
 "deepsigns/message", independent of the projection's and of the key inputs' sub-keys) and
@@ -299,3 +302,24 @@ class DeepSigns(Scheme):
     @classmethod
     def expected_test(cls, body: dict) -> tuple[int, float]:
         return DeepSignsKey.from_body(body).bits, 0.5
+
+    # optional hooks of the interface (engineer A's additions; defaults elsewhere)
+
+    @classmethod
+    def attacker_key(cls, key: DeepSignsKey) -> DeepSignsKey:
+        """A fresh key like `key` for the overwrite attack: a new secret (projection and
+        message) on the same layer, class and key inputs (the attacker's own images of the
+        class are not at hand here)."""
+        labels = torch.full((len(key.inputs),), key.target_class, dtype=torch.int64)
+        return DeepSignsKey.generate(key.inputs, labels, layer=key.layer,
+                                     num_classes=key.num_classes, bits=key.bits,
+                                     count=len(key.inputs), target_class=key.target_class,
+                                     mean=key.mean, std=key.std)
+
+    @classmethod
+    def input_normalization(cls, key: DeepSignsKey):
+        return None if key.mean is None else (list(key.mean), list(key.std))
+
+    @classmethod
+    def input_shape(cls, key: DeepSignsKey):
+        return tuple(key.inputs.shape[1:])
