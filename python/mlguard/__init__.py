@@ -1,6 +1,7 @@
 """mlguard: embed a secret watermark while training, and prove ownership with a p-value.
 
-The public API; each capability is a subpackage: keys, triggers (trigger-set watermarks),
+The public API; each capability is a subpackage: schemes (the watermarking schemes behind
+one interface, and their registry), keys, triggers (trigger-set watermarks),
 weights (weight-space watermarks and fingerprints), verification, scan (bulk verification),
 ownership (identity, commitments, registration, evidence), attacks (removal attacks) and
 evaluation (robustness tables, false-positive calibration), protect (encrypted, signed and
@@ -10,6 +11,8 @@ they leak), ops (the compiled ops), cli.
 
 from ._version import __version__  # noqa: I001  (the extension must load before the ops)
 from ._extension import build_info
+from . import schemes  # first: the scheme modules import the library's other parts
+from .schemes import get_scheme, register_scheme
 from . import attacks, data, ops, protect
 from .evaluation import RobustnessReport, evaluate
 from .files.checkpoint import load_state_dict
@@ -29,4 +32,5 @@ __all__ = ["__version__", "build_info", "ops", "embed", "Fingerprints", "Identif
            "verify_weights", "retention", "WeightKey", "WeightWatermark", "WeightEmbedReport",
            "embed_weights", "protect", "reveal", "check_opening", "Identity", "register",
            "check_registration", "evidence", "EvidenceReport", "check_evidence", "evidence_html", "scan",
-           "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport", "data"]
+           "load_model", "load_state_dict", "attacks", "evaluate", "RobustnessReport", "data",
+           "schemes", "register_scheme", "get_scheme"]

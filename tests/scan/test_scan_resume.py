@@ -16,7 +16,8 @@ import safetensors.torch
 import torch
 
 from mlguard import TriggerKey, WeightKey
-from mlguard.scan import CHECKERS, ScanInterrupted, loading, pipeline, scan
+from mlguard.scan import ScanInterrupted, loading, pipeline, scan
+from mlguard.schemes import get_scheme
 
 from scan_helper import MEAN, SHAPE, STD, tiny_cnn
 
@@ -118,18 +119,18 @@ def _weight_corpus(root: Path, count: int) -> tuple[Path, Path]:
 
 
 def _counting_weight_check(monkeypatch, interrupt_on_call: int | None = None) -> list[int]:
-    """Wraps the weight checker: records each call's batch size, raises KeyboardInterrupt
-    on the given call (1-based) as a Ctrl-C during that check would."""
-    checker = CHECKERS["weight"]
-    real = checker.fn
+    """Wraps the weight scheme's read: records each call's batch size, raises
+    KeyboardInterrupt on the given call (1-based) as a Ctrl-C during that check would."""
+    scheme = get_scheme("weight")
+    real = scheme.read_many
     calls: list[int] = []
 
-    def check(state_dicts, keys, device):
-        calls.append(len(state_dicts))
+    def read_many(keys, suspects, options):
+        calls.append(len(suspects))
         if len(calls) == interrupt_on_call:
             raise KeyboardInterrupt
-        return real(state_dicts, keys, device)
-    monkeypatch.setattr(checker, "fn", staticmethod(check))
+        return real(keys, suspects, options)
+    monkeypatch.setattr(scheme, "read_many", staticmethod(read_many))
     return calls
 
 

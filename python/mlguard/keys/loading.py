@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import os
 
+from ..schemes.base import SCHEMES
 from . import keyfile
 from .metadata import with_metadata
-from .trigger_key import SCHEME as TRIGGER_SCHEME
-from .trigger_key import TriggerKey
-from .weight_key import SCHEME as WEIGHT_SCHEME
-from .weight_key import WeightKey
-
-_KINDS = {TRIGGER_SCHEME: TriggerKey, WEIGHT_SCHEME: WeightKey}
 
 
 def load_key(path: str | os.PathLike):
-    """Reads any mlguard key file; a corrupt, tampered or unknown file raises ValueError.
+    """Reads any mlguard key file (of any registered scheme: its body's "scheme" field picks
+    the key class); a corrupt, tampered or unknown file raises ValueError.
 
     The key records its label (None in files without one) and the file's absolute `path`."""
     body, meta = keyfile.read_key_file_meta(path)
     scheme = body.get("scheme")
-    if scheme not in _KINDS:
-        raise ValueError(f"key file '{os.fspath(path)}': unknown scheme {scheme!r}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"key file '{os.fspath(path)}': unknown scheme {scheme!r} (known: "
+                         f"{', '.join(SCHEMES)})")
     try:
-        key = _KINDS[scheme].from_body(body)
+        key = SCHEMES[scheme].key_type.from_body(body)
     except ValueError as e:
         raise ValueError(f"key file '{os.fspath(path)}': {e}") from None
     return with_metadata(key, label=meta.get("label"), path=path)

@@ -1,7 +1,10 @@
 """Scheme checkers: how a batch of loaded models is tested against all keys of one scheme.
 
-The scan groups its keys by scheme (``scheme_of``) and builds one checker per scheme from
-``CHECKERS``. A checker is a class with this interface::
+The scan groups its keys by scheme (``scheme_of``) and builds one checker per scheme with
+``checker_for``: a registered scheme (mlguard.schemes) is read through its ``read_many`` by a
+``SchemeChecker``, with nothing to register here. For keys that are no registered scheme's,
+a checker class can still be registered by name (``register_checker``), with this
+interface::
 
     class MyChecker:
         needs_module: bool      # True: needs an nn.Module (from `arch` or TorchScript), so
@@ -20,42 +23,33 @@ exception as the error of every (model, key) pair of that call and goes on.
 
 A scheme that needs only tensors can be plugged in with a plain function::
 
-    def check_weights(state_dicts, keys, device):
+    def check_signs(state_dicts, keys, device):
         # state_dicts: list of {name: tensor} on `device`; return, per model, one
         # (matches, total, chance, extra) tuple per key, or a str/Exception for a pair
         # that cannot be checked
         ...
 
-    register_state_dict_checker("weight", check_weights, models_per_call=64)
+    register_state_dict_checker("my-signs", check_signs, models_per_call=64)
 
 The state_dict tensors are on the scan device, read-only by convention (on CUDA they are
 views into one buffer per file; for safetensors on the CPU, views into the file's bytes).
 ``extra`` must be JSON data (it goes into the journal and the reports).
 
-Keys are matched to checkers by ``scheme_of(key)``: the key's ``scheme`` attribute if it
-has one, else the ``scheme`` field of ``key.to_body()`` ("trigger-set" for TriggerKey). A
-key also needs ``commitment()`` (hex; its first 16 characters are the row's key_id).
-Key files are read with ``mlguard.load_key``, so a new scheme's files load once
-``load_key`` knows them.
+Keys are matched to checkers by ``scheme_of(key)``: their registered scheme's name, else the
+key's ``scheme`` attribute, else the ``scheme`` field of ``key.to_body()``. A key also needs
+``commitment()`` (hex; its first 16 characters are the row's key_id). Key files are read
+with ``mlguard.load_key``, which knows every registered scheme.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
-from ..keys import TriggerKey
-from ..verification.verify import (
-    model_dtype,
-    normalize,
-    pattern_extra,
-    pattern_votes,
-    trigger_extra,
-)
+from ..schemes.base import SCHEMES, Reading, ReadOptions, Scheme, Suspect
 
 
 @dataclass
@@ -97,7 +91,11 @@ class CheckerOptions:
 
 
 def scheme_of(key) -> str:
-    """The scheme name a key belongs to (its `scheme` attribute or its body's field)."""
+    """The scheme name a key belongs to: its registered scheme's (schemes/), else its
+    `scheme` attribute or its body's field (keys of checkers registered by name)."""
+    for name, scheme in SCHEMES.items():
+        if isinstance(key, scheme.key_type):
+            return name
     scheme = getattr(key, "scheme", None)
     if scheme is None and hasattr(key, "to_body"):
         scheme = key.to_body().get("scheme")
@@ -116,75 +114,34 @@ def arch_name(arch, arch_kwargs: Mapping | None = None) -> str | None:
     return f"{name}{sorted((arch_kwargs or {}).items())}" if arch_kwargs else name
 
 
-# -- trigger-set keys ----------------------------------------------------------------------
+# -- registered schemes (schemes/) ----------------------------------------------------------
 
 
-@dataclass
-class _TriggerGroup:
-    """Keys whose triggers share an input shape: one concatenated, normalized batch."""
+class SchemeChecker:
+    """A registered scheme's read_many as a checker (``checker_for`` makes one class per
+    scheme). Schemes that need the network get each state_dict file loaded in place into one
+    module built once from `arch` (strict, as ``load_model`` loads them: a name or shape
+    mismatch is "wrong architecture"; each tensor keeps its dtype from the file), on the
+    scan device, in eval mode; TorchScript files bring their own module. Such schemes read
+    one model per call; the others read ``models_per_call`` state_dicts at once."""
 
-    keys: list[TriggerKey]
-    inputs: torch.Tensor  # (sum of sizes, C, H, W), each key normalized with its own mean/std
-    labels: torch.Tensor  # (sum of sizes,)
-    owner: torch.Tensor  # (sum of sizes,) index of the key within the group
-    rows: list[slice]  # each key's rows of inputs (pattern-mode keys: K x carriers)
-
-
-class TriggerSetChecker:
-    """All trigger keys in one forward pass per model (per input shape).
-
-    Triggers are materialized and normalized exactly as ``mlguard.verify`` does, once per
-    scan, on the scan device, and cast to each model's dtype as verify does. State_dict
-    files are loaded in place into one module built from `arch`, as ``load_model`` loads
-    them (strict: a name or shape mismatch is "wrong architecture"; each tensor keeps its
-    dtype from the file); TorchScript files bring their own module. Autocast (bf16) is used
-    on CUDA when asked.
-    """
-
-    needs_module = True
-    models_per_call = 1
+    scheme: type[Scheme]
+    needs_module: bool = True
+    models_per_call: int = 1
 
     def __init__(self, keys: list, device: torch.device, options: CheckerOptions):
-        for key in keys:
-            if not isinstance(key, TriggerKey):
-                raise TypeError(f"trigger-set keys must be TriggerKey, got {type(key).__name__}")
         self.keys, self.device, self.options = keys, device, options
+        # one cache per scan: what the scheme prepares for these keys (e.g. triggers) is kept
+        self.read_options = ReadOptions(batch_size=options.batch_size,
+                                        autocast=options.autocast, reference=options.reference,
+                                        cache={})
         self._module: torch.nn.Module | None = None
-        self.groups = self._build_groups(keys)
-
-    def _build_groups(self, keys: list[TriggerKey]) -> list[_TriggerGroup]:
-        by_shape: dict[tuple, list[TriggerKey]] = {}
-        for key in keys:
-            by_shape.setdefault(key.shape, []).append(key)
-        groups = []
-        for members in by_shape.values():
-            inputs, labels, rows, start = [], [], [], 0
-            for key in members:
-                try:
-                    if key.mode == "pattern":  # every stored carrier with every pattern
-                        images, which = key.pattern_inputs(device=self.device)
-                        key_labels = key.targets.to(self.device)[which]
-                    else:
-                        images, key_labels = key.materialize(self.device)
-                except (ValueError, TypeError) as e:
-                    raise ValueError(f"key {key.key_id}: {e}") from None
-                inputs.append(normalize(images, key))
-                labels.append(key_labels)
-                rows.append(slice(start, start + images.shape[0]))
-                start += images.shape[0]
-            owner = torch.cat([torch.full((r.stop - r.start,), i, dtype=torch.int64,
-                                          device=self.device) for i, r in enumerate(rows)])
-            batch = torch.cat(inputs)
-            if self.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            groups.append(_TriggerGroup(members, batch, torch.cat(labels), owner, rows))
-        return groups
 
     def module(self) -> torch.nn.Module:
         """The architecture, built once per scan and reused for every state_dict file."""
         if self._module is None:
             if self.options.arch is None:
-                raise ValueError("no architecture: trigger-set keys need arch= "
+                raise ValueError(f"no architecture: {self.scheme.name} keys need arch= "
                                  "(--arch MODULE:FACTORY) to run state_dict files")
             module = self.options.arch()
             if not isinstance(module, torch.nn.Module):
@@ -196,93 +153,83 @@ class TriggerSetChecker:
         return self._module
 
     def preflight(self) -> None:
-        """Builds the architecture once and runs a few triggers of every key through it, so
-        that a configuration error (bad arch kwargs, 1000 outputs for 10-class keys, trigger
-        shapes the network cannot take) stops the scan before it starts, instead of turning
-        every file into an error row. Raises ValueError naming the key and the problem."""
-        if self.options.arch is None:
-            return  # TorchScript files only: each brings its own module
-        try:
-            module = self.module()
-        except Exception as e:
-            raise ValueError(f"arch: building the architecture failed: "
-                             f"{type(e).__name__}: {e}") from None
-        dtype = model_dtype(module)
-        for group in self.groups:
-            first = group.inputs[:2].to(dtype)
+        """Builds the architecture once (schemes that need it) and lets the scheme check its
+        keys against it (Scheme.preflight): configuration errors stop the scan before it
+        starts. Raises ValueError naming the problem."""
+        module = None
+        if self.needs_module and self.options.arch is not None:
             try:
-                with torch.inference_mode():
-                    out = module(first)
+                module = self.module()
             except Exception as e:
-                ids = ", ".join(k.key_id for k in group.keys)
-                raise ValueError(
-                    f"key {ids}: triggers of shape {tuple(group.keys[0].shape)} do not fit the "
-                    f"architecture: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ValueError("arch: the model's output is not a (batch, classes) tensor")
-            for key in group.keys:
-                if out.shape[1] != key.num_classes:
-                    raise ValueError(
-                        f"key {key.key_id} has num_classes={key.num_classes} but the "
-                        f"architecture outputs {out.shape[1]} classes (forgot --arch-kwargs, "
-                        f"e.g. '{{\"num_classes\": {key.num_classes}}}'?)")
+                raise ValueError(f"arch: building the architecture failed: "
+                                 f"{type(e).__name__}: {e}") from None
+        self.scheme.preflight(self.keys, self.device, module, self.read_options)
 
     def check(self, models: Sequence[LoadedModel]) -> list[list[Outcome]]:
-        return [self._check_one(m) for m in models]
-
-    def _check_one(self, model: LoadedModel) -> list[Outcome]:
+        if self.needs_module:  # one module, loaded in place: one model at a time
+            return [self._check_module(m) for m in models]
+        suspects = [Suspect(None, m.state_dict, self.device) for m in models]
         try:
-            module = model.module if model.module is not None else self._load(model.state_dict)
+            readings = self.scheme.read_many(self.keys, suspects, self.read_options)
+        except Exception:
+            if len(models) == 1:
+                raise
+            # One bad model must not fail the others of its call: retry them one by one.
+            return [self._check_alone(m) for m in models]
+        return self._outcomes(readings, len(models))
+
+    def _check_module(self, model: LoadedModel) -> list[Outcome]:
+        try:
+            module = model.module if model.module is not None else \
+                load_into(self.module(), model.state_dict, "the file")
         except Exception as e:  # wrong architecture, no architecture
             return [Outcome.failed(str(e))] * len(self.keys)
-        results: dict[int, Outcome] = {}
-        for group in self.groups:
-            for key, outcome in zip(group.keys, self._run_group(module, group)):
-                results[id(key)] = outcome
-        return [results[id(key)] for key in self.keys]
+        suspect = Suspect(module, model.state_dict, self.device)
+        return self._outcomes(self.scheme.read_many(self.keys, [suspect], self.read_options),
+                              1)[0]
 
-    def _load(self, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-        return load_into(self.module(), state_dict, "the file")
-
-    def _run_group(self, module: torch.nn.Module, group: _TriggerGroup) -> list[Outcome]:
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) \
-            if self.options.autocast and self.device.type == "cuda" else contextlib.nullcontext()
-        dtype = model_dtype(module)
+    def _check_alone(self, model: LoadedModel) -> list[Outcome]:
         try:
-            with torch.inference_mode(), autocast:
-                logits = [module(batch.to(dtype))
-                          for batch in group.inputs.split(self.options.batch_size)]
+            return self.check([model])[0]
         except Exception as e:
-            message = f"forward pass failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            return [Outcome.failed(message)] * len(group.keys)
-        if not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in logits):
-            return [Outcome.failed("model output is not a (batch, classes) tensor")] * \
-                len(group.keys)
-        if not all(bool(torch.isfinite(t).all()) for t in logits):
-            return [Outcome.failed("model outputs NaN or inf logits for the triggers")] * \
-                len(group.keys)
-        width = logits[0].shape[1]
-        with torch.inference_mode():
-            preds = torch.cat([t.argmax(dim=1) for t in logits])
-            hits = preds == group.labels
-            counts = torch.zeros(len(group.keys), dtype=torch.int64, device=self.device)
-            counts.index_add_(0, group.owner, hits.to(torch.int64))
-        outcomes = []
-        for key, matches, rows in zip(group.keys, counts.tolist(), group.rows):
-            if width != key.num_classes:  # counts.tolist(): one sync per group
-                outcomes.append(Outcome.failed(
-                    f"model outputs {width} classes but key {key.key_id} has "
-                    f"num_classes={key.num_classes}"))
-            elif key.mode == "pattern":  # as verify: votes against targets, Binomial(K, 1/C)
-                votes, rates = pattern_votes(preds[rows], key)
-                extra = {**trigger_extra(key, dtype),
-                         **pattern_extra(votes, rates, key.size)}
-                outcomes.append(Outcome(int((votes == key.targets).sum()), key.patterns,
-                                        1.0 / key.num_classes, extra))
-            else:
-                outcomes.append(Outcome(matches, key.size, 1.0 / key.num_classes,
-                                        trigger_extra(key, dtype)))
-        return outcomes
+            return [Outcome.failed(f"check failed: {type(e).__name__}: {e}"[:300])] * len(self.keys)
+
+    def _outcomes(self, readings, count: int) -> list[list[Outcome]]:
+        if len(readings) != count or any(len(r) != len(self.keys) for r in readings):
+            raise ValueError(f"scheme {self.scheme.name}: read_many must return one list per "
+                             "model with one reading per key")
+        return [[_reading_outcome(r) for r in row] for row in readings]
+
+
+def _reading_outcome(reading) -> Outcome:
+    if isinstance(reading, Exception):
+        return Outcome.failed(str(reading))
+    if not isinstance(reading, Reading):
+        raise TypeError(f"read_many must give Readings or Exceptions, got "
+                        f"{type(reading).__name__}")
+    return Outcome(reading.matches, reading.total, reading.chance, dict(reading.extra))
+
+
+_SCHEME_CHECKERS: dict[type, type] = {}
+
+
+def scheme_checker(scheme: type[Scheme]) -> type[SchemeChecker]:
+    """The SchemeChecker class of a registered scheme (made once)."""
+    if scheme not in _SCHEME_CHECKERS:
+        _SCHEME_CHECKERS[scheme] = type(f"SchemeChecker[{scheme.name}]", (SchemeChecker,), {
+            "scheme": scheme, "needs_module": bool(scheme.needs_module),
+            "models_per_call": max(1, int(scheme.models_per_call))})
+    return _SCHEME_CHECKERS[scheme]
+
+
+def checker_for(scheme: str) -> type | None:
+    """The checker for keys of `scheme`: one registered with register_checker (it takes
+    precedence), else the registered scheme's read_many, else None."""
+    if scheme in CHECKERS:
+        return CHECKERS[scheme]
+    if scheme in SCHEMES:
+        return scheme_checker(SCHEMES[scheme])
+    return None
 
 
 # -- state_dict-only schemes (weight-space keys) --------------------------------------------
@@ -329,7 +276,9 @@ def _as_outcome(answer) -> Outcome:
     return Outcome(int(matches), int(total), float(chance), dict(extra or {}))
 
 
-CHECKERS: dict[str, type] = {"trigger-set": TriggerSetChecker}
+# Checkers registered by name (register_checker), for keys that are no registered scheme's
+# (or to replace a scheme's read_many in the scan); registered schemes need no entry.
+CHECKERS: dict[str, type] = {}
 
 
 def register_checker(scheme: str, checker: type) -> None:
@@ -349,3 +298,11 @@ def register_state_dict_checker(scheme: str, fn: StateDictCheckFn,
     checker = type(f"StateDictChecker[{scheme}]", (StateDictChecker,),
                    {"fn": staticmethod(fn), "models_per_call": models_per_call})
     register_checker(scheme, checker)
+
+
+def __getattr__(name: str):
+    # Names of the trigger-set scheme's checker before schemes/ (issue 19), kept for callers.
+    if name == "TriggerSetChecker":
+        from ..schemes.trigger_set import legacy_checker
+        return legacy_checker()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

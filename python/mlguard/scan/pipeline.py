@@ -39,11 +39,12 @@ from pathlib import Path
 import torch
 
 from ..keys import load_key
+from ..schemes.base import SCHEMES
 from ..verification.verify import weights_sha256
 from . import distributed, loading
 from .buffers import BufferPool
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, arch_name,
-                       resolve_arch, scheme_of)
+                       checker_for, resolve_arch, scheme_of)
 from .journal import Journal, file_stamp
 from .result import ScanResult
 from .rows import adjust, key_columns, make_row, name_keys, summary_line
@@ -147,7 +148,8 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     key_list = load_keys(keys)
     factory = resolve_arch(arch, arch_kwargs)
     by_scheme = _keys_by_scheme(key_list)
-    needs_module = [s for s in by_scheme if getattr(CHECKERS[s], "needs_module", False)]
+    kinds = {scheme: checker_for(scheme) for scheme in by_scheme}
+    needs_module = [s for s in by_scheme if getattr(kinds[s], "needs_module", False)]
     if needs_module and factory is None and not trust_torchscript:
         raise ValueError(f"arch is required for {', '.join(needs_module)} keys: state_dict "
                          "files do not say which network they belong to (pass "
@@ -158,7 +160,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
         from ..weights.align import as_reference
         reference = as_reference(reference)  # traced and hashed once for the whole scan
     options = CheckerOptions(factory, batch_size, autocast, reference)
-    checkers = {scheme: CHECKERS[scheme](members, device, options)
+    checkers = {scheme: kinds[scheme](members, device, options)
                 for scheme, members in by_scheme.items()}
     for checker in checkers.values():  # configuration errors stop the scan before it starts
         preflight = getattr(checker, "preflight", None)
@@ -236,9 +238,10 @@ def _keys_by_scheme(keys: list) -> dict[str, list]:
     by_scheme: dict[str, list] = {}
     for key in keys:
         by_scheme.setdefault(scheme_of(key), []).append(key)
-    unknown = sorted(set(by_scheme) - set(CHECKERS))
+    unknown = sorted(s for s in by_scheme if checker_for(s) is None)
     if unknown:
-        raise ValueError(f"keys: no checker for scheme(s) {unknown}; known: {sorted(CHECKERS)}")
+        known = sorted(set(CHECKERS) | set(SCHEMES))
+        raise ValueError(f"keys: no checker for scheme(s) {unknown}; known: {known}")
     return by_scheme
 
 

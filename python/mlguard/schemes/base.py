@@ -69,7 +69,7 @@ def scheme_of(key) -> type[Scheme]:
         if isinstance(key, scheme.key_type):
             return scheme
     known = ", ".join(s.key_type.__name__ for s in SCHEMES.values())
-    raise TypeError(f"key must be a key of a registered scheme ({known}), got "
+    raise TypeError(f"key must be a {known} (a key of a registered scheme), got "
                     f"{type(key).__name__}")
 
 
@@ -112,6 +112,10 @@ class ReadOptions:
     autocast: bool = False  # bf16 autocast (CUDA only)
     reference: object | None = None  # weights.align.Reference, for weight-space reads
     carriers: torch.Tensor | None = None  # pattern-mode trigger keys: the carrier images
+    # What a scheme prepared once for these keys (materialized inputs...), kept between the
+    # read_many calls of one scan: a scheme may store anything under its own name. None
+    # (verify): nothing is kept.
+    cache: dict | None = None
 
 
 class Embedding:
@@ -137,6 +141,14 @@ class Scheme:
     key_type: ClassVar[type]  # the key class; key_type.from_body(body) reads a key file body
     summary: ClassVar[str] = ""  # one line for --help and the docs (cite the paper)
     needs_module: ClassVar[bool] = True  # False: the state_dict alone is read (white-box)
+
+    # Optional hooks (defaults below); verify, scan, evaluate and the CLI use them instead of
+    # naming schemes. models_per_call: suspects a scan gives read_many at once (schemes that
+    # batch across models, needs_module False, set more). aligns_to_reference: reads use
+    # ReadOptions.reference (weight-space reads: permuted or widened copies read as the
+    # original), so evaluate adds "+reference" rows and verify passes the reference.
+    models_per_call: ClassVar[int] = 1
+    aligns_to_reference: ClassVar[bool] = False
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -165,8 +177,22 @@ class Scheme:
 
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
-        """One model against one key."""
-        raise NotImplementedError(f"scheme {cls.name!r} has no read()")
+        """One model against one key. The default asks read_many (when the scheme overrides
+        it) and raises the pair's exception, if any."""
+        if getattr(cls.read_many, "__func__", None) is Scheme.read_many.__func__:
+            raise NotImplementedError(f"scheme {cls.name!r} has neither read() nor read_many()")
+        reading = cls.read_many([key], [suspect], options)[0][0]
+        if isinstance(reading, Exception):
+            raise reading
+        return reading
+
+    @classmethod
+    def preflight(cls, keys: Sequence, device: torch.device, module: torch.nn.Module | None,
+                  options: ReadOptions) -> None:
+        """Before a scan starts: raise ValueError naming the key and the problem if these
+        keys cannot be read on ``device`` with the scan's architecture (``module``, built
+        once, on ``device``; None without one or for needs_module False), so that a configuration error stops the scan instead
+        of turning every file into an error row. The default checks nothing."""
 
     @classmethod
     def read_many(cls, keys: Sequence, suspects: Sequence[Suspect],
@@ -190,6 +216,35 @@ class Scheme:
     def expected_test(cls, body: dict) -> tuple[int, float]:
         """(total, chance) that a verdict for the key with this file body must use."""
         raise NotImplementedError(f"scheme {cls.name!r} has no expected_test()")
+
+    # -- names and attacks (optional) -------------------------------------------------------
+
+    @classmethod
+    def nickname(cls, key) -> str:
+        """A short name for the key in evaluate's tables (keys given as a list)."""
+        return cls.name
+
+    @classmethod
+    def describe(cls, key) -> str:
+        """One phrase naming the key, e.g. in an attack's parameters."""
+        return f"{cls.nickname(key)} key {key.key_id[:8]}"
+
+    @classmethod
+    def attacker_key(cls, key):
+        """A fresh key like ``key`` for a thief's overwrite attack (evaluate)."""
+        raise NotImplementedError(f"scheme {cls.name!r} cannot make an attacker key; give "
+                                  "the overwrite attack its key= explicitly")
+
+    @classmethod
+    def input_normalization(cls, key) -> tuple | None:
+        """(mean, std) the key's inputs are normalized with (for query-side attacks), or
+        None when the key does not say."""
+        return None
+
+    @classmethod
+    def input_shape(cls, key) -> tuple | None:
+        """The model input shape (C, H, W) the key's inputs have, or None."""
+        return None
 
 
 def conservative_chance(matches: Sequence[int], totals: Sequence[int],

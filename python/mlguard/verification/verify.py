@@ -1,4 +1,7 @@
-"""Verification: run a key's triggers through a suspect model and test the matches."""
+"""Verification: a key's scheme reads a suspect model, and the reading is tested.
+
+The trigger-set helpers below (normalize, predict, trigger_predictions, pattern votes) are
+shared by that scheme (schemes/trigger_set.py), retention and the mixer's checks."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import torch
 
 from ..files.checkpoint import read_checkpoint, strip_prefixes, unwrap
 from ..files.model import load_model_file
-from ..keys import TriggerKey, WeightKey
-from ..ops.keyed_projection import read_bits
+from ..keys import TriggerKey
+from ..schemes.base import Reading, ReadOptions, Suspect, scheme_of
 from .verdict import Verdict, make_verdict, state_dict_sha256
 
 
@@ -60,28 +63,33 @@ def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
     return torch.cat(preds)
 
 
-def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightKey,
-           alpha: float = 1e-6, batch_size: int = 256, *,
-           arch=None, arch_kwargs: Mapping | None = None,
+def verify(model: torch.nn.Module | str | os.PathLike, key, alpha: float = 1e-6,
+           batch_size: int = 256, *, arch=None, arch_kwargs: Mapping | None = None,
            carriers: torch.Tensor | None = None, reference=None) -> Verdict:
-    """Does `model` carry the watermark of `key`? An exact binomial test.
+    """Does `model` carry the watermark of `key` (a key of any registered scheme)? An exact
+    (or stated-conservative) one-sided binomial test of the scheme's reading.
 
-    `reference` (weight keys): the owner's reference model (an nn.Module or a
-    mlguard.weights.align.Reference). The suspect is first aligned to it (weights/align.py),
-    so permuted, rescaled or widened copies read as the original; the verdict's extra
-    records the alignment and the reference's hash. Without it the weights are read where
-    they are, and extra["permutation_invariant"] is False. Trigger keys ignore it: the
-    model's answers do not depend on how its units are ordered.
+    The key's scheme (``mlguard.schemes.scheme_of``) reads the model: schemes that need the
+    network (trigger-set) get the module, the others (weight) its state_dict, with the names
+    a file of it would give. The Reading's (matches, total, chance) go into make_verdict.
+
+    `reference` (schemes with aligns_to_reference, e.g. weight keys): the owner's reference
+    model (an nn.Module or a mlguard.weights.align.Reference). The suspect is first aligned to
+    it (weights/align.py), so permuted, rescaled or widened copies read as the original; the
+    verdict's extra records the alignment and the reference's hash. Without it the weights
+    are read where they are, and extra["permutation_invariant"] is False. Trigger keys ignore
+    it: the model's answers do not depend on how its units are ordered.
 
     Trigger keys: matches are triggers answered with the key's label; weight keys: message
     bits read correctly (see verify_weights).
 
-    `model` may be a model file: it is loaded with ``load_model(model, arch)`` (trigger keys
-    need `arch`; weight keys read the file's state_dict) and the verdict records the file's
-    SHA-256. The triggers run on the model's device and in its dtype (normalized in float32,
-    then cast), in eval mode without gradients; the model's previous mode is restored. Under
-    H0 (the model never saw the key) each trigger matches with probability exactly
-    1/num_classes, because the labels are uniform and secret.
+    `model` may be a model file: it is loaded with ``load_model(model, arch)`` when the scheme
+    needs the network or `arch` is given (trigger keys need `arch`), else its state_dict is
+    read (weight keys); the verdict records the file's SHA-256. The triggers run on the
+    model's device and in its dtype (normalized in float32, then cast), in eval mode without
+    gradients; the model's previous mode is restored. Under H0 (the model never saw the key)
+    each trigger matches with probability exactly 1/num_classes, because the labels are
+    uniform and secret.
 
     Pattern-mode keys (pattern -> class backdoors): every carrier image (the key's stored
     ones, or `carriers`, (N, *shape) in [0, 1] or uint8) is stamped with each of the K
@@ -91,40 +99,54 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
     so matches ~ Binomial(K, 1/num_classes) exactly. The extra records the votes and each
     pattern's success rate (its carriers answered with its target).
     """
-    if not isinstance(key, (TriggerKey, WeightKey)):
-        raise TypeError(f"key must be a TriggerKey or a WeightKey, got {type(key).__name__}")
+    scheme = scheme_of(key)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     file_sha = None
+    module = None
     if isinstance(model, (str, os.PathLike)):
-        if isinstance(key, WeightKey) and arch is None and arch_kwargs is None:
-            return verify_weights(model, key, alpha, reference)  # the file's state_dict is enough
-        model, file_sha = load_model_file(model, arch, arch_kwargs=arch_kwargs)
-    elif arch is not None or arch_kwargs is not None:
-        raise ValueError("arch and arch_kwargs are only for a model given as a file path, "
-                         f"got a {type(model).__name__} and arch={arch!r}")
-    if isinstance(key, WeightKey):
+        if not scheme.needs_module and arch is None and arch_kwargs is None:
+            state, file_sha = read_checkpoint(model)  # the file's state_dict is enough
+        else:
+            module, file_sha = load_model_file(model, arch, arch_kwargs=arch_kwargs)
+            state = _weights_of(module)
+    else:
+        if arch is not None or arch_kwargs is not None:
+            raise ValueError("arch and arch_kwargs are only for a model given as a file path, "
+                             f"got a {type(model).__name__} and arch={arch!r}")
+        if scheme.needs_module and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module or a model file path, got "
+                            f"{type(model).__name__}")
         if not isinstance(model, (torch.nn.Module, Mapping)):
             raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file "
                             f"path, got {type(model).__name__}")
-        return _read_weights(_weights_of(model), [key], alpha, file_sha, reference)[0]
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or a model file path, got "
-                        f"{type(model).__name__}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if carriers is not None and key.mode != "pattern":
-        raise ValueError(f"carriers= is for pattern-mode keys; this {key.kind!r} key is in "
-                         f"mode {key.mode!r}")
-    preds, labels, device, dtype = trigger_predictions(model, key, batch_size, carriers)
-    extra = trigger_extra(key, dtype)
-    if key.mode == "pattern":
-        votes, rates = pattern_votes(preds, key)
-        matches, total = int((votes.cpu() == key.targets).sum()), key.patterns
-        extra.update(pattern_extra(votes, rates, preds.numel() // key.patterns))
-    else:
-        matches, total = int((preds == labels).sum()), key.size
-    return make_verdict("trigger-set", matches, total, 1.0 / key.num_classes, alpha,
-                        key.commitment(), weights_sha256(model), str(device),
-                        extra=extra, file_sha256=file_sha, key_label=getattr(key, "label", None))
+        module = model if isinstance(model, torch.nn.Module) else None
+        state = _weights_of(model)
+    if reference is not None and scheme.aligns_to_reference:
+        from ..weights.align import as_reference  # weights imports this module
+        reference = as_reference(reference)
+    suspect = Suspect(module, state, _suspect_device(module, state))
+    options = ReadOptions(batch_size=batch_size, carriers=carriers,
+                          reference=reference if scheme.aligns_to_reference else None)
+    reading = scheme.read(key, suspect, options)
+    return _verdict(scheme, key, reading, alpha, state_dict_sha256(state), suspect.device,
+                    file_sha)
+
+
+def _verdict(scheme, key, reading: Reading, alpha: float, weights_sha: str, device,
+             file_sha: str | None) -> Verdict:
+    return make_verdict(scheme.name, reading.matches, reading.total, reading.chance, alpha,
+                        key.commitment(), weights_sha, str(device), extra=reading.extra,
+                        file_sha256=file_sha, key_label=getattr(key, "label", None))
+
+
+def _suspect_device(module: torch.nn.Module | None, state: Mapping) -> torch.device:
+    """Where the suspect lives: its module's device, else its first tensor's."""
+    if module is not None:
+        return model_device(module)
+    for t in state.values():
+        return t.device
+    return torch.device("cpu")
 
 
 def pattern_votes(preds: torch.Tensor, key: TriggerKey) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,33 +209,61 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @torch.no_grad()
 def verify_weights(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
-                   key: WeightKey, alpha: float = 1e-6, reference=None) -> Verdict:
+                   key, alpha: float = 1e-6, reference=None) -> Verdict:
     """Reads the key's message from the model's weights: a module, a state_dict (also a
     checkpoint dict or DDP / torch.compile names, unwrapped as from a file) or a model file
     (its SHA-256 goes into the verdict).
 
     Under H0 (weights independent of the secret projection) each bit reads correctly with
     probability 1/2, so the test is exact binomial with p = 1/2; the bit error rate is in
-    the verdict's extra.
+    the verdict's extra. Any key of a scheme that reads state_dicts (needs_module False).
     """
     return verify_weights_many(model, [key], alpha, reference)[0]
 
 
 @torch.no_grad()
 def verify_weights_many(model: torch.nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
-                        keys: list[WeightKey], alpha: float = 1e-6,
-                        reference=None) -> list[Verdict]:
-    """verify_weights for many keys at once: keys that share targets, reduction and length
-    are read with one batched projection, and the model is hashed once (and, with a
-    `reference`, aligned once, matching on what none of the keys reads). Each key's bits are
-    read by the definition it names (WeightKey.projection), the same on every device."""
+                        keys: list, alpha: float = 1e-6, reference=None) -> list[Verdict]:
+    """verify_weights for many keys at once: each scheme's read_many reads all its keys
+    (weight keys that share targets, reduction and length with one batched projection), and
+    the model is hashed once (and, with a `reference`, aligned once, matching on what none
+    of the keys reads). Each weight key's bits are read by the definition it names
+    (WeightKey.projection), the same on every device."""
     if isinstance(model, (str, os.PathLike)):
         state, file_sha = read_checkpoint(model)
-        return _read_weights(state, keys, alpha, file_sha, reference)
-    if not isinstance(model, (torch.nn.Module, Mapping)):
+    elif isinstance(model, (torch.nn.Module, Mapping)):
+        state, file_sha = _weights_of(model), None
+    else:
         raise TypeError(f"model must be a torch.nn.Module, a state_dict or a model file path, "
                         f"got {type(model).__name__}")
-    return _read_weights(_weights_of(model), keys, alpha, None, reference)
+    by_scheme: dict = {}
+    for i, key in enumerate(keys):
+        try:
+            scheme = scheme_of(key)
+        except TypeError as e:
+            raise TypeError(f"keys[{i}]: {e}") from None
+        if scheme.needs_module:
+            raise TypeError(f"keys[{i}] must be a key read from weights alone (a WeightKey), "
+                            f"got a {scheme.name} key: use verify(model, key)")
+        by_scheme.setdefault(scheme, []).append(i)
+    if reference is not None:
+        from ..weights.align import as_reference  # weights imports this module
+        reference = as_reference(reference)
+    weights_sha = state_dict_sha256(state)  # of the suspect as given, before any alignment
+    suspect = Suspect(None, state, _suspect_device(None, state))
+    verdicts: list[Verdict | None] = [None] * len(keys)
+    for scheme, members in by_scheme.items():
+        options = ReadOptions(reference=reference if scheme.aligns_to_reference else None)
+        if len(members) == 1:
+            readings = [scheme.read(keys[members[0]], suspect, options)]
+        else:
+            readings = scheme.read_many([keys[i] for i in members], [suspect], options)[0]
+        for i, reading in zip(members, readings):
+            if isinstance(reading, Exception):
+                raise reading
+            verdicts[i] = _verdict(scheme, keys[i], reading, alpha, weights_sha, suspect.device,
+                                   file_sha)
+    return verdicts  # type: ignore[return-value]
 
 
 def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
@@ -221,34 +271,3 @@ def _weights_of(model: torch.nn.Module | Mapping) -> dict[str, torch.Tensor]:
     if isinstance(model, torch.nn.Module):
         return strip_prefixes(model.state_dict(), "the model")
     return unwrap(model, "the model")
-
-
-@torch.no_grad()
-def _read_weights(state: Mapping[str, torch.Tensor], keys: list[WeightKey], alpha: float,
-                  file_sha: str | None, reference=None) -> list[Verdict]:
-    weights_sha = state_dict_sha256(state)  # of the suspect as given, before any alignment
-    groups: dict[tuple, list[int]] = {}
-    for i, key in enumerate(keys):
-        if not isinstance(key, WeightKey):
-            raise TypeError(f"keys[{i}] must be a WeightKey, got {type(key).__name__}")
-        groups.setdefault((key.targets, key.reduce, key.bits, key.projection), []).append(i)
-    invariance: dict = {"permutation_invariant": False}
-    if reference is not None:
-        from ..weights.align import align  # weights imports this module
-        state, alignment = align(state, reference,
-                                 exclude={t for k in keys for t in k.targets})
-        invariance = {"permutation_invariant": True, "alignment": alignment.to_dict()}
-    verdicts: list[Verdict | None] = [None] * len(keys)
-    for (targets, reduce, bits, projection), members in groups.items():
-        w = keys[members[0]].gather(state).detach()
-        seeds = torch.tensor([keys[i].seed for i in members], device=w.device)
-        read = read_bits(w.reshape(1, -1), seeds, bits, projection)[0]
-        for row, i in zip(read, members):
-            matches = int((row.long() == keys[i].message_tensor(w.device)).sum())
-            verdicts[i] = make_verdict(
-                "weight", matches, bits, 0.5, alpha, keys[i].commitment(), weights_sha,
-                str(w.device), extra={"bit_error_rate": 1 - matches / bits,
-                                      "targets": list(targets), "reduce": reduce,
-                                      **invariance},
-                file_sha256=file_sha, key_label=keys[i].label)
-    return verdicts  # type: ignore[return-value]
