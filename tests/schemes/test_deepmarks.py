@@ -167,3 +167,18 @@ def test_attacker_key_is_a_fresh_master():
     fresh = DeepMarks.attacker_key(key)
     assert fresh.secret != key.secret and (fresh.targets, fresh.q, fresh.repeats) == (
         key.targets, key.q, key.repeats)
+
+
+def test_verify_and_load_key_through_the_registry(tmp_path):
+    from mlguard import verify
+    from mlguard.keys import load_key
+
+    key = _key(4)
+    key.save(tmp_path / "u4.key")
+    loaded = load_key(tmp_path / "u4.key")
+    assert loaded == key and isinstance(loaded, DeepMarksKey)
+    base = _base()
+    v = verify(_marked(base, key), loaded)
+    assert v.detected and v.matches == v.total == 24 and v.chance == 0.5
+    assert not verify(_marked(base, _key(5)), loaded).detected  # another user's copy
+    assert not verify(base, loaded).detected

@@ -150,3 +150,17 @@ def test_optional_hooks():
     assert fresh.target_class == key.target_class and len(fresh.inputs) == len(key.inputs)
     assert DeepSigns.input_normalization(key) == ([0.5], [0.25])
     assert DeepSigns.input_shape(key) == (1, 8, 8)
+
+
+def test_verify_and_load_key_through_the_registry(tmp_path):
+    from mlguard import verify
+    from mlguard.keys import load_key
+
+    key = _key()
+    key.save(tmp_path / "ds.key")
+    loaded = load_key(tmp_path / "ds.key")
+    assert loaded == key and isinstance(loaded, DeepSignsKey)
+    marked = _train(_tiny(), DeepSigns.embedding(key, strength=1.0))
+    v = verify(marked, loaded)
+    assert v.detected and v.matches == v.total == BITS and v.chance == 0.5
+    assert not verify(_train(_tiny(), None), loaded).detected
