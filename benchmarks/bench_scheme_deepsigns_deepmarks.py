@@ -75,6 +75,33 @@ def average(models):
     return out.eval()
 
 
+def compare_fingerprints(base, ft_x, ft_y, acc, args) -> dict:
+    """The same customers' copies with mlguard's existing Fingerprints (an independent
+    weight key per customer, WeightWatermark at its default strength), averaged the same
+    way: which customers' keys detect the average?"""
+    from mlguard import WeightWatermark, verify
+    from mlguard.weights.fingerprints import Fingerprints
+
+    shop = Fingerprints(secret_for(777, 3), bits=args.fp_bits, targets=("7.weight",))
+    ids = [f"customer-{u}" for u in range(args.customers)]
+    copies = []
+    for cid in ids:
+        mark = WeightWatermark(shop.key_for(cid))
+        emb = type("Regularizer", (), {"loss": lambda self, m, x, y: mark.loss(m)})()
+        copies.append(fit(copy.deepcopy(base), ft_x, ft_y, 1, 3, emb))
+    rows = {"bits": args.fp_bits, "copies_accuracy": [acc(m) for m in copies], "averages": []}
+    for n in range(2, args.customers + 1):
+        avg = average(copies[:n])
+        verdicts = [verify(avg, shop.key_for(cid)) for cid in ids]
+        rows["averages"].append({
+            "group": list(range(n)), "accuracy": acc(avg),
+            "detected": [cid for cid, v in zip(ids, verdicts) if v.detected],
+            "matches": [v.matches for v in verdicts],
+            "identify_names": shop.identify(avg).customer})
+        print(f"fingerprints average {n}: {rows['averages'][-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=int, default=50)
@@ -83,7 +110,10 @@ def main(argv=None) -> int:
     p.add_argument("--owner-epochs", type=int, default=3)
     p.add_argument("--ds-bits", type=int, default=32)
     p.add_argument("--ds-strength", type=float, default=0.3)
-    p.add_argument("--customers", type=int, default=3)
+    p.add_argument("--customers", type=int, default=3, help=">= 2 fingerprinted copies")
+    p.add_argument("--compare-fingerprints", action="store_true",
+                   help="also average copies marked with mlguard's existing Fingerprints")
+    p.add_argument("--fp-bits", type=int, default=256)
     p.add_argument("--test", type=int, default=10000, help="test images for accuracy")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -133,7 +163,9 @@ def main(argv=None) -> int:
     dm["cost_points"] = 100 * (dm["twin_accuracy"]
                                - sum(c["accuracy"] for c in dm["copies"]) / len(copies))
     dm["averages"] = []
-    groups = [(0, 1), (0, 2), (1, 2), (0, 1, 2)] if args.customers >= 3 else [(0, 1)]
+    # every pair of the first three, then the first 3, 4, ... copies together
+    groups = [g for g in ((0, 1), (0, 2), (1, 2)) if max(g) < args.customers]
+    groups += [tuple(range(n)) for n in range(3, args.customers + 1)]
     for group in groups:
         avg = average([copies[u] for u in group])
         found = identify(avg, master, ALPHA)
@@ -146,12 +178,20 @@ def main(argv=None) -> int:
             "max_innocent_matches": max(found.readings[u].matches for u in innocent),
             "min_innocent_log10_p": min(found.log_p_values[u] for u in innocent) / math.log(10)})
         print(f"deepmarks average {group}: {dm['averages'][-1]}", file=sys.stderr, flush=True)
+    if args.compare_fingerprints:
+        dm["fingerprints_weight_keys"] = compare_fingerprints(base, ft_x, ft_y, acc, args)
     found = identify(twin, master, ALPHA)
     dm["twin"] = {"named": found.named, "decoded": found.decoded,
                   "min_log10_p": min(found.log_p_values) / math.log(10)}
     out["deepmarks"] = dm
 
-    # (3) calibration on clean models
+    # (3) calibration on clean models (--models 0: skipped)
+    if args.models == 0:
+        out["seconds"] = time.perf_counter() - start
+        print(json.dumps(out, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        return 0
     rows = {"deepsigns_fresh": [], "deepmarks_fresh": [], "deepsigns_owner": [],
             "deepmarks_owner_min_log10_p": [], "deepmarks_owner_named": 0, "accuracy": []}
     for i in range(args.models):
