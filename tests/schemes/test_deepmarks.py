@@ -182,3 +182,17 @@ def test_verify_and_load_key_through_the_registry(tmp_path):
     assert v.detected and v.matches == v.total == 24 and v.chance == 0.5
     assert not verify(_marked(base, _key(5)), loaded).detected  # another user's copy
     assert not verify(base, loaded).detected
+
+
+def test_scan_of_state_dict_files_names_each_copy(tmp_path):
+    from mlguard import scan
+
+    base = _base()
+    for name, model in (("u0", _marked(base, _key(0))), ("u1", _marked(base, _key(1))),
+                        ("base", base)):
+        torch.save(model.state_dict(), tmp_path / f"{name}.pt")
+    keys = [_key(u).with_label(f"user-{u}") for u in range(3)]
+    result = scan(str(tmp_path), keys, device="cpu", progress=False)
+    assert not result.errors and len(result) == 9
+    found = {(r["path"].rsplit("/", 1)[-1], r["key_label"]) for r in result.detections}
+    assert found == {("u0.pt", "user-0"), ("u1.pt", "user-1")}

@@ -73,7 +73,8 @@ def test_key_round_trip_through_a_file(tmp_path):
 
 @pytest.mark.parametrize("change", [
     {"message": "1" * BITS}, {"bits": BITS + 1}, {"layer": ""}, {"target_class": 4},
-    {"num_classes": 1}, {"mean": [0.5, 0.5]}, {"std": [0.0]}, {"scheme": "weight"}, {"secret": "00"},
+    {"num_classes": 1}, {"mean": [0.5, 0.5]}, {"std": [0.0]}, {"scheme": "weight"},
+    {"secret": "00"},
 ])
 def test_tampered_or_bad_body_refused(change):
     body = _key().to_body()
@@ -164,3 +165,15 @@ def test_verify_and_load_key_through_the_registry(tmp_path):
     v = verify(marked, loaded)
     assert v.detected and v.matches == v.total == BITS and v.chance == 0.5
     assert not verify(_train(_tiny(), None), loaded).detected
+
+
+def test_scan_with_an_architecture(tmp_path):
+    from mlguard import scan
+
+    key = _key()
+    torch.save(_train(_tiny(), DeepSigns.embedding(key, strength=1.0)).state_dict(),
+               tmp_path / "marked.pt")
+    torch.save(_train(_tiny(), None).state_dict(), tmp_path / "clean.pt")
+    result = scan(str(tmp_path), [key], arch=_tiny, device="cpu", progress=False)
+    assert not result.errors and len(result) == 2
+    assert [r["path"].rsplit("/", 1)[-1] for r in result.detections] == ["marked.pt"]
