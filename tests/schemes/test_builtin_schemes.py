@@ -97,3 +97,27 @@ def test_key_new_takes_out_as_a_positional_or_an_option(tmp_path, capsys):
     assert main(["key", "new", "weight", str(tmp_path / "a.key"), "--out",
                  str(tmp_path / "b.key"), "--bits", "16", "--targets", "fc.weight"]) == 2
     assert "give the key file once" in capsys.readouterr().err
+
+
+def test_a_scheme_with_only_read_many_reads_in_verify():
+    from mlguard.schemes import SCHEMES, Reading, Scheme
+
+    class Bits(Scheme):  # key_type only for scheme_of; reads count positive weights
+        name, key_type, needs_module = "test-only-read-many", WeightKey, False
+
+        @classmethod
+        def read_many(cls, keys, suspects, options):
+            return [[Reading(int((s.state_dict["1.weight"] > 0).sum()),
+                             s.state_dict["1.weight"].numel(), 0.5) for _ in keys]
+                    for s in suspects]
+
+    suspect = Suspect(None, _net().state_dict(), torch.device("cpu"))
+    reading = Bits.read(None, suspect, ReadOptions())
+    assert reading.total == 64 * 32 and 0 < reading.matches < reading.total
+
+    class Nothing(Scheme):
+        name, key_type = "test-nothing", WeightKey
+
+    with pytest.raises(NotImplementedError, match="neither read"):
+        Nothing.read(None, suspect, ReadOptions())
+    assert "test-only-read-many" not in SCHEMES  # never registered: no global state changed
