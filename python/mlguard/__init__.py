@@ -21,7 +21,8 @@ from .keys import TriggerKey, WeightKey, load_key
 from .ownership import (EvidenceReport, Identity, check_evidence, check_opening,
                         check_registration, evidence, evidence_html, register, reveal)
 from .scan import scan  # the function; its modules stay importable as mlguard.scan.<name>
-from .triggers import MixedLoader, TriggerMixer, embed, mix
+from .triggers import MixedLoader, TriggerMixer, mix
+from .embedding import embed  # any scheme's key (trigger keys: mlguard.triggers.embed)
 from .verification import Verdict, verify, verify_weights
 from .verification.retention import retention
 from .weights import (Fingerprints, Identification, WeightEmbedReport, WeightWatermark,

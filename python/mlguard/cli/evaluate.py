@@ -97,7 +97,8 @@ def run(args) -> int:
     """Runs a parsed `evaluate` command; returns the exit status (see EPILOG)."""
     from ..evaluation import evaluate, parse_cli
     from ..files.state_dict import load_state_dict_file
-    from ..keys import TriggerKey, load_key
+    from ..keys import load_key
+    from ..schemes.base import scheme_of
 
     for target in args.out:
         if not target.lower().endswith(OUT_SUFFIXES):
@@ -126,9 +127,10 @@ def run(args) -> int:
             raise ValueError(f"{args.model} does not fit --arch {args.arch}: "
                              f"{str(e).splitlines()[0]}") from None
         model.to(device)
-        triggers = [k for k in keys if isinstance(k, TriggerKey)]
-        shape = triggers[0].shape if triggers else None
-        attacker, test, described = _data(args, triggers, shape)
+        # the keys that say how the model's inputs look (trigger keys: shape, normalization)
+        norms = [n for n in (scheme_of(k).input_normalization(k) for k in keys) if n is not None]
+        shapes = [s for s in (scheme_of(k).input_shape(k) for k in keys) if s is not None]
+        attacker, test, described = _data(args, norms, shapes[0] if shapes else None)
         reference = _reference.load(args, kwargs)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
@@ -149,13 +151,15 @@ def run(args) -> int:
     return 0
 
 
-def _data(args, triggers, shape):
-    """(attacker data, test data, description) as the model takes them."""
+def _data(args, stated: list, shape):
+    """(attacker data, test data, description) as the model takes them. `stated`: the
+    (mean, std) of every key that states its inputs' normalization; `shape`: the first
+    such key's input shape (None: no key says)."""
     from torch.utils.data import Subset
 
     from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
 
-    norms = {(k.mean, k.std) for k in triggers}
+    norms = set(stated)
     if len(norms) > 1:
         raise ValueError("the trigger keys use different normalizations; evaluate them "
                          "separately")
@@ -163,7 +167,7 @@ def _data(args, triggers, shape):
     if args.data == "fashion-mnist":
         if shape not in (None, (1, 28, 28)):
             raise ValueError(f"--data fashion-mnist is (1, 28, 28) images; the keys are {shape}")
-        if mean is None and not triggers:
+        if mean is None and not stated:
             mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
         (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
         x, y = x[:args.train_limit], y[:args.train_limit]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ..keys import TriggerKey, load_key
+from ..keys import load_key
+from ..schemes.base import scheme_of
 from ..verification import verify
 from . import _reference
 from ._args import add_arch_arguments, arch_kwargs, refuse_existing
@@ -22,7 +23,8 @@ def add_parser(subparsers) -> None:
                               epilog=EPILOG)
     p.add_argument("model", help="the suspect model file (.safetensors, .pt, ...)")
     p.add_argument("--key", required=True, help="the key file")
-    add_arch_arguments(p, "the network of a state_dict file (needed for trigger-set keys)")
+    add_arch_arguments(p, "the network of a state_dict file (needed for keys of schemes that "
+                          "run the model, e.g. trigger-set)")
     p.add_argument("--alpha", type=float, default=1e-6, help="significance level (default 1e-6)")
     p.add_argument("--out", metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
@@ -40,11 +42,12 @@ def run(args) -> int:
     if not os.path.isfile(args.model):
         raise ValueError(f"model: no such file: '{args.model}'")
     key = load_key(args.key)
-    if args.arch is None and isinstance(key, TriggerKey):
-        raise ValueError("--arch MODULE:FACTORY is required with a trigger-set key (a model "
-                         "file holds weights, not the network that runs the triggers)")
+    scheme = scheme_of(key)
+    if args.arch is None and scheme.needs_module:
+        raise ValueError(f"--arch MODULE:FACTORY is required with a {scheme.name} key (a model "
+                         "file holds weights, not the network that runs the model)")
     reference = _reference.load(args, kwargs)
-    if reference is not None and not isinstance(key, TriggerKey):
+    if reference is not None and scheme.aligns_to_reference:
         # the suspect is read as a state_dict: a widened copy does not fit --arch's network
         verdict = verify(args.model, key, args.alpha, reference=reference)
     else:

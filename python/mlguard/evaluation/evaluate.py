@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks._data import Batches, device_of
-from ..keys import TriggerKey, WeightKey
+from ..schemes.base import SCHEMES, scheme_of
 from ..verification import verify
 from .registry import Run, expand
 from .report import RobustnessReport, Row
@@ -94,15 +94,23 @@ def accuracy(model: nn.Module, batches: Batches) -> float:
     return correct / total
 
 
-def _named_keys(keys) -> dict[str, TriggerKey | WeightKey]:
-    if isinstance(keys, (TriggerKey, WeightKey)):
+def _is_key(value) -> bool:
+    try:
+        scheme_of(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _named_keys(keys) -> dict:
+    if _is_key(keys):
         keys = [keys]
     if isinstance(keys, Mapping):
         named = dict(keys)
     elif isinstance(keys, (list, tuple)):
         named = {}
         for k in keys:
-            base = k.kind if isinstance(k, TriggerKey) else "weight"
+            base = scheme_of(k).nickname(k) if _is_key(k) else type(k).__name__
             name, n = base, 1
             while name in named:
                 n += 1
@@ -112,11 +120,11 @@ def _named_keys(keys) -> dict[str, TriggerKey | WeightKey]:
         raise TypeError(f"keys must be a key, a list of keys or a {{name: key}} dict, got "
                         f"{type(keys).__name__}")
     if not named:
-        raise ValueError("keys is empty: give at least one TriggerKey or WeightKey")
+        raise ValueError("keys is empty: give at least one key (TriggerKey, WeightKey, ...)")
     for name, k in named.items():
-        if not isinstance(k, (TriggerKey, WeightKey)):
-            raise TypeError(f"keys[{name!r}] must be a TriggerKey or WeightKey, got "
-                            f"{type(k).__name__}")
+        if not _is_key(k):
+            known = " or ".join(s.key_type.__name__ for s in SCHEMES.values())
+            raise TypeError(f"keys[{name!r}] must be a {known}, got {type(k).__name__}")
     return named
 
 
@@ -133,7 +141,7 @@ def _give_data(run: Run, keys: dict, attacker_data) -> None:
 def _give_normalization(run: Run, keys: dict, attacker_data) -> None:
     if "mean" in run.params or "std" in run.params:
         return
-    norms = {(k.mean, k.std) for k in keys.values() if isinstance(k, TriggerKey)}
+    norms = {scheme_of(k).input_normalization(k) for k in keys.values()} - {None}
     if len(norms) > 1:
         raise ValueError(f"{run.name}: the trigger keys use different normalizations "
                          f"{sorted(norms, key=str)}; give mean= and std= in its params")
@@ -146,15 +154,13 @@ def _give_key(run: Run, keys: dict, attacker_data) -> None:
         run.params["key"] = attacker_key(keys)
 
 
-def attacker_key(keys: dict) -> TriggerKey | WeightKey:
-    """A fresh key for the thief: abstract triggers like the first trigger key's, else a
-    weight key on the first weight key's targets."""
-    for k in keys.values():
-        if isinstance(k, TriggerKey):
-            return TriggerKey.generate(num_classes=k.num_classes, size=k.size, shape=k.shape,
-                                       kind="abstract", mean=k.mean, std=k.std)
-    first = next(iter(keys.values()))
-    return WeightKey.generate(bits=first.bits, targets=first.targets, reduce=first.reduce)
+def attacker_key(keys: dict):
+    """A fresh key for the thief, made by the scheme of the first key whose scheme comes
+    first in registration order (Scheme.attacker_key): abstract triggers like the first
+    trigger key's, else a weight key on the first weight key's targets, ..."""
+    order = {scheme: i for i, scheme in enumerate(SCHEMES.values())}
+    first = min(keys.values(), key=lambda k: order[scheme_of(k)])  # min keeps the first tie
+    return scheme_of(first).attacker_key(first)
 
 
 # one provider per need an attack may declare (attacks/registry.py NEEDS)
@@ -167,11 +173,11 @@ def _score(model, keys, attack, params, acc, base, seconds, info, alpha,
     reads = [(name, key, None) for name, key in keys.items()]
     if reference is not None:
         reads += [(f"{name}+reference", key, reference) for name, key in keys.items()
-                  if isinstance(key, WeightKey)]
+                  if scheme_of(key).aligns_to_reference]
     for name, key, ref in reads:
         v = verify(model, key, alpha=alpha, reference=ref)
         rows.append(Row(attack=attack, params=params, key=name,
-                        scheme="weight" if isinstance(key, WeightKey) else "trigger-set",
+                        scheme=v.scheme,
                         accuracy=acc, accuracy_change=acc - base, matches=v.matches,
                         total=v.total, p_value=v.p_value,
                         log10_p=v.log_p_value / math.log(10), detected=v.detected,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..attacks.registry import get_attack
-from ..keys import TriggerKey, WeightKey
+from ..schemes.base import scheme_of
 
 
 @dataclass
@@ -30,11 +30,10 @@ class Run:
 
 
 def _short(value) -> str:
-    if isinstance(value, TriggerKey):
-        return f"{value.kind} trigger key {value.key_id[:8]}"
-    if isinstance(value, WeightKey):
-        return f"weight key {value.key_id[:8]}"
-    return str(value)
+    try:
+        return scheme_of(value).describe(value)  # a key: as its scheme names it
+    except TypeError:
+        return str(value)
 
 
 def canonical(name: str) -> str:

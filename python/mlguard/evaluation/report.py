@@ -22,7 +22,7 @@ class Row:
     attack: str  # "none" for the unattacked model
     params: str
     key: str
-    scheme: str  # "trigger-set" or "weight"
+    scheme: str  # the key's scheme name (mlguard.schemes)
     accuracy: float
     accuracy_change: float  # from the unattacked model
     matches: int

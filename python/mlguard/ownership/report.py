@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..schemes.base import SCHEMES
 from ..verification import stats
 from ..verification.verdict import Verdict, make_verdict
 from .commitments import HEX64, check_opening
@@ -17,16 +18,6 @@ from .documents import file_problems, load_signed
 
 EVIDENCE_FORMAT = "mlguard-evidence"
 _REL_TOL = 1e-9  # recomputed p-values may differ in the last digits across lgamma versions
-
-# The trial count and per-trial chance that a verdict for an opened key must use.
-_EXPECTED_TEST = {
-    # Pattern-mode keys (pattern -> class) are tested on their K patterns' votes.
-    "trigger-set": lambda body: (
-        (body["options"]["patterns"] if body["options"].get("mode") == "pattern"
-         else body["size"]), 1.0 / body["num_classes"]),
-    "weight": lambda body: (body["bits"], 0.5),
-}
-
 
 def _verdict_problems(d: Any, label: str) -> list[str]:
     """Recomputes one verdict's test from its counts; lists every disagreement."""
@@ -75,12 +66,14 @@ def _opening_problems(openings: Any, verdicts: list[dict]) -> list[str]:
         if not matched:
             problems.append(f"{label}: opens none of the verdicts' commitments")
             continue
-        expected = _EXPECTED_TEST.get(opening.get("scheme"))
-        if expected is None:
+        # The trial count and per-trial chance a verdict for the opened key must use: its
+        # scheme's expected_test (a scheme not registered here is not recomputed).
+        scheme = SCHEMES.get(opening.get("scheme"))
+        if scheme is None:
             continue
         try:
-            total, chance = expected(opening)
-        except (KeyError, TypeError, ZeroDivisionError):
+            total, chance = scheme.expected_test(opening)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
             problems.append(f"{label}: {opening.get('scheme')} key body lacks its parameters")
             continue
         for v in matched:

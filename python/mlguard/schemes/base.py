@@ -149,6 +149,7 @@ class Scheme:
     # original), so evaluate adds "+reference" rows and verify passes the reference.
     models_per_call: ClassVar[int] = 1
     aligns_to_reference: ClassVar[bool] = False
+    cli_aliases: ClassVar[tuple[str, ...]] = ()  # other verbs for `mlguard key new <name>`
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -173,6 +174,17 @@ class Scheme:
         """What training adds for ``key`` (see Embedding)."""
         raise NotImplementedError(f"scheme {cls.name!r} has no embedding()")
 
+    @classmethod
+    def embed(cls, model: torch.nn.Module, key, loader, epochs: int, optimizer,
+              loss_fn=None, *, alpha: float = 1e-6, min_retention: float = 0.8, **options):
+        """mlguard.embed for this scheme's keys: train `model` until `key` is detected with
+        at least `min_retention` of its trials matching; returns the Verdict. The default
+        runs ``embedding(key, **options)`` in a plain loop (mlguard.embedding)."""
+        from ..embedding import train_embedding  # it imports verification, which imports us
+
+        return train_embedding(cls, model, key, loader, epochs, optimizer, loss_fn,
+                               alpha=alpha, min_retention=min_retention, **options)
+
     # -- reading ----------------------------------------------------------------------------
 
     @classmethod
@@ -191,8 +203,9 @@ class Scheme:
                   options: ReadOptions) -> None:
         """Before a scan starts: raise ValueError naming the key and the problem if these
         keys cannot be read on ``device`` with the scan's architecture (``module``, built
-        once, on ``device``; None without one or for needs_module False), so that a configuration error stops the scan instead
-        of turning every file into an error row. The default checks nothing."""
+        once, on ``device``; None without one or for needs_module False), so that a
+        configuration error stops the scan instead of turning every file into an error row.
+        The default checks nothing."""
 
     @classmethod
     def read_many(cls, keys: Sequence, suspects: Sequence[Suspect],

@@ -26,6 +26,8 @@ import torch
 from ..keys.images import RESIZE_MODES, image_paths, read_images
 from ..keys.kinds import names_where
 from ..keys.trigger_key import SCHEME, TriggerKey
+from ..triggers.embed import EMBED_MIN_RETENTION
+from ..triggers.embed import embed as embed_triggers
 from ..triggers.mixer import DEFAULT_PER_BATCH, TriggerMixer
 from ..verification.verify import (model_dtype, normalize, pattern_extra,
                                    pattern_votes, trigger_extra, trigger_predictions)
@@ -60,6 +62,7 @@ class TriggerSetScheme(Scheme):
     summary = ("trigger set: secret inputs answered with secret labels (Adi et al., USENIX "
                "Security 2018); needs the network (--arch)")
     needs_module = True
+    cli_aliases = ("trigger",)  # `mlguard key new trigger`, the verb before schemes/
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -124,6 +127,15 @@ class TriggerSetScheme(Scheme):
         model/check_every/target: see TriggerMixer)."""
         return MixerEmbedding(TriggerMixer(key, per_batch=per_batch, augment=augment,
                                            **mixer_options))
+
+    @classmethod
+    def embed(cls, model, key: TriggerKey, loader, epochs, optimizer, loss_fn=None, *,
+              alpha: float = 1e-6, min_retention: float = EMBED_MIN_RETENTION,
+              **options):
+        """triggers/embed.py's loop (Adi et al.'s "PreTrained" mode): retention checked every
+        epoch, advice on per_batch when it falls short."""
+        return embed_triggers(model, key, loader, epochs, optimizer, loss_fn, alpha=alpha,
+                              min_retention=min_retention, **options)
 
     # -- reading ----------------------------------------------------------------------------
 
