@@ -196,3 +196,23 @@ def test_scan_of_state_dict_files_names_each_copy(tmp_path):
     assert not result.errors and len(result) == 9
     found = {(r["path"].rsplit("/", 1)[-1], r["key_label"]) for r in result.detections}
     assert found == {("u0.pt", "user-0"), ("u1.pt", "user-1")}
+
+
+def test_embed_evaluate_and_key_new_through_the_toolchain(tmp_path):
+    import mlguard
+    from mlguard.cli import main
+
+    key = _key(2)
+    model = _base()
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 4, (64,))
+    verdict = mlguard.embed(model, key, [(x, y)], 200, torch.optim.Adam(model.parameters(), 1e-2))
+    assert verdict.detected and verdict.scheme == "deepmarks" and verdict.total == 24
+    report = mlguard.evaluate(model, key, [("prune", {"amount": 0.1})], test_data=(x, y),
+                              progress=False)
+    assert [r.attack for r in report.rows] == ["none", "prune"]
+    assert report.rows[0].matches == verdict.matches
+    out = tmp_path / "u3.key"
+    assert main(["key", "new", "deepmarks", str(out), "--targets", "7.weight", "--user", "3",
+                 "--label", "customer-3"]) == 0
+    made = mlguard.load_key(out)
+    assert isinstance(made, DeepMarksKey) and made.user == 3 and made.label == "customer-3"

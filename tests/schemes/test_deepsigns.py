@@ -177,3 +177,21 @@ def test_scan_with_an_architecture(tmp_path):
     result = scan(str(tmp_path), [key], arch=_tiny, device="cpu", progress=False)
     assert not result.errors and len(result) == 2
     assert [r["path"].rsplit("/", 1)[-1] for r in result.detections] == ["marked.pt"]
+
+
+def test_evaluate_and_key_new_through_the_toolchain(tmp_path):
+    import mlguard
+    from mlguard.cli import main
+
+    key = _key()
+    marked = _train(_tiny(), DeepSigns.embedding(key, strength=1.0))
+    images, labels = _data(seed=2)
+    x = (images.float() / 255 - 0.5) / 0.25
+    report = mlguard.evaluate(marked, key, [("prune", {"amount": 0.1})], test_data=(x, labels),
+                              progress=False)
+    assert [r.attack for r in report.rows] == ["none", "prune"]
+    assert report.rows[0].matches == BITS
+    out = tmp_path / "ds.key"
+    assert main(["key", "new", "deepsigns", str(out), "--layer", "8", "--count", "10"]) == 0
+    made = mlguard.load_key(out)
+    assert isinstance(made, DeepSignsKey) and made.bits == 32 and len(made.inputs) == 10

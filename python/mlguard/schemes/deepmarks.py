@@ -321,8 +321,9 @@ class DeepMarks(Scheme):
         return other.for_user(args.user)
 
     @classmethod
-    def embedding(cls, key, **options) -> DeepMarksEmbedding:
-        return DeepMarksEmbedding(key, **options)
+    def embedding(cls, key, *, strength: float = 1.0, margin_one: float = 2.0,
+                  margin_zero: float = 6.0) -> DeepMarksEmbedding:
+        return DeepMarksEmbedding(key, strength, margin_one, margin_zero)
 
     @classmethod
     def read_many(cls, keys: Sequence, suspects: Sequence[Suspect],

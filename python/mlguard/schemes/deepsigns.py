@@ -282,8 +282,9 @@ class DeepSigns(Scheme):
                                      mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD)
 
     @classmethod
-    def embedding(cls, key, **options) -> DeepSignsEmbedding:
-        return DeepSignsEmbedding(key, **options)
+    def embedding(cls, key, *, strength: float = 0.3,
+                  centre_strength: float = 0.01) -> DeepSignsEmbedding:
+        return DeepSignsEmbedding(key, strength, centre_strength)
 
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
