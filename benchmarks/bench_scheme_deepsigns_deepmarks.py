@@ -102,55 +102,11 @@ def compare_fingerprints(base, ft_x, ft_y, acc, args) -> dict:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=int, default=50)
-    p.add_argument("--subset", type=int, default=3000)
-    p.add_argument("--owner-subset", type=int, default=6000)
-    p.add_argument("--owner-epochs", type=int, default=3)
-    p.add_argument("--ds-bits", type=int, default=32)
-    p.add_argument("--ds-strength", type=float, default=0.3)
-    p.add_argument("--customers", type=int, default=3, help=">= 2 fingerprinted copies")
-    p.add_argument("--compare-fingerprints", action="store_true",
-                   help="also average copies marked with mlguard's existing Fingerprints")
-    p.add_argument("--fp-bits", type=int, default=256)
-    p.add_argument("--skip-deepsigns", action="store_true", help="part (1) left out")
-    p.add_argument("--test", type=int, default=10000, help="test images for accuracy")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    images, labels = data.fashion_mnist("train")
-    test_x, test_y = data.fashion_mnist("test")
-    test_x, test_y = test_x[:args.test], test_y[:args.test]
-    acc = lambda m: accuracy(m, test_x, test_y, "cpu")  # noqa: E731
-    opts = ReadOptions()
-    out: dict = {"args": vars(args)}
-
-    # (1) DeepSigns: marked vs. clean twin
-    x_own, y_own = images[:args.owner_subset], labels[:args.owner_subset]
-    ds_key = deepsigns_key(x_own, y_own, secret_for(777, 1), args.ds_bits)
-    runs = {}
-    for name, emb in (() if args.skip_deepsigns else
-                      (("clean", None),
-                       ("marked", DeepSigns.embedding(ds_key, strength=args.ds_strength)))):
-        torch.manual_seed(12345)
-        model = fit(small_cnn(), x_own, y_own, args.owner_epochs, 1, emb)
-        r = DeepSigns.read(ds_key, Suspect(model, None), opts)
-        runs[name] = {"accuracy": acc(model), "matches": r.matches, "total": r.total,
-                      "log10_p": log10_p(r)}
-        print(f"deepsigns {name}: {runs[name]} ({time.perf_counter() - start:.0f} s)",
-              file=sys.stderr, flush=True)
-    if runs:
-        runs["cost_points"] = 100 * (runs["clean"]["accuracy"] - runs["marked"]["accuracy"])
-        out["deepsigns"] = {"target_class": ds_key.target_class, **runs}
-
-    # (2) DeepMarks: customers' copies of one base, and averages
+def deepmarks_part(images, labels, master, acc, args, start) -> dict:
     torch.manual_seed(4321)
     base = fit(small_cnn(), images[:args.owner_subset], labels[:args.owner_subset],
                args.owner_epochs, 2)
     ft_x, ft_y = images[30000:33000], labels[30000:33000]
-    master = DeepMarksKey.generate(targets=("7.weight",), user=0, secret=secret_for(777, 2))
     twin = fit(copy.deepcopy(base), ft_x, ft_y, 1, 3)
     copies, dm = [], {"base_accuracy": acc(base), "twin_accuracy": acc(twin), "copies": []}
     for u in range(args.customers):
@@ -186,7 +142,66 @@ def main(argv=None) -> int:
     found = identify(twin, master, ALPHA)
     dm["twin"] = {"named": found.named, "decoded": found.decoded,
                   "min_log10_p": min(found.log_p_values) / math.log(10)}
-    out["deepmarks"] = dm
+    return dm
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=int, default=50)
+    p.add_argument("--subset", type=int, default=3000)
+    p.add_argument("--owner-subset", type=int, default=6000)
+    p.add_argument("--owner-epochs", type=int, default=3)
+    p.add_argument("--ds-bits", type=int, default=32)
+    p.add_argument("--ds-strength", type=float, nargs="+", default=[0.3],
+                   help="embedding strengths (the first is 'marked', others extra rows)")
+    p.add_argument("--customers", type=int, default=3, help=">= 2 fingerprinted copies")
+    p.add_argument("--compare-fingerprints", action="store_true",
+                   help="also average copies marked with mlguard's existing Fingerprints")
+    p.add_argument("--fp-bits", type=int, default=256)
+    p.add_argument("--skip-deepsigns", action="store_true", help="part (1) left out")
+    p.add_argument("--skip-deepmarks", action="store_true", help="part (2) left out")
+    p.add_argument("--test", type=int, default=10000, help="test images for accuracy")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.models == 1 or args.models < 0:
+        p.error("--models must be 0 (no calibration) or at least 2 (a goodness of fit)")
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    images, labels = data.fashion_mnist("train")
+    test_x, test_y = data.fashion_mnist("test")
+    test_x, test_y = test_x[:args.test], test_y[:args.test]
+    acc = lambda m: accuracy(m, test_x, test_y, "cpu")  # noqa: E731
+    opts = ReadOptions()
+    out: dict = {"args": vars(args)}
+
+    # (1) DeepSigns: marked vs. clean twin
+    x_own, y_own = images[:args.owner_subset], labels[:args.owner_subset]
+    ds_key = deepsigns_key(x_own, y_own, secret_for(777, 1), args.ds_bits)
+    runs = {}
+    variants = [("clean", None)] + [
+        ("marked" if i == 0 else f"marked_strength_{s}", DeepSigns.embedding(ds_key, strength=s))
+        for i, s in enumerate(args.ds_strength)]
+    for name, emb in ([] if args.skip_deepsigns else variants):
+        torch.manual_seed(12345)
+        model = fit(small_cnn(), x_own, y_own, args.owner_epochs, 1, emb)
+        r = DeepSigns.read(ds_key, Suspect(model, None), opts)
+        runs[name] = {"accuracy": acc(model), "matches": r.matches, "total": r.total,
+                      "log10_p": log10_p(r)}
+        print(f"deepsigns {name}: {runs[name]} ({time.perf_counter() - start:.0f} s)",
+              file=sys.stderr, flush=True)
+    if runs:
+        for name in [n for n in runs if n.startswith("marked")]:
+            runs[name]["cost_points"] = 100 * (runs["clean"]["accuracy"] - runs[name]["accuracy"])
+        out["deepsigns"] = {"target_class": ds_key.target_class, **runs}
+
+    # (2) DeepMarks: customers' copies of one base, and averages
+    master = DeepMarksKey.generate(targets=("7.weight",), user=0, secret=secret_for(777, 2))
+    if not args.skip_deepmarks:
+        out["deepmarks"] = deepmarks_part(images, labels, master, acc, args, start)
+
+    # (3) calibration on clean models (--models 0: skipped)
+    base = fit(small_cnn(), images[:args.owner_subset], labels[:args.owner_subset],
+               args.owner_epochs, 2)
 
     # (3) calibration on clean models (--models 0: skipped)
     if args.models == 0:
