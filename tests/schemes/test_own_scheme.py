@@ -74,6 +74,14 @@ def test_the_docs_scheme_gets_the_whole_toolchain(docs_scheme, tmp_path, capsys)
     clean = mlguard.verify(_net(2), key)
     assert not clean.detected and clean.chance == 0.5
 
+    # evaluate: the key read on each attacked model, named by its scheme
+    x, y = _loader()[0]
+    report = mlguard.evaluate(model, key, [("prune", {"amount": 0.1})], test_data=(x, y),
+                              progress=False)
+    assert [(r.attack, r.key, r.scheme) for r in report.rows] == [
+        ("none", "mean-signs", "mean-signs"), ("prune", "mean-signs", "mean-signs")]
+    assert report.rows[0].matches == verdict.matches
+
     # scan of a folder, with the key file
     rows = mlguard.scan(suspects, [tmp_path / "owner.key"], device="cpu", progress=False)
     by_file = {Path(r["path"]).name: r for r in rows}

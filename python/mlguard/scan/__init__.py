@@ -4,11 +4,12 @@
                         arch="torchvision.models:resnet18", journal="scan.db")
 
 Modules: loading (finding and safely decoding files), checkers (each registered scheme's
-read_many as a checker, and the registry other checkers plug into), staging (pinned buffers, side CUDA stream),
-pipeline (the streaming loop and ``scan``), journal (SQLite, resumable), rows (p-values,
-the Bonferroni correction, ``row_verdict`` for evidence reports), report (JSON, CSV, PNG,
-HTML), distributed (torchrun), buffers and safetensors_view (reused host memory, zero-copy
-safetensors), weight_checker (check_weights, now schemes/weight.py's batched read).
+read_many as a checker, and the registry other checkers plug into), staging (pinned
+buffers, side CUDA stream), pipeline (the streaming loop and ``scan``), journal (SQLite,
+resumable), rows (p-values, the Bonferroni correction, ``row_verdict`` for evidence
+reports), report (JSON, CSV, PNG, HTML), distributed (torchrun), buffers and
+safetensors_view (reused host memory, zero-copy safetensors), weight_checker
+(check_weights, now schemes/weight.py's batched read).
 """
 
 from .checkers import (CHECKERS, CheckerOptions, LoadedModel, Outcome, checker_for,
@@ -20,6 +21,7 @@ from .result import ScanResult
 from .report import write as write_report
 from .rows import COLUMNS, row_verdict, summary_line
 
-__all__ = ["scan", "ScanResult", "load_keys", "write_report", "summary_line", "COLUMNS", "row_verdict",
-           "CHECKERS", "checker_for", "CheckerOptions", "LoadedModel", "Outcome", "register_checker",
-           "register_state_dict_checker", "scheme_of", "ModelFileError", "ScanInterrupted"]
+__all__ = ["scan", "ScanResult", "load_keys", "write_report", "summary_line", "COLUMNS",
+           "row_verdict", "CHECKERS", "checker_for", "CheckerOptions", "LoadedModel", "Outcome",
+           "register_checker", "register_state_dict_checker", "scheme_of", "ModelFileError",
+           "ScanInterrupted"]

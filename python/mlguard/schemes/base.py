@@ -254,8 +254,9 @@ class Scheme:
                   options: ReadOptions) -> None:
         """Before a scan starts: raise ValueError naming the key and the problem if these
         keys cannot be read on ``device`` with the scan's architecture (``module``, built
-        once, on ``device``; None without one or for needs_module False), so that a configuration error stops the scan instead
-        of turning every file into an error row. The default checks nothing."""
+        once, on ``device``; None without one or for needs_module False), so that a
+        configuration error stops the scan instead of turning every file into an error row.
+        The default checks nothing."""
 
     @classmethod
     def read_many(cls, keys: Sequence, suspects: Sequence[Suspect],

@@ -26,4 +26,12 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
     "dawn": ("dawn", (),
              "DAWN (Szyller et al., ACM MM 2021): the serving API answers a keyed fraction of "
              "queries with keyed wrong labels; exact null 1/(C-1)"),
+    "deepsigns": ("deepsigns", (),
+                  "DeepSigns (Rouhani et al., ASPLOS 2019): T secret bits in the projected mean "
+                  "activation of one layer over secret key inputs of a secret class "
+                  "(white-box)"),
+    "deepmarks": ("deepmarks", (),
+                  "DeepMarks (Chen et al., ICMR 2019): per-user AND anti-collusion codes "
+                  "(BIBD) in keyed weight projections; averaged colluders are named "
+                  "(white-box)"),
 }
