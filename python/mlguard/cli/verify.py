@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..files.checkpoint import pretrained_weights_file
 from ..keys import TriggerKey, load_key
 from ..verification import verify
 from . import _reference
@@ -37,7 +38,9 @@ def run(args) -> int:
         if not os.path.isdir(folder):
             raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist")
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
-    if not os.path.isfile(args.model):
+    if os.path.isdir(args.model):  # a save_pretrained folder: its one weights file
+        args.model = pretrained_weights_file(args.model)
+    elif not os.path.isfile(args.model):
         raise ValueError(f"model: no such file: '{args.model}'")
     key = load_key(args.key)
     if args.arch is None and isinstance(key, TriggerKey):

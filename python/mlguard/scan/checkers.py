@@ -50,6 +50,7 @@ import torch
 from ..files.model import load_into, resolve_arch  # noqa: F401  (resolve_arch: re-exported)
 from ..keys import TriggerKey
 from ..verification.verify import (
+    logits_of,
     model_dtype,
     normalize,
     pattern_extra,
@@ -250,7 +251,7 @@ class TriggerSetChecker:
         dtype = model_dtype(module)
         try:
             with torch.inference_mode(), autocast:
-                logits = [module(batch.to(dtype))
+                logits = [logits_of(module(batch.to(dtype)))
                           for batch in group.inputs.split(self.options.batch_size)]
         except Exception as e:
             message = f"forward pass failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"

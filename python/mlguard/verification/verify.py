@@ -41,12 +41,22 @@ def normalize(images: torch.Tensor, key: TriggerKey) -> torch.Tensor:
     return key.normalize(images)
 
 
+def logits_of(output):
+    """A model's class scores: the output itself, or the `logits` tensor of an output object
+    that carries one (a Hugging Face `ImageClassifierOutput`); anything else is returned as
+    it is, for the caller's shape check to refuse."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else output
+
+
 @torch.inference_mode()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
             batch_size: int) -> torch.Tensor:
     preds = []
     for batch in inputs.split(batch_size):
-        logits = model(batch)
+        logits = logits_of(model(batch))
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \
                 logits.shape[1] != num_classes:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
@@ -78,7 +88,9 @@ def verify(model: torch.nn.Module | str | os.PathLike, key: TriggerKey | WeightK
 
     `model` may be a model file: it is loaded with ``load_model(model, arch)`` (trigger keys
     need `arch`; weight keys read the file's state_dict) and the verdict records the file's
-    SHA-256. The triggers run on the model's device and in its dtype (normalized in float32,
+    SHA-256; a Hugging Face `save_pretrained` folder is read from its model.safetensors (or
+    pytorch_model.bin). A model may return its logits or an object holding them as `.logits`
+    (transformers' image classifiers). The triggers run on the model's device and in its dtype (normalized in float32,
     then cast), in eval mode without gradients; the model's previous mode is restored. Under
     H0 (the model never saw the key) each trigger matches with probability exactly
     1/num_classes, because the labels are uniform and secret.
