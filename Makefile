@@ -1,7 +1,8 @@
 # make demo   set up and run the main job (Fashion-MNIST watermark demo)
 # make test   set up and run every test (Python suite and the C++ ctest)
 # make build  install editable and (re)build the extension in place; ninja recompiles
-#             only what changed
+#             only what changed. CUDA kernels: FORCE_CUDA=1 builds them, FORCE_CUDA=0 never,
+#             unset only when a GPU is visible (setup.py); CI runs with FORCE_CUDA=1
 # make docs   build the documentation site into site/ (strict: any warning fails)
 # make bench  run the benchmarks
 # make reproduce  run the example notebooks at full scale (on a GPU when present) and
@@ -16,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 SOURCES := $(wildcard csrc/*.cpp csrc/*.h cuda/*.cu cuda/*.cuh) setup.py
 
-.PHONY: setup build demo test test-python test-cpp docs bench reproduce clean
+.PHONY: setup build demo test test-python test-cpp docs bench reproduce clean FORCE
 
 # The CIFAR-10 (JPEG) archive: users point MLGUARD_CIFAR10 at their copy
 # (docs/guides/building.md); CI keeps it beside the clone, found here.
@@ -45,8 +46,14 @@ $(VENV)/.deps: requirements-dev.txt
 # the `mlguard` console script from pyproject's [project.scripts] and installs the `dev`
 # extra. setup.py keeps its objects in build/temp, so ninja recompiles only what changed;
 # `pip uninstall mlguard` removes all of it.
+# A different FORCE_CUDA from the last build's (e.g. `make demo`, then CI's
+# `FORCE_CUDA=1 make test`) rebuilds: the value is a prerequisite of the build.
+$(VENV)/.force-cuda: $(VENV)/.deps FORCE
+	@echo "FORCE_CUDA=$(FORCE_CUDA)" | cmp -s - $@ || echo "FORCE_CUDA=$(FORCE_CUDA)" > $@
+FORCE:
+
 build: $(VENV)/.built
-$(VENV)/.built: $(VENV)/.deps $(SOURCES) pyproject.toml
+$(VENV)/.built: $(VENV)/.deps $(VENV)/.force-cuda $(SOURCES) pyproject.toml
 	rm -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlguard-dev.pth"
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $@

@@ -1,8 +1,12 @@
 """Builds mlguard and its extension mlguard._C.
 
-The C++ ops are always built. The CUDA kernels are built when a CUDA toolkit and a CUDA
-build of torch are present, decided without asking for a GPU (build machines have none):
-  FORCE_CUDA=1 / FORCE_CUDA=0   force them on or off
+The C++ ops are always built. The CUDA kernels (minutes of nvcc per GPU architecture) are
+built only when asked for:
+  FORCE_CUDA=1                  build them (needs nvcc and a CUDA build of torch; CI sets it
+                                so the CUDA code compiles on every commit, GPU or not)
+  FORCE_CUDA=0                  never build them
+  FORCE_CUDA unset              build them when a GPU is visible (torch.cuda.is_available())
+                                and nvcc and a CUDA build of torch are there
   TORCH_CUDA_ARCH_LIST          architectures (default "7.5;8.0;8.6;9.0;10.0;12.0+PTX")
   MAX_JOBS                      parallel compile jobs (ninja)
 """
@@ -40,18 +44,35 @@ from torch.utils.cpp_extension import (  # noqa: E402  (reads CUDA_HOME at impor
     CUDA_HOME, BuildExtension, CppExtension, CUDAExtension)
 
 
-def want_cuda() -> bool:
-    forced = os.environ.get("FORCE_CUDA")
-    if forced is not None:
-        return forced not in ("0", "", "false", "no")
-    return CUDA_HOME is not None and torch.version.cuda is not None
+def want_cuda() -> tuple[bool, str]:
+    """Whether to build the CUDA kernels, and why (recorded for mlguard.build_info())."""
+    forced = os.environ.get("FORCE_CUDA", "").strip().lower()
+    if forced in ("0", "false", "no", "off"):
+        return False, "FORCE_CUDA=0"
+    if forced:
+        if forced not in ("1", "true", "yes", "on"):
+            raise SystemExit(f"mlguard: FORCE_CUDA must be 1 or 0, got {forced!r}")
+        if torch.version.cuda is None:
+            raise SystemExit(f"mlguard: FORCE_CUDA=1 but torch {torch.__version__} is a CPU-only "
+                             "build: install a CUDA build of torch, or unset FORCE_CUDA")
+        if CUDA_HOME is None:
+            raise SystemExit("mlguard: FORCE_CUDA=1 but no CUDA toolkit was found (no nvcc on "
+                             "PATH, CUDA_HOME unset): install one or set CUDA_HOME")
+        return True, "FORCE_CUDA=1"
+    if not torch.cuda.is_available():
+        return False, "no GPU was visible at build time and FORCE_CUDA was unset"
+    if torch.version.cuda is None or CUDA_HOME is None:
+        return False, ("a GPU was visible but " + ("torch is a CPU-only build"
+                       if torch.version.cuda is None else "no CUDA toolkit (nvcc) was found"))
+    return True, "a GPU was visible at build time"
 
 
-def write_build_config(cuda: bool, archs: str | None) -> None:
+def write_build_config(cuda: bool, archs: str | None, why: str) -> None:
     """Records what is being built, for mlguard.build_info() and the import-time check."""
     config = {"torch_version": torch.__version__,
               "cuda_version": torch.version.cuda if cuda else None,
-              "cuda_archs": archs if cuda else None}
+              "cuda_archs": archs if cuda else None,
+              "cuda_decided_by": why}
     with open(os.path.join(ROOT, "python", "mlguard", "_build_config.py"), "w") as f:
         f.write(f"# Written by setup.py at build time.\nBUILD_CONFIG = {config!r}\n")
 
@@ -63,15 +84,17 @@ def extension():
     # the caller is compiled with it; torch's own libgomp.so.1 is the one loaded at run time.
     cxx = ["-O3", "-ffp-contract=off", "-fopenmp"]
     link = ["-fopenmp"]
-    if not want_cuda():
-        print(f"mlguard: building C++ ops only (torch {torch.__version__})")
-        write_build_config(cuda=False, archs=None)
+    cuda, why = want_cuda()
+    if not cuda:
+        print(f"mlguard: building C++ ops only (torch {torch.__version__}; {why}; "
+              "FORCE_CUDA=1 builds the CUDA kernels too)")
+        write_build_config(cuda=False, archs=None, why=why)
         return CppExtension("mlguard._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
                             extra_compile_args={"cxx": cxx}, extra_link_args=link)
     archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     print(f"mlguard: building C++ ops and CUDA kernels (torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}, archs {archs})")
-    write_build_config(cuda=True, archs=archs)
+          f"CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}, archs {archs}; {why})")
+    write_build_config(cuda=True, archs=archs, why=why)
     nvcc = ["-O3", "--fmad=false", "-lineinfo"]
     return CUDAExtension("mlguard._C", sources + sorted(glob.glob("cuda/*.cu")),
                          include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "cuda")],

@@ -57,10 +57,27 @@ def _runs_on(archs: str | None) -> str | None:
     return note
 
 
+HOW_TO_BUILD_CUDA = ("CUDA kernels not built; to build them (needs nvcc and a CUDA build of "
+                     "torch): `FORCE_CUDA=1 make build` in the source tree, or "
+                     "`FORCE_CUDA=1 pip install --no-build-isolation .`")
+
+
+def _cuda_note(has_kernels: bool) -> str:
+    """Why the CUDA kernels are (not) there, and how to get them when they are not."""
+    why = BUILD_CONFIG.get("cuda_decided_by")  # absent in builds older than the field
+    if has_kernels:
+        return f"CUDA kernels built ({why})" if why else "CUDA kernels built"
+    return f"{HOW_TO_BUILD_CUDA} (this build: {why})" if why else HOW_TO_BUILD_CUDA
+
+
 def build_info() -> dict:
-    """What this installation of mlguard was built with, and what it can run on now."""
-    has_cuda_kernels = torch._C._dispatch_has_kernel_for_dispatch_key(
-        "mlguard::mix_triggers", "CUDA")
+    """What this installation of mlguard was built with, and what it can run on now.
+
+    The CUDA kernels are built only when asked for (setup.py: FORCE_CUDA=1, or a GPU visible
+    at build time); `cuda_note` says why they are or are not there and how to build them.
+    """
+    has_cuda_kernels = bool(torch._C._dispatch_has_kernel_for_dispatch_key(
+        "mlguard::mix_triggers", "CUDA"))
     return {
         "mlguard_version": __version__,
         "torch_built": BUILD_CONFIG["torch_version"],
@@ -68,7 +85,8 @@ def build_info() -> dict:
         "cuda_built": BUILD_CONFIG["cuda_version"],
         "cuda_archs": BUILD_CONFIG["cuda_archs"],
         "cuda_runs_on": _runs_on(BUILD_CONFIG["cuda_archs"]),
-        "cuda_kernels": bool(has_cuda_kernels),
+        "cuda_kernels": has_cuda_kernels,
+        "cuda_note": _cuda_note(has_cuda_kernels),
         "cuda_available": torch.cuda.is_available(),
         # the exact read's CPU kernel: "bitplanes" (AVX-512 VPOPCNTDQ) or "tables"
         "cpu_projection_kernel": torch.ops.mlguard._projection_sums_cpu_kernel(),

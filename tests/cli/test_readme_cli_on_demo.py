@@ -2,8 +2,8 @@
 demo as `make demo` runs it, then every line of "From the command line: key to signed
 evidence" (docs/guides/cli-walkthrough.md) exactly as written, through the `mlguard` command, in a fresh folder.
 
-Slow: the demo trains two Fashion-MNIST CNNs on all 60,000 images (about 5 minutes on 2
-idle cores). test_readme_cli_path.py runs the same lines on small stand-ins in seconds."""
+Slow: the demo trains two Fashion-MNIST CNNs on all 60,000 images (2 epochs each; under 3
+minutes on 2 idle cores). test_readme_cli_path.py runs the same lines on small stand-ins in seconds."""
 
 from __future__ import annotations
 

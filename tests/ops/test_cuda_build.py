@@ -7,6 +7,8 @@ import re
 import pytest
 import torch
 
+import mlguard
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # torch 2.14's CUDA 13 wheel: sm_75 sm_80 sm_86 sm_90 sm_100 sm_120 (CUDA 13 has no sm_70).
 WHEEL_ARCHS = ["7.5", "8.0", "8.6", "9.0", "10.0", "12.0"]
@@ -39,3 +41,64 @@ def test_default_archs_cover_the_installed_torch():
     wheel = [f"{f[3:-1]}.{f[-1]}" for f in flags if f.startswith("sm_")]
     ours = [a.removesuffix("+PTX") for a in setup_default().split(";")]
     assert set(wheel) <= set(ours), f"torch runs on {wheel}, mlguard builds {ours}"
+
+
+# -- when the CUDA kernels are built (issue 24: only when asked for) -----------------------
+
+def want_cuda(monkeypatch, force, *, gpu, nvcc=True, cuda_torch=True):
+    """setup.py's want_cuda(), run against a stand-in torch and toolkit (importing setup.py
+    would run the build)."""
+    import ast
+    import os
+    from types import SimpleNamespace
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "want_cuda")
+    fake_torch = SimpleNamespace(__version__="2.14.1", version=SimpleNamespace(
+        cuda="13.0" if cuda_torch else None), cuda=SimpleNamespace(is_available=lambda: gpu))
+    ns = {"os": os, "torch": fake_torch, "CUDA_HOME": "/usr/local/cuda" if nvcc else None}
+    exec(compile(ast.Module([fn], []), "setup.py", "exec"), ns)
+    if force is None:
+        monkeypatch.delenv("FORCE_CUDA", raising=False)
+    else:
+        monkeypatch.setenv("FORCE_CUDA", force)
+    return ns["want_cuda"]()
+
+
+def test_cuda_kernels_built_only_when_a_gpu_or_force_cuda_asks(monkeypatch):
+    assert want_cuda(monkeypatch, None, gpu=False)[0] is False  # nvcc alone is not enough
+    assert want_cuda(monkeypatch, None, gpu=True)[0] is True
+    assert want_cuda(monkeypatch, "", gpu=False)[0] is False
+    assert want_cuda(monkeypatch, "1", gpu=False) == (True, "FORCE_CUDA=1")
+    assert want_cuda(monkeypatch, "0", gpu=True) == (False, "FORCE_CUDA=0")
+    # a GPU without a toolkit: C++ only, and the reason says what is missing
+    built, why = want_cuda(monkeypatch, None, gpu=True, nvcc=False)
+    assert not built and "nvcc" in why
+
+
+def test_force_cuda_without_what_it_needs_is_a_clear_error(monkeypatch):
+    with pytest.raises(SystemExit, match="FORCE_CUDA=1 but no CUDA toolkit"):
+        want_cuda(monkeypatch, "1", gpu=False, nvcc=False)
+    with pytest.raises(SystemExit, match="FORCE_CUDA=1 but torch .* CPU-only"):
+        want_cuda(monkeypatch, "1", gpu=False, cuda_torch=False)
+    with pytest.raises(SystemExit, match="FORCE_CUDA must be 1 or 0, got 'maybe'"):
+        want_cuda(monkeypatch, "maybe", gpu=False)
+
+
+def test_ci_builds_the_cuda_kernels_on_every_commit():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r'^export FORCE_CUDA="\$\{FORCE_CUDA:-1\}"\n(.*\n)*make test', ci, re.M)
+    # a FORCE_CUDA other than the last build's rebuilds (make demo, then FORCE_CUDA=1 make test)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^\$\(VENV\)/\.built: .*\$\(VENV\)/\.force-cuda", makefile, re.M)
+
+
+def test_build_info_says_how_to_get_the_cuda_kernels(monkeypatch):
+    from mlguard import _extension
+    monkeypatch.setitem(_extension.BUILD_CONFIG, "cuda_decided_by",
+                        "no GPU was visible at build time and FORCE_CUDA was unset")
+    note = _extension._cuda_note(False)
+    assert "FORCE_CUDA=1 make build" in note and "no GPU was visible" in note
+    assert _extension._cuda_note(True).startswith("CUDA kernels built")
+    info = mlguard.build_info()
+    assert ("FORCE_CUDA=1" in info["cuda_note"]) == (not info["cuda_kernels"])

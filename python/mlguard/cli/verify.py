@@ -30,6 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..files.checkpoint import pretrained_weights_file
     from ..keys import load_key
     from ..schemes.base import scheme_of
     from ..verification import verify
@@ -40,7 +41,9 @@ def run(args) -> int:
         if not os.path.isdir(folder):
             raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist")
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
-    if not os.path.isfile(args.model):
+    if os.path.isdir(args.model):  # a save_pretrained folder: its one weights file
+        args.model = pretrained_weights_file(args.model)
+    elif not os.path.isfile(args.model):
         raise ValueError(f"model: no such file: '{args.model}'")
     key = load_key(args.key)
     scheme = scheme_of(key)

@@ -115,8 +115,35 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _read(path, with_hash=False)[0]
 
 
+# A Hugging Face save_pretrained folder keeps its weights in one of these (config.json beside).
+PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
+PRETRAINED_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def pretrained_weights_file(folder: str | os.PathLike) -> str:
+    """The weights file of a `save_pretrained` folder (transformers, timm's
+    save_for_hf): model.safetensors, else pytorch_model.bin. Raises CheckpointError for a
+    sharded folder (its weights are spread over several files, each a partial state_dict)
+    and for a folder with neither."""
+    folder = os.fspath(folder)
+    for name in PRETRAINED_FILES:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    for name in PRETRAINED_INDEXES:
+        if os.path.isfile(os.path.join(folder, name)):
+            raise CheckpointError(
+                f"model folder {folder!r} is a sharded save_pretrained folder ({name}): mlguard "
+                "reads a model from one weights file; save it unsharded, e.g. "
+                "model.save_pretrained(folder, max_shard_size=\"1000GB\")")
+    raise CheckpointError(
+        f"model folder {folder!r} holds neither {' nor '.join(PRETRAINED_FILES)}: name a model "
+        "file, or a save_pretrained folder")
+
+
 def _read(path, with_hash: bool) -> tuple[dict[str, torch.Tensor], str | None]:
     path = os.fspath(path)
+    if os.path.isdir(path):
+        path = pretrained_weights_file(path)
     what = f"model file {path!r}"
     try:
         with open(path, "rb") as f:

@@ -29,7 +29,7 @@ from ..keys.trigger_key import SCHEME, TriggerKey
 from ..triggers.embed import EMBED_MIN_RETENTION
 from ..triggers.embed import embed as embed_triggers
 from ..triggers.mixer import DEFAULT_PER_BATCH, TriggerMixer
-from ..verification.verify import (model_dtype, normalize, pattern_extra,
+from ..verification.verify import (logits_of, model_dtype, normalize, pattern_extra,
                                    pattern_votes, trigger_extra, trigger_predictions)
 from .base import Embedding, Reading, ReadOptions, Scheme, Suspect, register_scheme
 
@@ -205,7 +205,7 @@ class TriggerSetScheme(Scheme):
             first = group.inputs[:2].to(dtype)
             try:
                 with torch.inference_mode():
-                    out = module(first)
+                    out = logits_of(module(first))
             except Exception as e:
                 ids = ", ".join(k.key_id for k in group.keys)
                 raise ValueError(
@@ -291,7 +291,8 @@ def _run_group(suspect: Suspect, group: TriggerGroup,
     dtype = model_dtype(module)
     try:
         with torch.inference_mode(), autocast:
-            logits = [module(batch.to(dtype)) for batch in group.inputs.split(options.batch_size)]
+            logits = [logits_of(module(batch.to(dtype)))
+                      for batch in group.inputs.split(options.batch_size)]
     except Exception as e:
         message = f"forward pass failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         return [ValueError(message)] * len(group.keys)

@@ -44,12 +44,22 @@ def normalize(images: torch.Tensor, key: TriggerKey) -> torch.Tensor:
     return key.normalize(images)
 
 
+def logits_of(output):
+    """A model's class scores: the output itself, or the `logits` tensor of an output object
+    that carries one (a Hugging Face `ImageClassifierOutput`); anything else is returned as
+    it is, for the caller's shape check to refuse."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else output
+
+
 @torch.inference_mode()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int,
             batch_size: int) -> torch.Tensor:
     preds = []
     for batch in inputs.split(batch_size):
-        logits = model(batch)
+        logits = logits_of(model(batch))
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or \
                 logits.shape[1] != num_classes:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
@@ -85,11 +95,13 @@ def verify(model: torch.nn.Module | str | os.PathLike, key, alpha: float = 1e-6,
 
     `model` may be a model file: it is loaded with ``load_model(model, arch)`` when the scheme
     needs the network or `arch` is given (trigger keys need `arch`), else its state_dict is
-    read (weight keys); the verdict records the file's SHA-256. The triggers run on the
-    model's device and in its dtype (normalized in float32, then cast), in eval mode without
-    gradients; the model's previous mode is restored. Under H0 (the model never saw the key)
-    each trigger matches with probability exactly 1/num_classes, because the labels are
-    uniform and secret.
+    read (weight keys); the verdict records the file's SHA-256. A Hugging Face
+    `save_pretrained` folder is read from its model.safetensors (or pytorch_model.bin). A model
+    may return its logits or an object holding them as `.logits` (transformers' image
+    classifiers). The triggers run on the model's device and in its dtype (normalized in
+    float32, then cast), in eval mode without gradients; the model's previous mode is
+    restored. Under H0 (the model never saw the key) each trigger matches with probability
+    exactly 1/num_classes, because the labels are uniform and secret.
 
     Pattern-mode keys (pattern -> class backdoors): every carrier image (the key's stored
     ones, or `carriers`, (N, *shape) in [0, 1] or uint8) is stamped with each of the K
