@@ -73,10 +73,8 @@ def test_a_model_that_does_not_fit_the_arch_exits_2(files, capsys):
 
 
 def test_missing_required_arguments_exit_2(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["evaluate", "model.pt", "--keys", "k.key"])
-    assert e.value.code == 2
-    assert "--arch" in capsys.readouterr().err
+    assert cli.main(["evaluate", "model.pt", "--keys", "k.key"]) == 2
+    assert "--arch" in capsys.readouterr().err  # (or --config FILE --out FOLDER)
 
 
 def test_list_attacks_prints_every_registered_attack_and_needs_no_other_argument(capsys):

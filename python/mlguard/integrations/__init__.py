@@ -4,3 +4,7 @@ otherwise repeat code. Each module imports its stack lazily: mlguard does not de
 - `huggingface`: transformers image classifiers read as mlguard reads any model (logits out,
   the names save_pretrained writes), for verify and scan of save_pretrained folders.
 """
+
+from . import huggingface
+
+__all__ = ["huggingface"]
