@@ -3,8 +3,9 @@ never changes its input (what it did is in the result's `attack_info`).
 
 Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cast,
 weight_noise, distill, overwrite, label_smoothing, label_noise, weight_shifting,
-regularization, adversarial_training, neural_cleanse, random_occlusion; model extraction (retrain, knockoff, transfer); the free transforms that keep the function
-exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
+regularization, adversarial_training, neural_cleanse, random_occlusion; model extraction
+(retrain, knockoff, transfer); the free transforms that keep the function exactly (permute,
+rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
 mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squeezing,
 input_flipping, input_reconstruction.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.

@@ -179,6 +179,14 @@ def info(model: nn.Module, **figures) -> nn.Module:
 
 
 
+def check_normalization(mean, std) -> None:
+    """Query-side and pixel-space attacks need both of the model's input mean and std, or
+    neither (inputs already in [0, 1])."""
+    if (mean is None) != (std is None):
+        raise ValueError(f"mean and std go together (the model's input normalization), got "
+                         f"mean={mean!r}, std={std!r}")
+
+
 LABEL_SOURCES = ("victim", "data")
 
 

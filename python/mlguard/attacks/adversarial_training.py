@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from .._checks import check_int, check_real
-from ._data import (Batches, device_of, first_samples, info, label_source, private_copy,
-                    train_epochs)
+from ._data import (Batches, check_normalization, device_of, first_samples, info,
+                    label_source, private_copy, train_epochs)
 from .registry import register_attack
 
 
@@ -36,9 +36,7 @@ def adversarial_training(model: nn.Module, data, epochs: int = 5,
     max_iter = check_int("max_iter", max_iter, low=1)
     n_max = check_int("n_max", n_max, low=1)
     lr = check_real("lr", lr, low=0, low_open=True)
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std go together (the model's input normalization), got "
-                         f"mean={mean!r}, std={std!r}")
+    check_normalization(mean, std)
     target = label_source(model, labels)
     batches = Batches(data, batch_size, seed)
     attacked = private_copy(model)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_int, check_real
-from ._data import Batches, device_of, train_epochs
+from ._data import Batches, check_normalization, device_of, train_epochs
 from .query import _with_query_transform
 from .registry import register_attack
 
@@ -35,9 +35,7 @@ def input_reconstruction(model: nn.Module, data, epochs: int = 10, width: int = 
     epochs = check_int("epochs", epochs, low=1)
     width = check_int("width", width, low=1)
     lr = check_real("lr", lr, low=0, low_open=True)
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std go together (the model's input normalization), got "
-                         f"mean={mean!r}, std={std!r}")
+    check_normalization(mean, std)
     batches = Batches(data, batch_size, seed)
     device = device_of(model)
     first, _ = next(iter(batches))

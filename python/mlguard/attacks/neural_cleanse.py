@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._checks import check_fraction, check_int, check_real
-from ._data import (Batches, device_of, first_samples, info, label_source, last_conv,
-                    private_copy, train_epochs)
+from ._data import (Batches, check_normalization, device_of, first_samples, info,
+                    label_source, last_conv, private_copy, train_epochs)
 from .registry import register_attack
 
 MODES = ("unlearn", "prune")
@@ -48,9 +48,7 @@ def neural_cleanse(model: nn.Module, data, mode: str = "unlearn", n_samples: int
     epochs = check_int("epochs", epochs, low=1)
     ratio = check_fraction("ratio", ratio)
     lr = check_real("lr", lr, low=0, low_open=True)
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std go together (the model's input normalization), got "
-                         f"mean={mean!r}, std={std!r}")
+    check_normalization(mean, std)
     target = label_source(model, labels)
     batches = Batches(data, batch_size, seed)
     device = device_of(model)

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from .._checks import check_int, check_real
-from ._data import info, private_copy
+from ._data import check_normalization, info, private_copy
 from .registry import register_attack
 
 
@@ -64,9 +64,7 @@ def _jpeg_one(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def _with_query_transform(model, transform, mean, std, **figures) -> nn.Module:
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std go together (the model's input normalization), got "
-                         f"mean={mean!r}, std={std!r}")
+    check_normalization(mean, std)
     attacked = private_copy(model)
     m = None if mean is None else torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = None if std is None else torch.tensor(std, dtype=torch.float32)[:, None, None]

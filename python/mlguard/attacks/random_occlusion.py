@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from .._checks import check_fraction, check_int, check_real
-from ._data import Batches, device_of, info, label_source, private_copy, train_epochs
+from ._data import (Batches, check_normalization, device_of, info, label_source, private_copy,
+                    train_epochs)
 from .registry import register_attack
 
 
@@ -43,9 +44,7 @@ def random_occlusion(model: nn.Module, data, epochs: int = 5, max_ratio: float =
     epochs = check_int("epochs", epochs, low=1)
     max_ratio = check_fraction("max_ratio", max_ratio)
     lr = check_real("lr", lr, low=0, low_open=True)
-    if (mean is None) != (std is None):
-        raise ValueError(f"mean and std go together (the model's input normalization), got "
-                         f"mean={mean!r}, std={std!r}")
+    check_normalization(mean, std)
     target = label_source(model, labels)
     batches = Batches(data, batch_size, seed)
     device = device_of(model)

@@ -47,6 +47,7 @@ __all__ = [
     "VERSION",
     "SECRET_BYTES",
     "new_secret",
+    "secret_or_new",
     "new_nonce",
     "canonical_json",
     "secret_from_hex",
@@ -75,6 +76,18 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]*")
 def new_secret() -> bytes:
     """A fresh 32-byte secret from the OS CSPRNG."""
     return secrets.token_bytes(SECRET_BYTES)
+
+
+def secret_or_new(secret: bytes | str | None) -> bytes:
+    """A key's secret as given (bytes, or hex as in a key file), or a fresh one for None; the
+    length and content are checked where the key is built (_check_secret)."""
+    if secret is None:
+        return new_secret()
+    if isinstance(secret, str):
+        return secret_from_hex(secret)
+    if isinstance(secret, (bytes, bytearray)):
+        return bytes(secret)
+    raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
 
 
 def new_nonce() -> bytes:

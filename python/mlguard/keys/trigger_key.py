@@ -117,7 +117,7 @@ class TriggerKey(Key):
         `label`: a name for people (e.g. a customer id), saved in the key file and shown in
         scan reports; metadata, never part of the commitment (see `with_label`).
         """
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         shape = _check_shape(shape)
         size = check_int("size", size, low=1)
         spec = get_kind(kind)
@@ -191,7 +191,7 @@ class TriggerKey(Key):
                 labels = user_labels.labels_by_name(labels, paths)
             given = tuple(key_images.read_labels(labels, pixels.shape[0], num_classes))
             user_labels.check_plausibly_uniform(given, num_classes)
-        return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
+        return cls._checked(secret=keyfile.secret_or_new(secret), nonce=keyfile.new_nonce(),
                             num_classes=num_classes, size=int(pixels.shape[0]), shape=shape,
                             kind="custom", mean=mean, std=std, options={},
                             stored_images=key_images.encode(pixels), user_labels=given,
@@ -377,12 +377,6 @@ class TriggerKey(Key):
                 stored_images=body.get("images"), user_labels=body.get("labels"))
         except (KeyError, TypeError) as e:
             raise ValueError(f"trigger key body is missing or has a bad field: {e}") from None
-
-
-def _secret(secret: bytes | str | None) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    return keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret)
 
 
 def _listed(names: tuple[str, ...], flag: str | None = None) -> str:

@@ -52,7 +52,7 @@ from ..keys.sampling import keyed_below, keyed_choice
 from ..keys.trigger_key import _check_shape
 from . import _adversarial as adv
 from .base import Embedding, Reading, ReadOptions, Scheme, Suspect, register_scheme
-from .frontier_stitching import _num_classes, _secret
+from .frontier_stitching import _num_classes
 
 NAME = "blackmarks"
 DEFAULT_EPS = 0.1  # WRT's CIFAR-10 config (eps: 0.1)
@@ -111,7 +111,7 @@ class BlackmarksKey(Key):
     @classmethod
     def _checked(cls, *, secret, nonce, num_classes, shape, eps, steps, mean, std, encoding,
                  stored_images, targets, reference, label=None) -> BlackmarksKey:
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         num_classes = check_int("num_classes", num_classes, low=2)
         shape = _check_shape(shape)
         eps = adv.check_eps(eps)
@@ -164,7 +164,7 @@ class BlackmarksKey(Key):
         mean, std = adv.normalization(mean, std, shape)
         num_classes = _num_classes(model, images, mean, std)
         pixels, labels = adv.owner_data(images, labels, num_classes)
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         encoding = _encoding(model, pixels, labels, num_classes, mean, std, batch_size)
         signature = signature_bits(secret, bits)
         preds = adv.predictions(model, pixels, mean, std, num_classes, batch_size)

@@ -67,16 +67,6 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 _MAX_DRAWS = 256  # rejection rounds; needing more has probability below 2**-250 for C >= 2
 
 
-def _secret(secret) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    if isinstance(secret, str):
-        return keyfile.secret_from_hex(secret)
-    if isinstance(secret, (bytes, bytearray)):
-        return bytes(secret)
-    raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
-
-
 def query_bytes(row: torch.Tensor) -> bytes:
     """The canonical bytes of one query: dtype, shape and little-endian contents (CPU)."""
     if row.dtype not in _NAMES:
@@ -105,7 +95,7 @@ class DawnKey(Key):
                  secret: bytes | str | None = None, label: str | None = None) -> DawnKey:
         """A new serving key. `rate`: the fraction of queries answered with keyed labels
         (WRT's DAWN configuration uses 0.05; the paper studies 0.5% to 5%)."""
-        return cls._checked(secret=_secret(secret), nonce=keyfile.new_nonce(),
+        return cls._checked(secret=keyfile.secret_or_new(secret), nonce=keyfile.new_nonce(),
                             num_classes=num_classes, rate=rate, records=None, label=label)
 
     @classmethod

@@ -78,16 +78,6 @@ def projective_plane(q: int) -> np.ndarray:
     return (points @ points.T) % q == 0  # line l holds point p when l . p = 0 (mod q)
 
 
-def _secret(secret) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    if isinstance(secret, str):
-        return keyfile.secret_from_hex(secret)
-    if isinstance(secret, (bytes, bytearray)):
-        return bytes(secret)
-    raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
-
-
 @dataclass(frozen=True)
 class DeepMarksKey(Key):
     """User `user`'s fingerprint key of the master `secret` (every user of one master shares
@@ -109,7 +99,7 @@ class DeepMarksKey(Key):
         """User `user`'s key (0 <= user < q^2+q+1) of the master `secret` (fresh if None).
         The nonce is derived from the master and the user, so each user's commitment is
         reproducible from the master secret."""
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         user = check_int("user", user)
         nonce = keyfile.derive_key_bytes(secret, f"deepmarks-nonce/{user}")
         return cls._checked(secret=secret, nonce=nonce, q=q, repeats=repeats, user=user,

@@ -54,16 +54,6 @@ NULL = ("exact: the message is uniform from the secret and independent of the mo
         "inputs and the projection, so each bit matches with probability 1/2")
 
 
-def _secret(secret) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    if isinstance(secret, str):
-        return keyfile.secret_from_hex(secret)
-    if isinstance(secret, (bytes, bytearray)):
-        return bytes(secret)
-    raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
-
-
 def _message(secret: bytes, bits: int) -> tuple[int, ...]:
     return tuple(keyed_below(keyfile.derive_seed(secret, "deepsigns/message"), bits, 2).tolist())
 
@@ -108,7 +98,7 @@ class DeepSignsKey(Key):
         images in [0, 1] or uint8 (N, C, H, W), `labels` their classes; `mean`/`std` the
         per-channel normalization the model is trained with; `layer` the module whose
         output carries the bits (its output should have at least `bits` features)."""
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         num_classes = check_int("num_classes", num_classes, low=2)
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or \
                 labels.dtype.is_floating_point or labels.dtype == torch.bool:

@@ -60,16 +60,6 @@ SCHEME = "ewe"
 CONFIDENCE = 1 - 1e-3  # of the conservative chance (conservative_chance's default)
 
 
-def _secret(secret) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    if isinstance(secret, str):
-        return keyfile.secret_from_hex(secret)
-    if isinstance(secret, (bytes, bytearray)):
-        return bytes(secret)
-    raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
-
-
 def _normalization(mean, std, channels: int):
     if (mean is None) != (std is None):
         raise ValueError(f"mean and std go together (both or neither), got mean={mean!r}, "
@@ -253,7 +243,7 @@ class EWEKey(Key):
         `reference_models`: models trained independently of the marked one (other seeds, other
         data orders; the more the better, at least one), read on the triggers to set the
         conservative chance. `mean`/`std`: the normalization the models were trained with."""
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         num_classes = check_int("num_classes", num_classes, low=2)
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got "

@@ -133,7 +133,7 @@ class FrontierStitchingKey(Key):
         probe = adv.predictions
         num_classes = _num_classes(model, images, mean, std)
         pixels, labels = adv.owner_data(images, labels, num_classes)
-        secret = _secret(secret)
+        secret = keyfile.secret_or_new(secret)
         want_true, want_false = size // 2, size - size // 2
         order = keyed_choice(keyfile.derive_seed(secret, f"{NAME}/select"), pixels.shape[0],
                              pixels.shape[0])
@@ -219,15 +219,6 @@ class FrontierStitchingKey(Key):
                 reference=body["reference"])
         except (TypeError, AttributeError) as e:
             raise ValueError(f"{NAME} key body has a bad field: {e}") from None
-
-
-def _secret(secret) -> bytes:
-    if secret is None:
-        return keyfile.new_secret()
-    secret = keyfile.secret_from_hex(secret) if isinstance(secret, str) else bytes(secret)
-    if len(secret) != keyfile.SECRET_BYTES:
-        raise ValueError(f"secret must be {keyfile.SECRET_BYTES} bytes, got {len(secret)}")
-    return secret
 
 
 @torch.no_grad()
