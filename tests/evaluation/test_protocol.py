@@ -125,3 +125,14 @@ def test_a_cell_that_fails_is_journaled_reported_and_left_out_of_the_tables(tmp_
     md = (tmp_path / "o" / "results.md").read_text()
     assert "Failed cells" in md and "no.such.weight" in md
     assert "cell(s) failed" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mlguard.evaluation.protocol.run_protocol", interrupted)
+    code = main(["evaluate", "--config", str(config_file(tmp_path)), "--out",
+                 str(tmp_path / "o")])
+    assert code == 130
+    assert "rerun the same command to finish" in capsys.readouterr().err

@@ -33,7 +33,8 @@ every scheme x attack x seed, the payoff matrix and Pareto plot), resumable afte
 see configs/smoke.toml and docs/guides/evaluation-protocol.md.
 
 exit status: 0 report written, 1 (--config) some cells failed (each listed in results.md,
-left out of the tables), 2 bad arguments or unusable inputs."""
+left out of the tables), 2 bad arguments or unusable inputs, 130 (--config) interrupted
+(rerun to finish)."""
 
 OUT_SUFFIXES = (".md", ".csv", ".json")
 
@@ -194,6 +195,11 @@ def _run_config(args) -> int:
                              progress=print if args.progress is not False else lambda *_: None)
     except (ValueError, TypeError) as e:
         return _usage(str(e))
+    except KeyboardInterrupt:
+        print(f"\nmlguard evaluate: interrupted; every finished cell is in "
+              f"{Path(args.out[0]) / 'cells.jsonl'}: rerun the same command to finish",
+              file=sys.stderr)
+        return 130
     max_loss, alpha = config.protocol["max_accuracy_loss"], config.protocol["alpha"]
     written = write_all(cells, args.out[0], max_loss, alpha)
     for best in tables(cells, max_loss, alpha)["best"]:
