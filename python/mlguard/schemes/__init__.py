@@ -8,6 +8,7 @@ schemes.base on first use.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from .catalog import BUILTIN
 
@@ -27,3 +28,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and the documentation tools read
+    from .base import (SCHEMES, Embedding, Reading, ReadOptions, Scheme, Suspect,
+                       conservative_chance, get_scheme, register_scheme, scheme_names,
+                       scheme_of)
