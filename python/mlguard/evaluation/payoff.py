@@ -64,8 +64,9 @@ def to_markdown(t: dict) -> str:
     pts = t["max_loss"] * 100
     out = [f"Removed = not detected at alpha {t['alpha']:g} with a test-accuracy loss under "
            f"{pts:g} points; seeds removed / seeds run.", "",
-           "**Owner models** (embedding cost = clean accuracy - marked accuracy)", "",
-           "| scheme | seed | clean acc | marked acc | cost (points) | marked read | p | "
+           "**Owner models** (embedding cost = the clean twin's accuracy - the marked model's; "
+           "the twin is fine-tuned as the marked model, without the mark)", "",
+           "| scheme | seed | clean twin acc | marked acc | cost (points) | marked read | p | "
            "clean twin read | twin p |", "|---|---:|---:|---:|---:|---|---:|---|---:|"]
     for c in t["owner"]:
         twin = c["clean_twin"]

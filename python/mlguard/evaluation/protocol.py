@@ -135,17 +135,18 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
         test = Batches(task.test, batch_size=1000, shuffle=False, name="test")
         clean_id = digest(config.data, config.owner, seed)
         base = _clean_model(config, arch, task, seed, folder / "models" / f"clean-{clean_id}.pt")
-        base_acc = accuracy(base, test)
+        twin = _twin(config, arch, task, seed, base, folder / "models" / f"twin-{clean_id}.pt")
+        twin_acc = accuracy(twin, test)
         references = _references(config, arch, task, seed, folder, clean_id)
         for label, entry in config.schemes.items():
             owner_id = digest(clean_id, label, entry)
-            cell = f"{label}|seed={seed}|none|{digest(owner_id, alpha)}"
+            cell = f"{label}|seed={seed}|none|{digest(owner_id, alpha, 'twin')}"
             where = {"scheme": label, "scheme_name": entry["scheme"], "seed": seed}
             try:
                 key, marked = _owner(config, arch, task, seed, label, entry, base, folder,
                                      owner_id, references)
                 record = journal.done(cell) or journal.add(cell, _owner_cell(
-                    marked, base, key, test, base_acc, alpha, where, task, progress))
+                    marked, twin, key, test, twin_acc, alpha, where, task, progress))
             except CELL_ERRORS as e:  # this scheme cannot run here: say so, go on
                 records.append(_failed(journal, cell, where, "none", "", e, progress))
                 continue
@@ -174,15 +175,17 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
 CELL_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError)
 
 
-def _owner_cell(marked, base, key, test, base_acc, alpha, where, task, progress) -> dict:
+def _owner_cell(marked, twin, key, test, twin_acc, alpha, where, task, progress) -> dict:
+    """The marked model and its clean twin (the same fine-tuning without the mark): the
+    embedding cost is their difference in test accuracy."""
     marked_acc = accuracy(marked, test)
-    mark, twin = verify(marked, key, alpha=alpha), verify(base, key, alpha=alpha)
+    mark, clean = verify(marked, key, alpha=alpha), verify(twin, key, alpha=alpha)
     progress(f"seed {where['seed']} {where['scheme']}: marked {marked_acc:.2%} (clean "
-             f"{base_acc:.2%}), {mark.matches}/{mark.total} p={mark.p_value:.2g}; "
-             f"clean twin {twin.matches}/{twin.total}")
+             f"twin {twin_acc:.2%}), {mark.matches}/{mark.total} p={mark.p_value:.2g}; "
+             f"clean twin {clean.matches}/{clean.total}")
     return {**where, "attack": "none", "params": "", "accuracy": marked_acc,
-            "clean_accuracy": base_acc, "embedding_cost": base_acc - marked_acc,
-            **_verdict(mark), "clean_twin": _verdict(twin), "seconds": 0.0,
+            "clean_accuracy": twin_acc, "embedding_cost": twin_acc - marked_acc,
+            **_verdict(mark), "clean_twin": _verdict(clean), "seconds": 0.0,
             "data": task.described}
 
 
@@ -246,7 +249,7 @@ def _train(model: nn.Module, data, epochs: int, lr: float, batch_size: int, seed
 
 
 def _clean_model(config, arch, task, seed, path: Path) -> nn.Module:
-    """The owner's model before any mark (also every scheme's clean twin), cached."""
+    """The owner's model before any mark, which every scheme's embedding starts from; cached."""
     torch.manual_seed(seed)
     model = arch()
     if path.exists():
@@ -256,6 +259,20 @@ def _clean_model(config, arch, task, seed, path: Path) -> nn.Module:
     _train(model, task.owner, owner["epochs"], owner["lr"], owner["batch_size"], seed)
     _save(model, path)
     return model
+
+
+def _twin(config, arch, task, seed, base: nn.Module, path: Path) -> nn.Module:
+    """The clean twin: the clean model fine-tuned as every scheme's embedding is (same
+    epochs, rate and data order) but without a mark; cached."""
+    twin = arch()
+    if path.exists():
+        twin.load_state_dict(torch.load(path, weights_only=True))
+        return twin.eval()
+    twin.load_state_dict(base.state_dict())
+    owner = config.owner
+    _train(twin, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed)
+    _save(twin, path)
+    return twin
 
 
 def _references(config, arch, task, seed, folder: Path, clean_id: str):
