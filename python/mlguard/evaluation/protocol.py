@@ -162,7 +162,8 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
                     except CELL_ERRORS as e:
                         record = _failed(journal, cell, where, run.name, run.label, e, progress)
                     else:
-                        progress(f"seed {seed} {label} {run.name} {run.label}: "
+                        progress(f"seed {seed} {label} {run.name}"
+                                 f"{f' {run.label}' if run.label else ''}: "
                                  f"acc {record['accuracy']:.2%} "
                                  f"{'DETECTED' if record['detected'] else 'not detected'} "
                                  f"p={record['p_value']:.2g} ({record['seconds']:.1f} s)")
