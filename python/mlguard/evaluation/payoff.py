@@ -75,17 +75,17 @@ def to_markdown(t: dict) -> str:
                    f"{c['matches']}/{c['total']} | {c['p_value']:.2g} | "
                    f"{twin['matches']}/{twin['total']} | {twin['p_value']:.2g} |")
     attacks = sorted({a for row in t["payoff"].values() for a in row})
+    schemes = list(t["payoff"])  # attacks down, schemes across: there are many more attacks
     out += ["", "**Payoff matrix** (removed / seeds; median loss in points)", "",
-            "| scheme | " + " | ".join(attacks) + " |",
-            "|---|" + "---|" * len(attacks)]
-    for scheme, row in t["payoff"].items():
+            "| attack | " + " | ".join(schemes) + " |", "|---|" + "---|" * len(schemes)]
+    for a in attacks:
         cells = []
-        for a in attacks:
-            s = row.get(a)
+        for scheme in schemes:
+            s = t["payoff"][scheme].get(a)
             cells.append("" if s is None else
                          f"{'**' if s['removed'] else ''}{s['removed']}/{s['seeds']}"
                          f"{'**' if s['removed'] else ''} ({s['median_loss'] * 100:.1f})")
-        out.append(f"| {scheme} | " + " | ".join(cells) + " |")
+        out.append(f"| {a} | " + " | ".join(cells) + " |")
     out += ["", "**Best attack per scheme**", "", "| scheme | attack | removed share | "
             "median loss (points) |", "|---|---|---:|---:|"]
     for b in t["best"]:
