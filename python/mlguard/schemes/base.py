@@ -34,9 +34,9 @@ from typing import ClassVar
 import torch
 
 class _Registry(dict):
-    """The registered schemes by name, in registration order (the order users see). The
-    first look at it imports the built-in scheme modules (catalog.py), so a module used on
-    its own (`from mlguard.verification import verify`, with `import mlguard` loading nothing
+    """The registered schemes by name, the built-in ones in catalog order (the order users
+    see). The first look at it imports the built-in scheme modules (catalog.py), so a module
+    used on its own (`from mlguard.verification import verify`, with `import mlguard` loading nothing
     up front) finds them all the same."""
 
     _loaded = False
@@ -56,9 +56,19 @@ class _Registry(dict):
         self._load()
         return super().__contains__(name)
 
+    def _names(self) -> list[str]:
+        """The built-in schemes in catalog order, then the others as they registered (the
+        order does not depend on which module a process happened to import first)."""
+        from .catalog import BUILTIN
+
+        builtin = list(BUILTIN)
+        names = list(dict.keys(self))
+        return sorted(names, key=lambda n: (builtin.index(n) if n in builtin else len(builtin),
+                                            names.index(n)))
+
     def __iter__(self):
         self._load()
-        return super().__iter__()
+        return iter(self._names())
 
     def __len__(self) -> int:
         self._load()
@@ -70,15 +80,15 @@ class _Registry(dict):
 
     def keys(self):
         self._load()
-        return super().keys()
+        return self._names()
 
     def values(self):
         self._load()
-        return super().values()
+        return [dict.__getitem__(self, n) for n in self._names()]
 
     def items(self):
         self._load()
-        return super().items()
+        return [(n, dict.__getitem__(self, n)) for n in self._names()]
 
 
 SCHEMES: dict[str, type[Scheme]] = _Registry()
