@@ -269,3 +269,16 @@ def cli_inputs(args) -> dict:
                              f"({e})") from None
     return {"model": model, "images": images[:count], "labels": labels[:count],
             "reference_models": refs, "mean": mean, "std": std}
+
+
+class StoredInputs:
+    """Scheme hooks shared by the schemes whose keys store their input images with the
+    owner's shape and normalization (frontier stitching, blackmarks)."""
+
+    @classmethod
+    def input_normalization(cls, key):
+        return None if key.mean is None else (list(key.mean), list(key.std))
+
+    @classmethod
+    def input_shape(cls, key):
+        return key.shape

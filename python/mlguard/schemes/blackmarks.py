@@ -320,7 +320,7 @@ class BlackmarksEmbedding(Embedding):
 
 
 @register_scheme
-class Blackmarks(Scheme):
+class Blackmarks(adv.StoredInputs, Scheme):
     """BlackMarks (Chen, Rouhani, Koushanfar, arXiv 2019)."""
 
     name = NAME
@@ -376,14 +376,6 @@ class Blackmarks(Scheme):
     def expected_test(cls, body: dict) -> tuple[int, float]:
         key = BlackmarksKey.from_body(body)
         return key.bits, key.chance
-
-    @classmethod
-    def input_normalization(cls, key):
-        return None if key.mean is None else (list(key.mean), list(key.std))
-
-    @classmethod
-    def input_shape(cls, key):
-        return key.shape
 
 
 def _check_key(key) -> None:

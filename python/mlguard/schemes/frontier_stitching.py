@@ -255,7 +255,7 @@ class FrontierStitchingEmbedding(Embedding):
 
 
 @register_scheme
-class FrontierStitching(Scheme):
+class FrontierStitching(adv.StoredInputs, Scheme):
     """Frontier Stitching (Le Merrer et al., Neural Computing and Applications 2020)."""
 
     name = NAME
@@ -315,14 +315,6 @@ class FrontierStitching(Scheme):
     def expected_test(cls, body: dict) -> tuple[int, float]:
         key = FrontierStitchingKey.from_body(body)
         return key.total, key.chance
-
-    @classmethod
-    def input_normalization(cls, key):
-        return None if key.mean is None else (list(key.mean), list(key.std))
-
-    @classmethod
-    def input_shape(cls, key):
-        return key.shape
 
 
 def _check_key(key) -> None:
