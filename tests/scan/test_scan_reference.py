@@ -114,3 +114,17 @@ def test_scan_aligns_each_model_once_per_reference(two_owners, monkeypatch):
          reference={key_a.commitment(): ref_a, key_c.commitment(): ref_a,
                     key_b.commitment(): Reference(model_b)})
     assert len(calls) == 4  # 2 files x 2 references, not x 3 keys
+
+
+def test_journal_keeps_per_key_references_apart(two_owners, tmp_path):
+    (model_a, key_a), (model_b, key_b) = two_owners[0]
+    per_key = {key_a.commitment(): model_a, key_b.commitment(): model_b}
+    journal = tmp_path / "j.db"
+    scan(two_owners[1], [key_a, key_b], device="cpu", progress=False, reference=per_key,
+         journal=journal)
+    again = scan(two_owners[1], [key_a, key_b], device="cpu", progress=False,
+                 reference=per_key, journal=journal)  # resumes: same references
+    assert sum(r["detected"] for r in again) == 2
+    with pytest.raises(ValueError, match="other settings.*reference"):
+        scan(two_owners[1], [key_a, key_b], device="cpu", progress=False, reference=model_a,
+             journal=journal)
