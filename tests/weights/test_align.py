@@ -93,3 +93,67 @@ def test_tensors_of_the_wrong_shape_are_a_clear_error():
     state["7.weight"] = state["7.weight"][:, :100]  # columns no flatten of 32 channels gives
     with pytest.raises(ValueError, match="around layer '3' do not fit the reference's"):
         align(state, Reference(small_cnn()))
+
+
+class TinyResNet(nn.Module):
+    """A stem and two residual blocks on one stream: the stream's space has three producers
+    and five consumers, of which the first pass can use only the stem and the BatchNorms."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "conv1": nn.Conv2d(8, 8, 3, padding=1, bias=False), "bn1": nn.BatchNorm2d(8),
+            "conv2": nn.Conv2d(8, 8, 3, padding=1, bias=False), "bn2": nn.BatchNorm2d(8)})
+            for _ in range(2))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        for b in self.blocks:
+            x = torch.relu(x + b["bn2"](b["conv2"](torch.relu(b["bn1"](b["conv1"](x))))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+EXCLUDED = ["stem.weight", "fc.weight"]  # a key on both: what the first pass matches on
+
+
+def test_iterated_matching_recovers_what_one_pass_cannot():
+    """With the stem and head excluded (a key on them) and untrained BatchNorms (all units
+    alike), the first pass has nothing to tell the stream's units apart; Re-Basin's sweeps match them
+    on the blocks' rows and columns and bring the copy back exactly."""
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    ref = Reference(model)
+    suspect = attacks.permute(model, 3)
+    state, record = align(suspect, ref, exclude=EXCLUDED, max_iterations=0)
+    assert not torch.equal(state["blocks.0.conv1.weight"], ref.state["blocks.0.conv1.weight"])
+    assert record.iterations == 0 and record.to_dict()["units_moved_by_iterations"] == 0
+    state, record = align(suspect, ref, exclude=EXCLUDED, max_iterations=10)
+    assert_recovered(state, ref)
+    assert record.converged and 2 <= record.iterations <= 10
+    assert record.to_dict()["units_moved_by_iterations"] > 0
+    assert record.to_dict()["max_iterations"] == 10
+    assert record.matching_cost < 1e-6
+    _, bounded = align(suspect, ref, exclude=EXCLUDED, max_iterations=1)
+    assert bounded.iterations == 1 and not bounded.converged  # the bound stopped it
+
+
+def test_iterated_matching_never_reads_the_excluded_tensors():
+    """Changing only the excluded tensors' values cannot change what alignment does."""
+    torch.manual_seed(0)
+    ref = Reference(TinyResNet().eval())
+    torch.manual_seed(1)
+    suspect = TinyResNet().eval().state_dict()
+    other = dict(suspect)
+    other["blocks.0.conv2.weight"] = torch.randn_like(suspect["blocks.0.conv2.weight"])
+    a, ra = align(suspect, ref, exclude=["blocks.0.conv2.weight"])
+    b, rb = align(other, ref, exclude=["blocks.0.conv2.weight"])
+    assert ra.spaces == rb.spaces
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "blocks.0.conv2.weight")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_max_iterations_must_be_a_count(bad):
+    with pytest.raises(ValueError, match="max_iterations"):
+        align(small_cnn(), Reference(small_cnn()), max_iterations=bad)

@@ -65,7 +65,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--arch", metavar="MODULE:FACTORY", help="trigger: the network")
     q.add_argument("--arch-kwargs", metavar="JSON")
     q.add_argument("--alpha", type=float, default=1e-6)
-    _reference.add_argument(q)
+    _reference.add_argument(q, per_key=False)
     q.set_defaults(func=_guard(_identify))
 
 

@@ -72,6 +72,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     """Runs a parsed `scan` command; returns the exit status (see EPILOG)."""
     from ..scan import ScanInterrupted, scan, summary_line, write_report
+    from ..scan.pipeline import load_keys
     from ..scan.distributed import from_env
 
     for target in args.out:
@@ -90,11 +91,13 @@ def run(args) -> int:
         return _usage(str(e))
     start = time.perf_counter()
     try:
-        rows = scan(args.paths, args.keys, arch=args.arch, arch_kwargs=kwargs,
+        keys = load_keys(args.keys)
+        reference = _reference.load_per_key(args, kwargs, keys)
+        rows = scan(args.paths, keys, arch=args.arch, arch_kwargs=kwargs,
                     device=args.device, journal=args.journal, alpha=args.alpha,
                     batch_size=args.batch_size, workers=args.workers,
                     trust_torchscript=args.trust_torchscript, progress=args.progress,
-                    memory_cap=args.memory_cap, reference=_reference.load(args, kwargs))
+                    memory_cap=args.memory_cap, reference=reference)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _usage(str(e))
     except KeyboardInterrupt as e:  # ScanInterrupted once the scan has started

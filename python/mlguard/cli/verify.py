@@ -50,7 +50,9 @@ def run(args) -> int:
     if args.arch is None and scheme.needs_module:
         raise ValueError(f"--arch MODULE:FACTORY is required with a {scheme.name} key (a model "
                          "file holds weights, not the network that runs the model)")
-    reference = _reference.load(args, kwargs)
+    reference = _reference.load_per_key(args, kwargs, [key])
+    if isinstance(reference, dict):  # --reference KEYFILE=FILE naming --key's key
+        reference = reference.get(key.commitment())
     if reference is not None and scheme.aligns_to_reference:
         # the suspect is read as a state_dict: a widened copy does not fit --arch's network
         verdict = verify(args.model, key, args.alpha, reference=reference)

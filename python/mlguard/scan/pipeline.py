@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +113,10 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             model + a constant; a model larger than the cap is still checked, alone.
         reference: the owner's reference model (an nn.Module or weights.align.Reference),
             loaded once; weight keys then read each model after aligning it once to it, so
-            permuted, rescaled or widened copies are found (trigger keys ignore it).
+            permuted, rescaled or widened copies are found (trigger keys ignore it). Or a
+            dict {key commitment: reference} for keys of different owners: each key is read
+            against its own reference (keys not in it without one); each model is aligned
+            once per distinct reference, for all the keys that share it.
 
     Returns:
         A ScanResult: a list of rows (dicts, columns in ``mlguard.scan.rows.COLUMNS``)
@@ -150,18 +153,18 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
     by_scheme = _keys_by_scheme(key_list)
     kinds = {scheme: checker_for(scheme) for scheme in by_scheme}
     needs_module = [s for s in by_scheme if getattr(kinds[s], "needs_module", False)]
+    references = _references(reference, key_list)  # each traced and hashed once
     if needs_module and factory is None and not trust_torchscript:
         raise ValueError(f"arch is required for {', '.join(needs_module)} keys: state_dict "
                          "files do not say which network they belong to (pass "
                          "arch='package.module:factory', or --arch on the command line)")
     autocast = device.type == "cuda" if autocast is None else bool(autocast)
     batch_size = batch_size or (1024 if device.type == "cuda" else 64)
-    if reference is not None:
-        from ..weights.align import as_reference
-        reference = as_reference(reference)  # traced and hashed once for the whole scan
-    options = CheckerOptions(factory, batch_size, autocast, reference)
-    checkers = {scheme: kinds[scheme](members, device, options)
-                for scheme, members in by_scheme.items()}
+    groups = _groups_by_reference(by_scheme, kinds, key_list, references)
+    checkers = {label: kinds[scheme](members, device,
+                                     CheckerOptions(factory, batch_size, autocast, ref))
+                for label, (scheme, ref, members) in groups.items()}
+    by_scheme = {label: members for label, (_, _, members) in groups.items()}
     for checker in checkers.values():  # configuration errors stop the scan before it starts
         preflight = getattr(checker, "preflight", None)
         if preflight is not None:
@@ -180,7 +183,7 @@ def scan(models, keys, arch=None, device=None, journal=None, alpha: float = 1e-6
             "arch": arch_name(arch, arch_kwargs), "trust_torchscript": bool(trust_torchscript),
             "precision": "bf16-autocast" if autocast and device.type == "cuda" else "fp32",
             # rows read with and without alignment (or to another reference) never mix
-            "reference": reference.sha256 if reference is not None else None})
+            "reference": _journal_reference(key_list, references)})
     try:
         rows, todo = _plan(files, key_list, journal_db)
         if journal_db is not None and rows and ranks.rank == 0:
@@ -232,6 +235,57 @@ def load_keys(keys) -> list:
             raise ValueError(f"keys: key {commitment[:16]} is given twice")
         seen.add(commitment)
     return out
+
+
+def _references(reference, keys: list) -> list:
+    """One Reference (or None) per key: `reference` for all of them, or a dict by key
+    commitment; the same reference object is prepared once however many keys share it."""
+    if reference is None:
+        return [None] * len(keys)
+    from ..weights.align import as_reference
+    if not isinstance(reference, Mapping):
+        prepared = as_reference(reference)
+        return [prepared] * len(keys)
+    commitments = [k.commitment() for k in keys]
+    for name in reference:
+        if name not in commitments:
+            raise ValueError(f"reference: no key with commitment {str(name)[:16]!r} among the "
+                             "keys (a per-key reference is a dict {key.commitment(): model})")
+    prepared: dict[int, object] = {}
+    for value in reference.values():
+        if id(value) not in prepared:
+            prepared[id(value)] = as_reference(value)
+    return [prepared[id(reference[c])] if c in reference else None for c in commitments]
+
+
+def _groups_by_reference(by_scheme: dict, kinds: dict, keys: list, references: list) -> dict:
+    """label -> (scheme, reference, keys): one checker per scheme, split by reference for
+    schemes that read through one (so each model is aligned once per reference)."""
+    ref_of = {id(k): r for k, r in zip(keys, references)}
+    groups: dict[str, tuple] = {}
+    for scheme, members in by_scheme.items():
+        aligns = getattr(getattr(kinds[scheme], "scheme", None), "aligns_to_reference", False)
+        distinct = {id(ref_of[id(k)]): ref_of[id(k)] for k in members}
+        if len(distinct) == 1:
+            groups[scheme] = (scheme, next(iter(distinct.values())), members)
+            continue
+        if not aligns:  # it ignores references: one checker for all its keys
+            groups[scheme] = (scheme, None, members)
+            continue
+        for ref in distinct.values():
+            label = f"{scheme} (reference {ref.sha256[:12]})" if ref is not None \
+                else f"{scheme} (no reference)"
+            groups[label] = (scheme, ref, [k for k in members if ref_of[id(k)] is ref])
+    return groups
+
+
+def _journal_reference(keys: list, references: list) -> str | None:
+    """The journal's record of the references: one hash for all keys (or None), else
+    commitment:hash pairs, so rows read against other references never mix."""
+    shas = [r.sha256 if r is not None else None for r in references]
+    if len(set(shas)) == 1:
+        return shas[0]
+    return ",".join(f"{k.commitment()[:16]}:{sha}" for k, sha in zip(keys, shas))
 
 
 def _keys_by_scheme(keys: list) -> dict[str, list]:

@@ -8,6 +8,14 @@ to the reference's, space by space from the input (weight matching by linear ass
 Ainsworth et al., "Git Re-Basin", ICLR 2023), undoes positive scaling by comparing the
 matched units' norms, and drops the suspect's units that match none (extra, dummy units).
 
+The pass from the input matches each space on what is already in the reference's order: a
+residual stream is matched from its first producer and its BatchNorms only, since its other
+producers and consumers read or write spaces aligned later. `max_iterations` then runs Git
+Re-Basin's weight matching (Ainsworth et al. 2023, Sec. 3.2, Algorithm 1): coordinate
+descent over the spaces, each re-solved by linear assignment against every producer row and
+consumer column (now all in the reference's order), in random order, until a sweep moves no
+unit or the bound is reached. Units dropped by the first pass stay dropped.
+
 Matching never uses the tensors a key reads (`exclude`): the permutation that makes an
 unrelated model look most like the reference must not be chosen by the watermarked weights
 themselves, or it would copy their bits (benchmarks/bench_align_null.py measures the null).
@@ -29,6 +37,7 @@ from ..verification.verdict import state_dict_sha256
 from .unit_graph import UnitGraph, UnitSpace, scale_units, take_units, unit_graph
 
 _SCALE_TOL = 1e-3  # |log scale| above this counts as a rescaled unit in the record
+MAX_ITERATIONS = 10  # Re-Basin sweeps after the first pass; each costs about one pass
 
 
 class Reference:
@@ -64,6 +73,9 @@ class Alignment:
     reference_sha256: str
     spaces: dict[str, dict] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)  # tensors matching did not look at
+    max_iterations: int = 0  # the bound on Re-Basin sweeps after the first pass
+    iterations: int = 0  # sweeps run (the last one moved nothing when converged)
+    converged: bool = True  # False: the bound stopped the sweeps while units still moved
 
     @property
     def permuted(self) -> int:
@@ -87,20 +99,29 @@ class Alignment:
         return {"reference_sha256": self.reference_sha256, "units_permuted": self.permuted,
                 "units_rescaled": self.rescaled, "units_dropped": self.dropped,
                 "matching_cost": round(self.matching_cost, 6), "excluded": list(self.excluded),
+                "max_iterations": self.max_iterations, "iterations": self.iterations,
+                "converged": self.converged,
+                "units_moved_by_iterations": sum(s.get("moved_by_iterations", 0)
+                                                 for s in self.spaces.values()),
                 "spaces": self.spaces}
 
 
 @torch.no_grad()
 def align(suspect: nn.Module | Mapping | str | os.PathLike, reference,
-          exclude: Iterable[str] = ()) -> tuple[dict[str, torch.Tensor], Alignment]:
+          exclude: Iterable[str] = (), max_iterations: int = MAX_ITERATIONS
+          ) -> tuple[dict[str, torch.Tensor], Alignment]:
     """(the suspect's state_dict in the reference's coordinates, what was done).
 
     `suspect`: a module, a state_dict or a model file (read with weights_only). `reference`:
     a Reference or the reference nn.Module. `exclude`: tensor names matching must not look
-    at (a key's targets). Raises ValueError when the suspect is not the reference's
+    at (a key's targets). `max_iterations`: the bound on Re-Basin sweeps after the first
+    pass (0: the first pass only). Raises ValueError when the suspect is not the reference's
     architecture (a tensor missing, fewer units than the reference, shapes that disagree
     after alignment)."""
     ref = as_reference(reference)
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) \
+            or max_iterations < 0:
+        raise ValueError(f"max_iterations must be an int >= 0, got {max_iterations!r}")
     if isinstance(suspect, (str, os.PathLike)):
         state, _ = read_checkpoint(suspect)
     elif isinstance(suspect, nn.Module):
@@ -116,18 +137,17 @@ def align(suspect: nn.Module | Mapping | str | os.PathLike, reference,
         raise ValueError(f"the suspect has no tensor {missing[0]!r} of the reference "
                          f"({len(missing)} missing): it is not the reference's architecture")
     exclude = sorted(set(exclude))
-    record = Alignment(reference_sha256=ref.sha256, excluded=exclude)
+    record = Alignment(reference_sha256=ref.sha256, excluded=exclude,
+                       max_iterations=max_iterations)
     reads = {c: s.name for s in ref.graph.spaces for c, _ in s.consumers}  # layer -> its input
     done: set[str] = set()
     for space in ref.graph.spaces:
-        try:
+        with _shapes_checked(space):
             record.spaces[space.name] = _align_space(state, ref.state, space, reads, done,
                                                      set(exclude))
-        except (RuntimeError, IndexError) as e:  # shapes that cannot be the reference's
-            raise ValueError(f"the suspect's tensors around layer {space.name!r} do not fit "
-                             f"the reference's architecture ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]})") from None
         done.add(space.name)
+    if len(ref.graph.spaces) > 1:  # one space: the first pass already used everything
+        _iterate(state, ref, record, set(exclude), max_iterations)
     for k, v in ref.state.items():
         if state[k].shape != v.shape:
             raise ValueError(f"after alignment the suspect's {k!r} has shape "
@@ -136,26 +156,58 @@ def align(suspect: nn.Module | Mapping | str | os.PathLike, reference,
     return state, record
 
 
+class _shapes_checked:
+    """Turns the shape errors of a suspect that is not the reference's into a ValueError."""
+
+    def __init__(self, space: UnitSpace):
+        self.space = space
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is not None and issubclass(kind, (RuntimeError, IndexError)):
+            raise ValueError(f"the suspect's tensors around layer {self.space.name!r} do not "
+                             f"fit the reference's architecture ({kind.__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from None
+        return False
+
+
 def _align_space(state, ref_state, space: UnitSpace, reads, done, exclude) -> dict:
     n_ref = space.size
     n_sus = int(state[f"{space.producers[0]}.weight"].shape[0])
     if n_sus < n_ref:
         raise ValueError(f"the suspect's layer {space.producers[0]!r} has {n_sus} units, the "
                          f"reference's {n_ref}: a copy has at least the reference's units")
+    producers = [p for p in space.producers if p not in reads or reads[p] in done]
+    consumers = [(c, k) for c, k in space.consumers if c in space.fixed_by_output]
+    index, scale, matched = _match(state, ref_state, space, producers, consumers, exclude,
+                                   n_sus)
+    take_units(state, space, index)
+    rescaled = int((scale.log().abs() > _SCALE_TOL).sum())
+    if rescaled:
+        scale_units(state, space, 1 / scale)
+    return {"units": n_ref, "suspect_units": n_sus, "dropped": n_sus - n_ref,
+            "permuted": int((index != torch.arange(n_ref)).sum()), "rescaled": rescaled,
+            "matching_cost": round(float(1 - matched.mean()), 6)}
+
+
+def _match(state, ref_state, space: UnitSpace, producers, consumers, exclude, n_sus):
+    """(index, scale, matched similarity): the suspect's unit index[i] is the reference's
+    unit i, scale[i] its size relative to it, from the given producers' rows, the space's
+    BatchNorms and the given consumers' columns (less what `exclude` names)."""
+    n_ref = space.size
     # Unit features: scaled with the unit (out), inversely (back), or not at all (plain).
-    out, back, plain = [], [], []
+    out, plain = [], []
     carries = space.rescale_at
-    for p in space.producers:
-        if reads.get(p) not in done and p in reads:
-            continue  # its input columns are not in the reference's order yet
+    for p in producers:
         rows = [t for t in (f"{p}.weight", f"{p}.bias") if t in ref_state and t not in exclude]
         (out if carries == "producers" else plain).extend(rows)
     for m in space.norms:
         affine = [t for t in (f"{m}.weight", f"{m}.bias") if t in ref_state and t not in exclude]
         (out if carries == "norms" else plain).extend(affine)
         plain.extend(t for t in (f"{m}.running_mean",) if t not in exclude)
-    cols = [(c, k) for c, k in space.consumers
-            if c in space.fixed_by_output and f"{c}.weight" not in exclude]
+    cols = [(c, k) for c, k in consumers if f"{c}.weight" not in exclude]
     pairs = [(_unit_rows(ref_state, out, n_ref), _unit_rows(state, out, n_sus)),
              (_unit_cols(ref_state, cols, n_ref), _unit_cols(state, cols, n_sus)),
              (_unit_rows(ref_state, plain, n_ref), _unit_rows(state, plain, n_sus))]
@@ -170,13 +222,38 @@ def _align_space(state, ref_state, space: UnitSpace, reads, done, exclude) -> di
     scale = torch.ones(n_ref, dtype=torch.float64)
     if carries in ("producers", "norms"):
         scale = _scales(pairs[0], pairs[1], index)
-    take_units(state, space, index)
-    rescaled = int((scale.log().abs() > _SCALE_TOL).sum())
-    if rescaled:
-        scale_units(state, space, 1 / scale)
-    return {"units": n_ref, "suspect_units": n_sus, "dropped": n_sus - n_ref,
-            "permuted": int((index != torch.arange(n_ref)).sum()), "rescaled": rescaled,
-            "matching_cost": round(float(1 - matched.mean()), 6)}
+    return index, scale, matched
+
+
+def _iterate(state, ref: Reference, record: Alignment, exclude, max_iterations: int) -> None:
+    """Re-Basin's coordinate descent (Algorithm 1) on the first pass's result: each space
+    re-matched on all its producers' rows and consumers' columns, the others held fixed, in
+    a random order per sweep (seeded: a verdict is reproducible), until a sweep moves no
+    unit. A move re-estimates the moved units' scales against their new partners."""
+    order = torch.Generator().manual_seed(0)
+    spaces = ref.graph.spaces
+    record.converged = max_iterations == 0
+    for sweep in range(max_iterations):
+        record.iterations = sweep + 1
+        moved_any = False
+        for i in torch.randperm(len(spaces), generator=order).tolist():
+            space = spaces[i]
+            with _shapes_checked(space):
+                index, scale, matched = _match(state, ref.state, space, space.producers,
+                                               space.consumers, exclude, space.size)
+                moved = int((index != torch.arange(space.size)).sum())
+                entry = record.spaces[space.name]
+                entry["matching_cost"] = round(float(1 - matched.mean()), 6)
+                if not moved:
+                    continue
+                moved_any = True
+                take_units(state, space, index)
+                entry["moved_by_iterations"] = entry.get("moved_by_iterations", 0) + moved
+                if (scale.log().abs() > _SCALE_TOL).any():
+                    scale_units(state, space, 1 / scale)
+        if not moved_any:
+            record.converged = True
+            break
 
 
 def _unit_rows(state, names, n) -> torch.Tensor | None:
