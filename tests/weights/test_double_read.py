@@ -48,7 +48,7 @@ def test_rtal_copy_not_permuted_is_detected_with_the_reference(owned):
     two = v.extra["two_reads"]
     assert two["used"] == "plain" and two["plain"]["matches"] == BITS
     assert two["aligned"]["matches"] < BITS  # the aligned read alone misses bits here
-    assert "two reads (plain, aligned), p doubled" in str(v)
+    assert "two reads (plain, aligned), p doubled; used plain 96/96" in str(v)
 
 
 def test_permuted_copy_is_detected_at_twice_the_aligned_p(owned):
@@ -109,3 +109,17 @@ def test_scan_row_p_is_verify_p(owned, tmp_path):
         assert math.isclose(row["log10_p_value"], stats.log10_p(v.log_p_value), rel_tol=1e-12)
     plain_rows = scan(tmp_path, [key], device="cpu", progress=False)
     assert all(r["reads"] == 1 for r in plain_rows)
+
+
+def test_reads_is_checked_and_caps_p_at_one():
+    from mlguard.verification.verdict import make_verdict
+
+    v = make_verdict("weight", 40, 96, 0.5, 1e-6, "ab" * 32, "cd" * 32, "cpu", reads=2)
+    assert v.p_value == 1.0 and "two reads, p doubled" in v.test
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="reads"):
+            make_verdict("weight", 40, 96, 0.5, 1e-6, "ab" * 32, "cd" * 32, "cpu", reads=bad)
+    d = v.to_dict()
+    d["reads"] = "2"
+    with pytest.raises(ValueError, match="reads"):
+        Verdict.from_dict(d)

@@ -157,15 +157,16 @@ class Verdict:
             f"  chance:     {self.chance:g} per trial "
             f"({self.chance * self.total:.4g} of {self.total} expected under H0)",
             f"  p-value:    {p} (log10 p = {stats.log10_p(self.log_p_value):.4f})",
-            *([f"  reads:      {_describe_reads(self.reads)}: the counts are the read with "
-               f"the smallest p"] if self.reads > 1 else []),
+            *([f"  reads:      {_reads_line(self.reads, self.total, self.extra)}"]
+              if self.reads > 1 else []),
             *([f"  key label:  {self.key_label}"] if self.key_label is not None else []),
             f"  key commit: {self.commitment or '-'}",
             f"  weights:    sha256 {self.weights_sha256 or '-'}",
             f"  file:       sha256 {self.file_sha256 or '-'}",
             f"  run on:     {self.device or '-'} with mlguard {self.mlguard_version}",
         ]
-        lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())]
+        lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())
+                  if not (key == "two_reads" and self.reads > 1)]  # on the reads line
         if not self.detected and self.extra.get("permutation_invariant") is False:
             # A weight read in the suspect's own coordinates: a copy whose hidden units were
             # permuted, rescaled or padded reads as noise, so say how to rule that out.
@@ -306,6 +307,27 @@ def _check_reads(reads: Any) -> int:
 def _describe_reads(reads: int) -> str:
     """'two reads, p doubled' / '3 reads, p multiplied by 3'."""
     return "two reads, p doubled" if reads == 2 else f"{reads} reads, p multiplied by {reads}"
+
+
+def _reads_line(reads: int, total: int, extra: dict) -> str:
+    """E.g. 'two reads (plain, aligned), p doubled; used plain 96/96 (p 1.3e-29), aligned
+    51/96 (p 0.31)' from a weight read's extra["two_reads"]; else the generic words."""
+    generic = f"{_describe_reads(reads)}: the counts are the read with the smallest p"
+    two = extra.get("two_reads")
+    if not isinstance(two, dict) or not isinstance(two.get("test"), str):
+        return generic
+    parts = []
+    try:  # a verdict loaded from a file: its extra is data, shown only if well formed
+        for name in sorted((k for k, v in two.items() if isinstance(v, dict)),
+                           key=lambda k: k != two.get("used")):
+            r = two[name]
+            got = (f"{r['matches']}/{total} (p "
+                   f"{stats.format_p(float(r['log10_p_value']) * math.log(10))})"
+                   if "matches" in r else f"failed: {r.get('error')}")
+            parts.append(f"{'used ' if name == two.get('used') else ''}{name} {got}")
+    except (KeyError, TypeError, ValueError):
+        return generic
+    return f"{two['test']}; {', '.join(parts)}"
 
 
 def _describe_chance(chance: float) -> str:
