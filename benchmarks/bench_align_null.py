@@ -7,8 +7,9 @@ accuse innocent models. This trains a watermarked small_cnn reference on Fashion
 fine-tuned copies of one unrelated model), aligns each to the reference and reads the
 owner's key and fresh keys. Reported per read mode (plain / aligned as verify does it,
 matching without the key's targets / aligned matching on everything, for comparison):
-detections at alpha = 1e-6, the smallest p-value, and goodness of fit of the match counts
-against Binomial(T, 1/2) (chi-square over bins with expected count >= 5; for the owner key
+detections at alpha = 1e-6 and the smallest p-value (of the verdict: with a reference, the
+union bound over the plain and aligned reads), and goodness of fit of the match counts (of
+the aligned read alone) against Binomial(T, 1/2) (chi-square over bins with expected count >= 5; for the owner key
 also an exact binomial test of all its bits pooled). Fresh keys are drawn anew for each
 model, so their counts are independent draws; the owner's key is one fixed key, whose
 counts over models trained on the same data are not independent (a fixed projection reads
@@ -149,7 +150,11 @@ def main() -> None:
                     costs.append(verdicts[0].extra["alignment"]["matching_cost"])
             for i, v in enumerate(verdicts):
                 which = "owner" if i == 0 else "fresh"
-                counts[mode][which].append(v.matches)
+                # with a reference verify reads twice and keeps the better count (reads=2):
+                # the goodness of fit is of the aligned read alone, what alignment could bias;
+                # detections and min_p are the verdict's (the doubled p of the better read)
+                two = v.extra.get("two_reads")
+                counts[mode][which].append(two["aligned"]["matches"] if two else v.matches)
                 p_min[mode][which] = min(p_min[mode][which], v.p_value)
                 detections[mode][which] += int(v.p_value < ALPHA)
         print(f"{what}: owner {counts['plain']['owner'][-1]} plain, "

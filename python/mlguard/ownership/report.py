@@ -24,7 +24,7 @@ def _verdict_problems(d: Any, label: str) -> list[str]:
     try:
         v = Verdict.from_dict(d)
         ref = make_verdict(v.scheme, v.matches, v.total, v.chance, v.alpha, v.commitment,
-                           v.weights_sha256, v.device, v.extra, v.file_sha256)
+                           v.weights_sha256, v.device, v.extra, v.file_sha256, reads=v.reads)
     except (TypeError, ValueError) as e:
         return [f"{label}: not a valid verdict ({e})"]
     problems = []

@@ -74,6 +74,7 @@ class Outcome:
     chance: float | None = None
     extra: dict = field(default_factory=dict)
     error: str | None = None
+    reads: int = 1  # reads the p-value is corrected for (Reading.reads)
 
     @classmethod
     def failed(cls, message: str) -> Outcome:
@@ -207,7 +208,8 @@ def _reading_outcome(reading) -> Outcome:
     if not isinstance(reading, Reading):
         raise TypeError(f"read_many must give Readings or Exceptions, got "
                         f"{type(reading).__name__}")
-    return Outcome(reading.matches, reading.total, reading.chance, dict(reading.extra))
+    return Outcome(reading.matches, reading.total, reading.chance, dict(reading.extra),
+                   reads=reading.reads)
 
 
 _SCHEME_CHECKERS: dict[type, type] = {}

@@ -1,6 +1,8 @@
 """Result rows: one per (model file, key), and the scan-wide multiple-testing correction.
 
-A row's p-value is the exact one-sided binomial tail for its own test. A scan runs many
+A row's p-value is the exact one-sided binomial tail for its own test, times ``reads``
+where the count is the best of several reads (a weight key read with a reference is read
+plain and aligned: the union bound, as the verdict's; see Verdict.reads). A scan runs many
 tests, so the decision uses the Bonferroni-adjusted p-value min(1, m * p), where m is the
 number of (model, key) pairs actually tested in the scan (error rows are not tests):
 ``detected`` means adjusted_p_value < alpha, which bounds the chance of even one false
@@ -31,7 +33,7 @@ from .checkers import Outcome
 
 COLUMNS = ("path", "file_sha256", "weights_sha256", "file_size", "key_id", "key_label",
            "key_path", "commitment",
-           "scheme", "matches", "total", "chance", "p_value", "log10_p_value",
+           "scheme", "matches", "total", "chance", "reads", "p_value", "log10_p_value",
            "adjusted_p_value", "log10_adjusted_p_value", "detected", "error", "device", "extra")
 """The columns of a scan row, in the order the CSV output writes them."""
 
@@ -47,8 +49,9 @@ def make_row(path: str, size: int | None, sha256: str | None, commitment: str, s
     if outcome.error is not None:
         row["error"] = outcome.error
         return row
-    log_p = stats.binomial_log_sf(outcome.matches, outcome.total, outcome.chance)
+    log_p = stats.union_log_sf(outcome.matches, outcome.total, outcome.chance, outcome.reads)
     row.update(matches=outcome.matches, total=outcome.total, chance=outcome.chance,
+               reads=outcome.reads,
                p_value=math.exp(log_p), log10_p_value=stats.log10_p(log_p),
                extra=dict(outcome.extra))
     return row
@@ -118,7 +121,7 @@ def row_verdict(row: Mapping, *, alpha: float, tests: int) -> Verdict:
     return make_verdict(row["scheme"], row["matches"], row["total"], row["chance"],
                         alpha / tests, row["commitment"], row["weights_sha256"], row["device"],
                         extra=extra, file_sha256=row["file_sha256"],
-                        key_label=row.get("key_label"))
+                        key_label=row.get("key_label"), reads=row.get("reads") or 1)
 
 
 def summary_line(rows: list[dict], seconds: float) -> str:

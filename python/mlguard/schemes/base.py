@@ -137,12 +137,16 @@ def scheme_of(key) -> type[Scheme]:
 @dataclass
 class Reading:
     """One (model, key) read: ``matches`` of ``total`` trials, each matching with
-    probability at most ``chance`` under H0. ``extra`` is JSON data (journal, reports)."""
+    probability at most ``chance`` under H0. ``extra`` is JSON data (journal, reports).
+    ``reads``: how many reads of the same suspect and key this one was chosen from (the one
+    with the smallest p); its p-value is corrected for them by the union bound,
+    p = min(1, reads * binomial tail), exact-conservative whatever their dependence."""
 
     matches: int
     total: int
     chance: float
     extra: dict = field(default_factory=dict)
+    reads: int = 1
 
     def __post_init__(self):
         if not (isinstance(self.total, int) and self.total >= 1
@@ -152,6 +156,9 @@ class Reading:
         if not (isinstance(self.chance, float) and 0.0 < self.chance < 1.0):
             raise ValueError(f"a reading's chance must be a float in (0, 1), got "
                              f"{self.chance!r}")
+        if not (isinstance(self.reads, int) and not isinstance(self.reads, bool)
+                and self.reads >= 1):
+            raise ValueError(f"a reading's reads must be an int >= 1, got {self.reads!r}")
 
 
 @dataclass

@@ -17,6 +17,7 @@ Key: keys/weight_key.py (WeightKey). Training: weights/watermark.py (WeightWater
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import torch
@@ -110,15 +111,19 @@ class WeightScheme(Scheme):
 
 
 def _read(keys, suspects, options: ReadOptions, prefix: str) -> list[list[Reading | Exception]]:
+    """Each (suspect, key) read plainly; with ``options.reference`` also after alignment,
+    and the Reading is the read with the smaller p, corrected for both (reads=2)."""
     for i, key in enumerate(keys):
         if not isinstance(key, WeightKey):
             raise TypeError(f"keys[{i}] must be a WeightKey, got {type(key).__name__}")
     invariance: list[dict] = []
     states: list = []
+    aligned: list = []
     for suspect in suspects:
         state = suspect.state_dict
         if state is None:
             raise ValueError("weight keys read the suspect's state_dict; none was given")
+        states.append(state)
         record: dict = {"permutation_invariant": False}
         if options.reference is not None:
             from ..weights.align import align  # weights imports verification, which uses us
@@ -131,24 +136,62 @@ def _read(keys, suspects, options: ReadOptions, prefix: str) -> list[list[Readin
                     raise
                 state = ValueError(f"{prefix}alignment to the reference failed: "
                                    f"{type(e).__name__}: {e}"[:300])
-        states.append(state)
+            aligned.append(state)
         invariance.append(record)
     device = suspects[0].device if suspects else torch.device("cpu")
+    plain = _answers(states, keys, device)
+    if options.reference is None:
+        return [[_reading(a, key, invariance[n], prefix) for key, a in zip(keys, row)]
+                for n, row in enumerate(plain)]
+    # A copy whose key layer's units can be matched only on what the attacker re-trained (RTAL
+    # on the next layer) misaligns while its plain read still holds the key: read both ways.
+    both = _answers(aligned, keys, device)
+    return [[aligned[n]] * len(keys) if isinstance(aligned[n], Exception)
+            else [_best_of_two(p, a, key, invariance[n], prefix)
+                  for key, p, a in zip(keys, plain[n], both[n])]
+            for n in range(len(states))]
+
+
+def _answers(states: list, keys, device) -> list[list]:
+    """read_stacked over the states that are not errors (those get their error per key)."""
     good = [n for n, s in enumerate(states) if not isinstance(s, Exception)]
     answers = read_stacked([states[n] for n in good], keys, device)
-    out: list[list[Reading | Exception]] = [[states[n]] * len(keys)
-                                            if isinstance(states[n], Exception) else []
-                                            for n in range(len(states))]
+    out: list[list] = [[s] * len(keys) if isinstance(s, Exception) else [] for s in states]
     for n, row in zip(good, answers):
-        for key, answer in zip(keys, row):
-            if isinstance(answer, Exception):
-                out[n].append(type(answer)(f"{prefix}{answer}"))
-            else:
-                matches, bits = answer
-                out[n].append(Reading(matches, bits, 0.5, {
-                    "bit_error_rate": 1 - matches / bits, "targets": list(key.targets),
-                    "reduce": key.reduce, **invariance[n]}))
+        out[n] = row
     return out
+
+
+def _reading(answer, key: WeightKey, record: dict, prefix: str,
+             reads: int = 1) -> Reading | Exception:
+    if isinstance(answer, Exception):
+        return type(answer)(f"{prefix}{answer}")
+    matches, bits = answer
+    return Reading(matches, bits, 0.5, {"bit_error_rate": 1 - matches / bits,
+                                        "targets": list(key.targets), "reduce": key.reduce,
+                                        **record}, reads=reads)
+
+
+def _best_of_two(plain, aligned, key: WeightKey, record: dict,
+                 prefix: str) -> Reading | Exception:
+    """The read with the smaller p, reads=2: p = min(1, 2 min(p_plain, p_aligned)), an exact
+    union bound whatever the dependence between the two reads (ties: the aligned read). A
+    read that cannot be made (the plain read of a widened copy: other target shapes) is
+    recorded and the other one used, still doubled: the bound holds for the reads planned."""
+    from ..verification import stats  # verification imports the schemes
+
+    answers = {"plain": plain, "aligned": aligned}
+    done = {name: a for name, a in answers.items() if not isinstance(a, Exception)}
+    if not done:
+        return _reading(aligned, key, record, prefix)
+    logs = {name: stats.binomial_log_sf(m, bits, 0.5) for name, (m, bits) in done.items()}
+    used = min(logs, key=lambda name: (logs[name], name != "aligned"))
+    two_reads = {"test": "two reads (plain, aligned), p doubled", "used": used}
+    for name, answer in answers.items():
+        two_reads[name] = {"error": f"{answer}"[:300]} if name not in done else {
+            "matches": answer[0], "p_value": math.exp(logs[name]),
+            "log10_p_value": stats.log10_p(logs[name])}
+    return _reading(done[used], key, {**record, "two_reads": two_reads}, prefix, reads=2)
 
 
 def read_stacked(state_dicts: list, keys: list[WeightKey],

@@ -14,7 +14,7 @@ import numbers
 
 from .._checks import check_int, check_probability
 
-__all__ = ["binomial_log_sf", "binomial_p_value", "log10_p", "format_p"]
+__all__ = ["binomial_log_sf", "union_log_sf", "binomial_p_value", "log10_p", "format_p"]
 
 _LN10 = math.log(10.0)
 
@@ -78,6 +78,15 @@ def binomial_log_sf(k: int, n: int, p: float) -> float:
     result = top + math.log(math.fsum(math.exp(t - top) for t in terms))
     # Rounding can push a sum of probabilities slightly above 1.
     return min(result, 0.0)
+
+
+def union_log_sf(k: int, n: int, p: float, reads: int = 1) -> float:
+    """Natural log of min(1, reads * P(X >= k)), X ~ Binomial(n, p): the union-bound
+    (Bonferroni) p-value of the most significant of `reads` reads of the same suspect and
+    key, valid whatever the dependence between them. ``reads=1`` is ``binomial_log_sf``."""
+    if isinstance(reads, bool) or not isinstance(reads, int) or reads < 1:
+        raise ValueError(f"reads must be an int >= 1, got {reads!r}")
+    return min(0.0, math.log(reads) + binomial_log_sf(k, n, p))
 
 
 def binomial_p_value(k: int, n: int, p: float) -> float:

@@ -9,6 +9,12 @@ and, when the model came from a file, the SHA-256 of the file's bytes.
 ``weights_sha256`` was called ``model_sha256`` before; ``from_dict`` reads either.
 ``key_label`` (the key's human label, e.g. a customer id) is shown, never tested: it is
 not part of the commitment, and ``to_dict`` leaves it out when the key has none.
+
+``reads`` is the number of reads of the same suspect and key the counts were chosen from
+(the one with the smallest p): the p-value is the union bound min(1, reads * binomial
+tail), exact-conservative whatever the dependence between the reads. A weight key read with
+a reference is read twice, plain and aligned (schemes/weight.py). ``to_dict`` leaves it out
+when it is 1, and ``from_dict`` reads a verdict without it as one read.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Verdict:
     file_sha256: str | None = None  # SHA-256 of the model file's bytes, if read from a file
     extra: dict = field(default_factory=dict)  # scheme-specific figures
     key_label: str | None = None  # the key's label (metadata, not evidence), if it has one
+    reads: int = 1  # reads the p-value is corrected for: p = min(1, reads * binomial tail)
 
     @property
     def model_sha256(self) -> str:
@@ -70,6 +77,8 @@ class Verdict:
         d = dataclasses.asdict(self)
         if d["key_label"] is None:  # as verdicts were written before labels existed
             del d["key_label"]
+        if d["reads"] == 1:  # as verdicts were written before the union bound
+            del d["reads"]
         d["log10_p_value"] = stats.log10_p(self.log_p_value)
         try:
             # Round-trip so the result is plain JSON data (tuples -> lists, ...).
@@ -97,7 +106,7 @@ class Verdict:
                                      f"{old}={d[old]!r}, and they differ")
                 d[new] = d.pop(old)
         names = [f.name for f in dataclasses.fields(cls)]
-        optional = ("extra", *_OPTIONAL_STR_FIELDS)
+        optional = ("extra", "reads", *_OPTIONAL_STR_FIELDS)
         unknown = sorted(set(d) - set(names) - set(_DERIVED_KEYS))
         missing = [n for n in names if n not in optional and n not in d]
         if unknown or missing:
@@ -114,6 +123,7 @@ class Verdict:
             kwargs[name] = check_int(name, d[name])
         for name in _FLOAT_FIELDS:
             kwargs[name] = check_real(name, d[name], finite=False)
+        kwargs["reads"] = _check_reads(d.get("reads", 1))
         kwargs["detected"] = _expect("detected", d["detected"], bool)
         kwargs["extra"] = dict(_expect("extra", d.get("extra", {}), dict))
         return cls(**kwargs)
@@ -124,6 +134,7 @@ class Verdict:
         color = "#b00020" if self.detected else "#1b5e20"
         rows = [("test", self.test), ("matches", f"{self.matches}/{self.total}"),
                 ("p-value", stats.format_p(self.log_p_value)), ("alpha", f"{self.alpha:g}"),
+                *([("reads", str(self.reads))] if self.reads > 1 else []),
                 *([("key", self.key_label)] if self.key_label is not None else []),
                 ("key commitment", self.commitment), ("weights sha256", self.weights_sha256),
                 ("file sha256", self.file_sha256 or "-"),
@@ -146,13 +157,16 @@ class Verdict:
             f"  chance:     {self.chance:g} per trial "
             f"({self.chance * self.total:.4g} of {self.total} expected under H0)",
             f"  p-value:    {p} (log10 p = {stats.log10_p(self.log_p_value):.4f})",
+            *([f"  reads:      {_reads_line(self.reads, self.total, self.extra)}"]
+              if self.reads > 1 else []),
             *([f"  key label:  {self.key_label}"] if self.key_label is not None else []),
             f"  key commit: {self.commitment or '-'}",
             f"  weights:    sha256 {self.weights_sha256 or '-'}",
             f"  file:       sha256 {self.file_sha256 or '-'}",
             f"  run on:     {self.device or '-'} with mlguard {self.mlguard_version}",
         ]
-        lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())]
+        lines += [f"  {key}: {value}" for key, value in sorted(self.extra.items())
+                  if not (key == "two_reads" and self.reads > 1)]  # on the reads line
         if not self.detected and self.extra.get("permutation_invariant") is False:
             # A weight read in the suspect's own coordinates: a copy whose hidden units were
             # permuted, rescaled or padded reads as noise, so say how to rule that out.
@@ -174,12 +188,16 @@ def make_verdict(
     extra: dict | None = None,
     file_sha256: str | None = None,
     key_label: str | None = None,
+    reads: int = 1,
 ) -> Verdict:
     """Run the exact one-sided binomial test and package the result.
 
     H0: each of `total` trials matches the key independently with probability
     `chance` (e.g. 1/num_classes for a trigger set).  Detected means
     p < alpha, compared in log space so that tiny p-values stay exact.
+
+    `reads` > 1: the counts are the most significant of that many reads of the same suspect
+    and key; p = min(1, reads * binomial tail) (union bound, valid under any dependence).
     """
     if not isinstance(scheme, str) or not scheme:
         raise ValueError(f"scheme must be a non-empty str, got {scheme!r}")
@@ -200,8 +218,12 @@ def make_verdict(
         _expect("key_label", key_label, str)
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__} {extra!r}")
+    reads = _check_reads(reads)
 
-    log_p = stats.binomial_log_sf(matches, total, chance)
+    log_p = stats.union_log_sf(matches, total, chance, reads)
+    test = f"exact one-sided binomial test, H0: P(match)={_describe_chance(chance)}"
+    if reads > 1:
+        test += f"; {_describe_reads(reads)} (union bound)"
     return Verdict(
         scheme=scheme,
         matches=matches,
@@ -215,10 +237,11 @@ def make_verdict(
         weights_sha256=weights_sha256,
         device=device,
         mlguard_version=__version__,
-        test=f"exact one-sided binomial test, H0: P(match)={_describe_chance(chance)}",
+        test=test,
         file_sha256=file_sha256,
         extra=dict(extra or {}),
         key_label=key_label,
+        reads=reads,
     )
 
 
@@ -272,6 +295,39 @@ def _expect(name: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind):
         raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _check_reads(reads: Any) -> int:
+    if isinstance(reads, bool) or not isinstance(reads, int) or reads < 1:
+        raise ValueError(f"reads must be an int >= 1 (the reads the p-value is corrected "
+                         f"for), got {reads!r}")
+    return reads
+
+
+def _describe_reads(reads: int) -> str:
+    """'two reads, p doubled' / '3 reads, p multiplied by 3'."""
+    return "two reads, p doubled" if reads == 2 else f"{reads} reads, p multiplied by {reads}"
+
+
+def _reads_line(reads: int, total: int, extra: dict) -> str:
+    """E.g. 'two reads (plain, aligned), p doubled; used plain 96/96 (p 1.3e-29), aligned
+    51/96 (p 0.31)' from a weight read's extra["two_reads"]; else the generic words."""
+    generic = f"{_describe_reads(reads)}: the counts are the read with the smallest p"
+    two = extra.get("two_reads")
+    if not isinstance(two, dict) or not isinstance(two.get("test"), str):
+        return generic
+    parts = []
+    try:  # a verdict loaded from a file: its extra is data, shown only if well formed
+        for name in sorted((k for k, v in two.items() if isinstance(v, dict)),
+                           key=lambda k: k != two.get("used")):
+            r = two[name]
+            got = (f"{r['matches']}/{total} (p "
+                   f"{stats.format_p(float(r['log10_p_value']) * math.log(10))})"
+                   if "matches" in r else f"failed: {r.get('error')}")
+            parts.append(f"{'used ' if name == two.get('used') else ''}{name} {got}")
+    except (KeyError, TypeError, ValueError):
+        return generic
+    return f"{two['test']}; {', '.join(parts)}"
 
 
 def _describe_chance(chance: float) -> str:

@@ -81,7 +81,7 @@ def verify(model: torch.nn.Module | str | os.PathLike, key, alpha: float = 1e-6,
 
     The key's scheme (``mlguard.schemes.scheme_of``) reads the model: schemes that need the
     network (trigger-set) get the module, the others (weight) its state_dict, with the names
-    a file of it would give. The Reading's (matches, total, chance) go into make_verdict.
+    a file of it would give. The Reading's (matches, total, chance, reads) go into make_verdict.
 
     `reference` (schemes with aligns_to_reference, e.g. weight keys): the owner's reference
     model (an nn.Module or a mlguard.weights.align.Reference). The suspect is first aligned to
@@ -149,7 +149,8 @@ def _verdict(scheme, key, reading: Reading, alpha: float, weights_sha: str, devi
              file_sha: str | None) -> Verdict:
     return make_verdict(scheme.name, reading.matches, reading.total, reading.chance, alpha,
                         key.commitment(), weights_sha, str(device), extra=reading.extra,
-                        file_sha256=file_sha, key_label=getattr(key, "label", None))
+                        file_sha256=file_sha, key_label=getattr(key, "label", None),
+                        reads=reading.reads)
 
 
 def _suspect_device(module: torch.nn.Module | None, state: Mapping) -> torch.device:
