@@ -96,8 +96,7 @@ def cifar10_path(data: dict) -> str:
     if not path:
         raise ValueError(f"data.name = \"cifar10\" needs the CIFAR-10 (JPEG) archive: set "
                          f"data.path in the config or the {CIFAR10_ENV} environment variable "
-                         "(the Makefile sets it to ../shared/data/cifar10-jpeg.tar.gz when "
-                         "that exists)")
+                         "(the Makefile sets it when it finds the archive beside the checkout)")
     if not Path(path).exists():
         where = "data.path" if data.get("path") else CIFAR10_ENV
         raise ValueError(f"{where} names {path!r}, which does not exist: point it at the "
