@@ -87,7 +87,13 @@ def thief_material(key, model, data, name: str):
         s = torch.tensor(key.std, dtype=torch.float32)[:, None, None]
         images = images * s + m
     from ..attacks._data import fresh_student  # attacks import the schemes, not at load
-    reference = fresh_student(model, None, 0, argument="the overwrite attack's key=")
+    try:
+        reference = fresh_student(model, None, 0, argument="")
+    except ValueError:
+        raise ValueError(f"a {name} attacker key needs a reference model, the stolen model's "
+                         "architecture re-initialized, but some of its parameters have no "
+                         "reset_parameters(): give the overwrite attack a key= made "
+                         "beforehand") from None
     return model, images.clamp(0, 1), y.detach().long().cpu(), [reference.eval()]
 
 
