@@ -43,9 +43,9 @@ def runtimes(pdf: bytes) -> tuple[dict[str, float], float | None]:
     origin = positions[0]
     names = [(y, t) for x, y, t in labels if x < origin and y > tick_y + 5]
     out = {}
-    for x0, y0, x1, y1 in re.findall(
-            rf"\n{NUMBER} {NUMBER} m\n{NUMBER} [\d.]+ l\n[\d.]+ {NUMBER} l\n[\d.]+ [\d.]+ l\nh\n\nf",
-            page):
+    bar = (rf"\n{NUMBER} {NUMBER} m\n{NUMBER} [\d.]+ l\n[\d.]+ {NUMBER} l\n"
+           r"[\d.]+ [\d.]+ l\nh\n\nf")
+    for x0, y0, x1, y1 in re.findall(bar, page):
         x0, y0, x1, y1 = map(float, (x0, y0, x1, y1))
         if abs(x0 - origin) > 0.01 or y1 - y0 > 50:
             continue  # the page or the axes' background, not a bar

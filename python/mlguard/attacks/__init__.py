@@ -5,9 +5,9 @@ Model-side: fine_tune (FTLL, FTAL, RTLL, RTAL), prune, fine_prune, quantize, cas
 weight_noise, distill, overwrite, label_smoothing, label_noise, weight_shifting,
 regularization, adversarial_training, neural_cleanse, neural_laundering, random_occlusion;
 model extraction (retrain, smooth_retrain, knockoff, transfer); the free transforms that keep
-the function exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API): jpeg, blur,
-mean_smoothing, median_smoothing, input_noising, input_quantization, feature_squeezing,
-input_flipping, input_reconstruction.
+the function exactly (permute, rescale, add_dummy_units). Query-side (a model behind an API):
+jpeg, blur, mean_smoothing, median_smoothing, input_noising, input_quantization,
+feature_squeezing, input_flipping, input_reconstruction.
 Attacker data is a DataLoader, a Dataset or an (x, y) pair of tensors as the model takes them.
 Each attack registers itself with @register_attack (registry.py); list_attacks() names them.
 stack(a, b, ...) applies several as one ("rtal:2+distill" on the command line).
