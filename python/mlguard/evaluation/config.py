@@ -4,7 +4,8 @@
     attacks = ["ftal:1", "prune:0.5", "rtal:2+distill:1", {attack = "prune", amount = [0.7, 0.9]}]
 
     [data]                      # the task; the attacker holds a share the owner never trains on
-    name = "fashion-mnist"
+    name = "fashion-mnist"      # or "cifar10": the JPEG archive at path (default: the
+                                # MLGUARD_CIFAR10 environment variable the Makefile sets)
     train_limit = 12000         # optional: the first N training / test images
     test_limit = 2000
     attacker_fraction = 0.333   # WRT's split: a third for the attacker
@@ -45,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SECTIONS = {"data", "owner", "protocol", "schemes", "attacks"}
-DATA_FIELDS = {"name": str, "train_limit": int, "test_limit": int, "attacker_fraction": float}
+DATA_FIELDS = {"name": str, "path": str, "train_limit": int, "test_limit": int,
+               "attacker_fraction": float}
+DATA_NAMES = ("fashion-mnist", "cifar10")
 OWNER_FIELDS = {"arch": str, "arch_kwargs": dict, "epochs": int, "embed_epochs": int,
                 "lr": float, "batch_size": int, "references": int}
 PROTOCOL_FIELDS = {"seeds": list, "alpha": float, "max_accuracy_loss": float}
@@ -87,6 +90,11 @@ def parse_config(raw: dict, source: str = "") -> ProtocolConfig:
                                "batch_size": 128, "references": 4})
     protocol = _section(raw, "protocol", PROTOCOL_FIELDS, required=(),
                         defaults={"seeds": [0], "alpha": 1e-6, "max_accuracy_loss": 0.05})
+    if data["name"] not in DATA_NAMES:
+        raise ValueError(f"data.name must be one of {DATA_NAMES}, got {data['name']!r}")
+    if "path" in data and data["name"] != "cifar10":
+        raise ValueError(f"data.path is where the CIFAR-10 archive is; {data['name']} is "
+                         "found by mlguard.data itself: remove data.path")
     if not 0 < data["attacker_fraction"] < 1:
         raise ValueError(f"data.attacker_fraction must be in (0, 1), got "
                          f"{data['attacker_fraction']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Mapping
@@ -155,16 +156,52 @@ def _give_normalization(run: Run, keys: dict, attacker_data) -> None:
 
 def _give_key(run: Run, keys: dict, attacker_data) -> None:
     if "key" not in run.params:
-        run.params["key"] = attacker_key(keys)
+        run.params["key"] = thief_key(keys)
 
 
-def attacker_key(keys: dict):
+def _first_key(keys: dict):
+    order = {scheme: i for i, scheme in enumerate(SCHEMES.values())}
+    return min(keys.values(), key=lambda k: order[scheme_of(k)])  # min keeps the first tie
+
+
+def _context(hook) -> set[str]:
+    return {"model", "data"} & set(inspect.signature(hook).parameters)
+
+
+def attacker_key(keys: dict, *, model=None, data=None):
     """A fresh key for the thief, made by the scheme of the first key whose scheme comes
     first in registration order (Scheme.attacker_key): abstract triggers like the first
-    trigger key's, else a weight key on the first weight key's targets, ..."""
-    order = {scheme: i for i, scheme in enumerate(SCHEMES.values())}
-    first = min(keys.values(), key=lambda k: order[scheme_of(k)])  # min keeps the first tie
-    return scheme_of(first).attacker_key(first)
+    trigger key's, else a weight key on the first weight key's targets, ... Schemes whose
+    keys come from a model and data (frontier stitching, blackmarks, EWE) get the stolen
+    `model` and the attacker's `data` ((x, y) as the model takes them)."""
+    first = _first_key(keys)
+    hook = scheme_of(first).attacker_key
+    given = {"model": model, "data": data}
+    return hook(first, **{name: given[name] for name in _context(hook)})
+
+
+def thief_key(keys: dict):
+    """What the overwrite attack gets as key=: attacker_key(keys) where the scheme makes
+    one from nothing, else a KeyMaker the attack calls with the model it steals and the
+    attacker's samples."""
+    first = _first_key(keys)
+    if _context(scheme_of(first).attacker_key):
+        return KeyMaker(keys)
+    return attacker_key(keys)
+
+
+class KeyMaker:
+    """The thief's fresh key, made when the overwrite attack calls it with the stolen model
+    and the attacker's (x, y) samples (attacker_key(keys, model=, data=))."""
+
+    def __init__(self, keys: dict):
+        self.keys = dict(keys)
+
+    def __call__(self, *, model, data):
+        return attacker_key(self.keys, model=model, data=data)
+
+    def __str__(self) -> str:
+        return f"a fresh {scheme_of(_first_key(self.keys)).name} key of the thief's"
 
 
 # one provider per need an attack may declare (attacks/registry.py NEEDS)

@@ -32,7 +32,7 @@ from ..files.io import atomic_write
 from ..schemes import get_scheme, scheme_of
 from ..verification import verify
 from .config import ProtocolConfig
-from .evaluate import accuracy, attacker_key
+from .evaluate import accuracy, thief_key
 from .registry import Run, expand, parse_cli
 
 JOURNAL = "cells.jsonl"
@@ -56,17 +56,21 @@ class Task:
 
 def load_task(config: ProtocolConfig, seed: int) -> Task:
     data = config.data
-    if data["name"] != "fashion-mnist":
-        raise ValueError(f"data.name must be 'fashion-mnist' (the data this machine has; "
-                         f"others are not wired in yet), got {data['name']!r}")
-    from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
+    if data["name"] == "cifar10":
+        (x, y), (tx, ty) = _cifar10(data)
+        mean, std, shape = CIFAR10_MEAN, CIFAR10_STD, (3, 32, 32)
+    elif data["name"] == "fashion-mnist":
+        from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
 
-    (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
+        (x, y), (tx, ty) = fashion_mnist("train"), fashion_mnist("test")
+        mean, std, shape = FASHION_MNIST_MEAN, FASHION_MNIST_STD, (1, 28, 28)
+    else:
+        raise ValueError(f"data.name must be 'fashion-mnist' or 'cifar10', got "
+                         f"{data['name']!r}")
     x, y = x[:data.get("train_limit")], y[:data.get("train_limit")]
     tx, ty = tx[:data.get("test_limit")], ty[:data.get("test_limit")]
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     cut = max(1, round(len(x) * data["attacker_fraction"]))
-    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
     def norm(images):
         return (images.float() / 255 - torch.tensor(mean)[:, None, None]) / \
@@ -74,9 +78,44 @@ def load_task(config: ProtocolConfig, seed: int) -> Task:
 
     return Task(owner=(norm(x[order[cut:]]), y[order[cut:]]), owner_images=x[order[cut:]],
                 attacker=(norm(x[order[:cut]]), y[order[:cut]]), test=(norm(tx), ty),
-                num_classes=10, shape=(1, 28, 28), mean=mean, std=std,
-                described=f"fashion-mnist: owner {len(x) - cut}, attacker {cut} "
+                num_classes=10, shape=shape, mean=mean, std=std,
+                described=f"{data['name']}: owner {len(x) - cut}, attacker {cut} "
                           f"(disjoint, seed {seed}), test {len(tx)} images")
+
+
+# CIFAR-10's per-channel training-set mean and std (of the original images)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_ENV = "MLGUARD_CIFAR10"
+
+
+def cifar10_path(data: dict) -> str:
+    """data.path, else $MLGUARD_CIFAR10; ValueError saying how to give it when neither
+    names an existing archive (or folder)."""
+    path = data.get("path") or os.environ.get(CIFAR10_ENV)
+    if not path:
+        raise ValueError(f"data.name = \"cifar10\" needs the CIFAR-10 (JPEG) archive: set "
+                         f"data.path in the config or the {CIFAR10_ENV} environment variable "
+                         "(the Makefile sets it when it finds the archive beside the checkout)")
+    if not Path(path).exists():
+        where = "data.path" if data.get("path") else CIFAR10_ENV
+        raise ValueError(f"{where} names {path!r}, which does not exist: point it at the "
+                         "CIFAR-10 (JPEG) archive cifar10-jpeg.tar.gz or its folder")
+    return path
+
+
+def _cifar10(data: dict):
+    from ..data import cifar10
+
+    path = cifar10_path(data)
+    out = []
+    for split in ("train", "test"):
+        part = cifar10(path, split)
+        # the archive lists the images class by class: one fixed shuffle (the same for
+        # every seed) so that train_limit / test_limit take every class
+        order = torch.randperm(len(part), generator=torch.Generator().manual_seed(0))
+        out.append((part.images[order], part.labels[order]))
+    return out
 
 
 class Journal:
@@ -205,7 +244,7 @@ def _verdict(v) -> dict:
 def _attack_cell(run, marked, key, task, test, marked_acc, alpha, where, label) -> dict:
     supplied = {"data": lambda: {"data": task.attacker},
                 "normalization": lambda: {"mean": task.mean, "std": task.std},
-                "key": lambda: {"key": attacker_key({label: key})}}
+                "key": lambda: {"key": thief_key({label: key})}}
     run = _supplied(run, supplied)
     torch.manual_seed(where["seed"])
     start = time.perf_counter()

@@ -65,6 +65,38 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x.float() - m) / s
 
 
+def thief_material(key, model, data, name: str):
+    """(model, images in [0, 1], labels, reference models) for a thief's fresh key like
+    ``key`` (Scheme.attacker_key): the stolen ``model`` and the attacker's ``data``, an
+    (x, y) pair as the model takes it (normalized with the owner key's mean/std, which are
+    undone here). The thief only embeds this key, its null is never read: one re-initialized
+    copy of the model (independent of the owner's by construction) stands in for the
+    reference models a key must hold."""
+    if model is None or data is None:
+        raise ValueError(f"a {name} attacker key is made from the stolen model and the "
+                         f"attacker's data: give model= and data=(x, y)")
+    model = check_model(model)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data) and data[0].dim() == 4):
+        raise ValueError(f"data must be an (x (N, C, H, W), y (N,)) pair of tensors, got "
+                         f"{type(data).__name__}")
+    x, y = data
+    images = x.detach().float().cpu()
+    if key.mean is not None:
+        m = torch.tensor(key.mean, dtype=torch.float32)[:, None, None]
+        s = torch.tensor(key.std, dtype=torch.float32)[:, None, None]
+        images = images * s + m
+    from ..attacks._data import fresh_student  # attacks import the schemes, not at load
+    try:
+        reference = fresh_student(model, None, 0, argument="")
+    except ValueError:
+        raise ValueError(f"a {name} attacker key needs a reference model, the stolen model's "
+                         "architecture re-initialized, but some of its parameters have no "
+                         "reset_parameters(): give the overwrite attack a key= made "
+                         "beforehand") from None
+    return model, images.clamp(0, 1), y.detach().long().cpu(), [reference.eval()]
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """Pixels rounded to k/255 (what a uint8 key stores)."""
     return (x.clamp(0, 1) * 255.0).round() / 255.0

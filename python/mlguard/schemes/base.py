@@ -311,8 +311,12 @@ class Scheme:
         return f"{cls.nickname(key)} key {key.key_id[:8]}"
 
     @classmethod
-    def attacker_key(cls, key):
-        """A fresh key like ``key`` for a thief's overwrite attack (evaluate)."""
+    def attacker_key(cls, key, *, model=None, data=None):
+        """A fresh key like ``key`` for a thief's overwrite attack (evaluate). Schemes whose
+        keys are made from a model and data (adversarial examples, class clusters, source
+        images) take the stolen ``model`` and the attacker's ``data``, an (x, y) pair of
+        tensors as the model takes them; the others may leave both out of their signature
+        (evaluation.attacker_key passes them only where they are accepted)."""
         raise NotImplementedError(f"scheme {cls.name!r} cannot make an attacker key; give "
                                   "the overwrite attack its key= explicitly")
 

@@ -347,6 +347,17 @@ class Blackmarks(adv.StoredInputs, Scheme):
                                       **adv.cli_inputs(args))
 
     @classmethod
+    def attacker_key(cls, key: BlackmarksKey, *, model=None, data=None) -> BlackmarksKey:
+        """The thief's own signature of as many bits, at the same eps and steps as ``key``,
+        from the stolen ``model``'s class clustering and the attacker's ``data`` (an (x, y)
+        pair as the model takes it; see _adversarial.thief_material)."""
+        _check_key(key)
+        model, images, labels, refs = adv.thief_material(key, model, data, NAME)
+        return BlackmarksKey.generate(model=model, images=images, labels=labels,
+                                      reference_models=refs, bits=key.bits, eps=key.eps,
+                                      steps=key.steps, mean=key.mean, std=key.std)
+
+    @classmethod
     def embedding(cls, key, per_batch: int = 16, lam: float = DEFAULT_LAMBDA,
                   **options) -> Embedding:
         _check_key(key)

@@ -438,17 +438,31 @@ class EWE(Scheme):
                                mean=data.FASHION_MNIST_MEAN, std=data.FASHION_MNIST_STD)
 
     @classmethod
-    def embedding(cls, key: EWEKey, **options) -> EWEEmbedding:
-        """Options: `images`, `labels` (the owner's training data, uint8 or [0, 1] floats,
-        from which source- and target-class images are drawn), `ratio` (ordinary batches per
+    def attacker_key(cls, key: EWEKey, *, model=None, data=None) -> EWEKey:
+        """The thief's own EWE key, as large and patched like ``key``, its source images
+        (and keyed classes) drawn from the attacker's ``data`` (an (x, y) pair as the model
+        takes it; see _adversarial.thief_material)."""
+        from . import _adversarial as adv
+
+        if not isinstance(key, EWEKey):
+            raise TypeError(f"key must be an EWEKey, got {type(key).__name__}")
+        _, images, labels, refs = adv.thief_material(key, model, data, SCHEME)
+        return EWEKey.generate(images, labels, refs, num_classes=key.num_classes,
+                               size=key.size, patch_size=key.patch_size, mean=key.mean,
+                               std=key.std)
+
+    @classmethod
+    def embedding(cls, key: EWEKey, images=None, labels=None, **options) -> EWEEmbedding:
+        """`images`, `labels`: the owner's training data (uint8 or [0, 1] floats) from which
+        source- and target-class images are drawn. Options: `ratio` (ordinary batches per
         watermark batch, 2), `half` (64), `factor` (0.25), `temperature` (0.1), `layers`."""
         if not isinstance(key, EWEKey):
             raise TypeError(f"key must be an EWEKey, got {type(key).__name__}")
-        if "images" not in options or "labels" not in options:
+        if images is None or labels is None:
             raise ValueError("EWE's embedding needs images= and labels= (the owner's training "
                              "data: its source- and target-class images make the watermark "
                              "batches)")
-        return EWEEmbedding(key, **options)
+        return EWEEmbedding(key, images, labels, **options)
 
     @classmethod
     def read(cls, key: EWEKey, suspect: Suspect, options: ReadOptions) -> Reading:

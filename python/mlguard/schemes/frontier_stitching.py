@@ -282,6 +282,18 @@ class FrontierStitching(adv.StoredInputs, Scheme):
                                              **adv.cli_inputs(args))
 
     @classmethod
+    def attacker_key(cls, key: FrontierStitchingKey, *, model=None,
+                     data=None) -> FrontierStitchingKey:
+        """The thief's own frontier key, as large and at the same eps as ``key``: adversaries
+        of the stolen ``model`` crafted from the attacker's ``data`` (an (x, y) pair as the
+        model takes it; see _adversarial.thief_material)."""
+        _check_key(key)
+        model, images, labels, refs = adv.thief_material(key, model, data, NAME)
+        return FrontierStitchingKey.generate(model=model, images=images, labels=labels,
+                                             reference_models=refs, size=key.size,
+                                             eps=key.eps, mean=key.mean, std=key.std)
+
+    @classmethod
     def embedding(cls, key, per_batch: int = 16, **options) -> Embedding:
         _check_key(key)
         if options:
