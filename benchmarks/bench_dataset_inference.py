@@ -49,7 +49,7 @@ def split_sets(zoo: Path, doc: dict) -> dict[str, tuple[torch.Tensor, torch.Tens
             ims = data.cifar10(split["loader"]["args"]["path"], part)
             raw[part] = (ims.images, ims.labels)
     out = {}
-    for name in ("owner", "public"):
+    for name in ("owner", "public", "attacker"):
         lo, hi = split[name]
         if split.get("limit"):
             hi = min(hi, lo + split["limit"])
@@ -95,6 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--arch-path", default="/work/wt/zoo21/benchmarks",
                    help="folder holding the zoo's architecture module (zoo_archs.py)")
     p.add_argument("--victims", nargs="*", default=None, help="only these victims")
+    p.add_argument("--keys-only", action="store_true",
+                   help="make the victims' keys (those not yet made) and stop")
+    p.add_argument("--null-check", action="store_true",
+                   help="also read the victims and independents with a second key whose "
+                        "public half is the attacker split (training-split images no "
+                        "independent saw): private and public exchangeable for them")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -103,7 +109,8 @@ def main(argv=None) -> int:
             sys.path.insert(0, folder)
 
     from mlguard import verify
-    from mlguard.schemes.dataset_inference import DatasetInferenceKey
+    from mlguard.schemes.dataset_inference import NAME, DatasetInferenceKey, logit_margins
+    from mlguard.verification.verdict import make_verdict
 
     doc, which = manifest(args.zoo)
     mean, std = doc["normalization"]["mean"], doc["normalization"]["std"]
@@ -115,8 +122,11 @@ def main(argv=None) -> int:
                and (args.victims is None or m["name"] in args.victims)]
     print(f"{args.zoo} ({which}): {len(models)} models, {len(victims)} victims; K={args.pairs}; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
-    rows, keygen = [], {}
+    keygen, keys = {}, []  # keys: (victim, kind, key, private pool indices, public pool)
     for victim in victims:
+        path = keys_out / f"dataset-inference-{victim['name']}.key"
+        if args.keys_only and path.exists():
+            continue
         model = load(args.zoo, victim)
         secret = hashlib.sha256(f"zoo/{doc['dataset']}/{victim['name']}/dataset-inference"
                                 .encode()).digest()
@@ -129,55 +139,113 @@ def main(argv=None) -> int:
                      "public": f"{doc['dataset']} public split (split.json)"},
             label=f"dataset-inference {victim['name']}")
         seconds = time.perf_counter() - t0
-        path = keys_out / f"dataset-inference-{victim['name']}.key"
         key.save(path, overwrite=True)
         keygen[victim["name"]] = {"seconds": seconds, "owner_matches": key.owner_matches,
                                   "load": os.getloadavg()[0], "bytes": path.stat().st_size}
         print(f"key {path.name}: {seconds:.1f} s, owner model {key.owner_matches}/{key.pairs}, "
               f"{path.stat().st_size / 1e6:.1f} MB", flush=True)
-        for entry in models:
-            suspect = load(args.zoo, entry)
-            v = verify(suspect, key, alpha=args.alpha)
-            mine = entry["name"] == victim["name"] or entry.get("victim") == victim["name"]
-            rows.append({"key": victim["name"], "model": entry["name"], "role": entry["role"],
-                         "attack": entry.get("attack"), "seed": entry.get("seed"),
-                         "own": mine, "matches": v.matches, "total": v.total,
-                         "log10_p": v.log_p_value / math.log(10), "detected": v.detected,
-                         "test_accuracy": entry.get("test_accuracy"),
-                         "stealing_loss": entry.get("stealing_loss")})
-            r = rows[-1]
-            print(f"  {entry['name']:<28} {entry['role']:<11} {'own' if mine else '   '} "
-                  f"{v.matches:>5}/{v.total} log10 p {r['log10_p']:8.2f} "
-                  f"{'DETECTED' if v.detected else '-'}", flush=True)
+        keys.append((victim, "key", key, *pair_indices(secret, sets, "public", args.pairs)))
+        if args.null_check:
+            null_key = DatasetInferenceKey.generate(
+                model=model, private_images=sets["owner"][0], private_labels=sets["owner"][1],
+                public_images=sets["attacker"][0], public_labels=sets["attacker"][1],
+                pairs=args.pairs, mean=mean, std=std, secret=secret,
+                sources={"private": "owner split", "public": "attacker split (null check)"})
+            keys.append((victim, "null", null_key,
+                         *pair_indices(secret, sets, "attacker", args.pairs)))
+    if args.keys_only:
+        return 0
+
+    # Each model's margins on the pools are computed once and every key's pairs read from
+    # them; the first key of each model is also read through mlguard.verify (the product's
+    # path) and must give the same count.
+    rows, null_rows, mismatches = [], [], 0
+    pools = ["owner", "public"] + (["attacker"] if args.null_check else [])
+    for entry in models:
+        suspect = load(args.zoo, entry)
+        margins = {name: logit_margins(suspect, sets[name][0].float() / 255, sets[name][1],
+                                       mean, std, doc["num_classes"]) for name in pools}
+        line = f"  {entry['name']:<28} {entry['role']:<11}"
+        for i, (victim, kind, key, pick_private, public, pick_public) in enumerate(keys):
+            if kind == "null" and entry["role"] not in ("victim", "independent"):
+                continue  # stolen models trained on the attacker split: no null check there
+            matches = int((margins["owner"][pick_private]
+                           > margins[public][pick_public]).sum())
+            if i == 0:
+                mismatches += verify(suspect, key, alpha=args.alpha).matches != matches
+            v = make_verdict(NAME, matches, key.pairs, key.chance, args.alpha, key.commitment())
+            r = row(victim, entry, v)
+            (null_rows if kind == "null" else rows).append(r)
+            line += f" {'n' if kind == 'null' else 'k'}:{matches}{'*' if v.detected else ''}"
+        print(line, flush=True)
+    print(f"verify() and the cached margins disagreed on {mismatches} models", flush=True)
 
     summary = summarize(rows, args.pairs, args.alpha)
+    summary["verify_mismatches"] = mismatches
+    if null_rows:
+        summary["null_check"] = summarize(null_rows, args.pairs, args.alpha)
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps({"keygen": keygen, "rows": rows,
+                                               "null_rows": null_rows,
                                                "summary": summary, "pairs": args.pairs,
                                                "alpha": args.alpha, "manifest": which},
                                               indent=1))
     return 0
 
 
+def pair_indices(secret: bytes, sets: dict, public: str, pairs: int):
+    """(owner pool indices, public pool name, its indices) of a key's pairs: the keyed
+    draws DatasetInferenceKey.generate makes (its module: the same derive_seed purposes)."""
+    from mlguard.keys import keyfile
+    from mlguard.keys.sampling import keyed_choice
+
+    private = keyed_choice(keyfile.derive_seed(secret, "dataset-inference/private"),
+                           sets["owner"][0].shape[0], pairs)
+    other = keyed_choice(keyfile.derive_seed(secret, "dataset-inference/public"),
+                         sets[public][0].shape[0], pairs)
+    return private, public, other
+
+
+def row(victim: dict, entry: dict, v) -> dict:
+    """One read: positive ("own") for every model trained on the owner split or derived
+    from a model that was (all victims share the owner split), negative for independents."""
+    return {"key": victim["name"], "model": entry["name"], "role": entry["role"],
+            "attack": entry.get("attack"), "seed": entry.get("seed"),
+            "own": entry["role"] != "independent",
+            "from_this_victim": entry["name"] == victim["name"]
+            or entry.get("victim") == victim["name"],
+            "arch": entry["arch"], "matches": v.matches, "total": v.total,
+            "log10_p": v.log_p_value / math.log(10), "detected": v.detected,
+            "test_accuracy": entry.get("test_accuracy"),
+            "stealing_loss": entry.get("stealing_loss")}
+
+
 def summarize(rows: list[dict], k: int, alpha: float) -> dict:
-    own = [r for r in rows if r["own"] and r["role"] != "independent"]
+    """Detections per attack (each model read with its own victim's key, every seed), reads
+    of other victims' keys (the same owner data), the independents' false detections and
+    their fit to Binomial(k, 1/2): per key (the reads of one key share its pairs, so they are
+    correlated: the key's draw shifts them together) and pooled."""
     by_attack: dict[str, dict] = {}
-    for r in own:
-        name = r["model"].rsplit("-s", 1)[0] if r["role"] != "victim" else "victim"
+    for r in rows:
+        if not r["own"] or not r["from_this_victim"]:
+            continue
+        name = "victim" if r["role"] == "victim" else r["model"].rsplit("-s", 1)[0]
         cell = by_attack.setdefault(name, {"detected": 0, "models": 0, "per_seed": {}})
         cell["models"] += 1
         cell["detected"] += r["detected"]
         cell["per_seed"][r["key"]] = f"{r['matches']}/{k} (log10 p {r['log10_p']:.1f})"
+    cross = [r for r in rows if r["own"] and not r["from_this_victim"]]
     indep = [r for r in rows if r["role"] == "independent"]
-    others = [r for r in rows if not r["own"] and r["role"] != "independent"]
     out = {"alpha": alpha, "by_attack": by_attack,
+           "other_victims_keys_detected": f"{sum(r['detected'] for r in cross)}/{len(cross)}",
            "independent_false_detections": sum(r["detected"] for r in indep),
-           "independent_reads": len(indep),
-           "other_victims_models_detected": f"{sum(r['detected'] for r in others)}/"
-                                            f"{len(others)}"}
+           "independent_reads": len(indep)}
     if indep:
-        out["independent_fit"] = binomial_fit([r["matches"] for r in indep], k)
+        out["independent_fit_pooled"] = binomial_fit([r["matches"] for r in indep], k)
+        out["independent_fit_per_key"] = {
+            key: binomial_fit([r["matches"] for r in indep if r["key"] == key], k)
+            for key in sorted({r["key"] for r in indep})}
     return out
 
 

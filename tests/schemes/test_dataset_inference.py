@@ -232,3 +232,26 @@ def test_key_new_on_the_command_line(setup, tmp_path, capsys):
 def owner_arch() -> nn.Module:
     """The tests' owner network, for --arch."""
     return mlp(0)
+
+
+def test_scan_and_evidence_with_a_key_file(setup, tmp_path):
+    import safetensors.torch
+
+    from mlguard.ownership import Identity
+
+    key_file = tmp_path / "di.key"
+    setup["key"].save(key_file)
+    suspects = tmp_path / "suspects"
+    suspects.mkdir()
+    for name in ("owner", "neither"):
+        safetensors.torch.save_file(setup[name].state_dict(), suspects / f"{name}.safetensors")
+    rows = mlguard.scan(suspects, [key_file], arch=owner_arch, device="cpu", progress=False)
+    by_file = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
+    assert by_file["owner.safetensors"]["detected"]
+    assert by_file["owner.safetensors"]["scheme"] == "dataset-inference"
+    assert not by_file["neither.safetensors"]["detected"]
+    verdict = mlguard.verify(suspects / "owner.safetensors", setup["key"], arch=owner_arch)
+    doc = mlguard.evidence([verdict], suspects / "owner.safetensors",
+                           opening=reveal(setup["key"]), identity=Identity.generate(),
+                           command="test")
+    assert mlguard.check_evidence(doc, suspects / "owner.safetensors") == []
