@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -101,6 +102,15 @@ def main(argv=None) -> int:
                    help="also read the victims and independents with a second key whose "
                         "public half is the attacker split (training-split images no "
                         "independent saw): private and public exchangeable for them")
+    p.add_argument("--reuse-keys", action="store_true",
+                   help="read the victims' key files already in --keys-out (not with "
+                        "--null-check) instead of making them again")
+    p.add_argument("--check", type=int, default=10,
+                   help="read the first CHECK models also through mlguard.verify (the first "
+                        "key) and count disagreements with the cached margins")
+    p.add_argument("--resume", default=None, metavar="JSON",
+                   help="a previous run's --json: its rows are kept, its models skipped "
+                        "(same keys: use with --reuse-keys)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -108,6 +118,7 @@ def main(argv=None) -> int:
         if folder not in sys.path:
             sys.path.insert(0, folder)
 
+    import mlguard
     from mlguard import verify
     from mlguard.schemes.dataset_inference import NAME, DatasetInferenceKey, logit_margins
     from mlguard.verification.verdict import make_verdict
@@ -127,30 +138,36 @@ def main(argv=None) -> int:
         path = keys_out / f"dataset-inference-{victim['name']}.key"
         if args.keys_only and path.exists():
             continue
-        model = load(args.zoo, victim)
         secret = hashlib.sha256(f"zoo/{doc['dataset']}/{victim['name']}/dataset-inference"
                                 .encode()).digest()
-        t0 = time.perf_counter()
-        key = DatasetInferenceKey.generate(
-            model=model, private_images=sets["owner"][0], private_labels=sets["owner"][1],
-            public_images=sets["public"][0], public_labels=sets["public"][1],
-            pairs=args.pairs, mean=mean, std=std, secret=secret,
-            sources={"private": f"{doc['dataset']} owner split (split.json)",
-                     "public": f"{doc['dataset']} public split (split.json)"},
-            label=f"dataset-inference {victim['name']}")
-        seconds = time.perf_counter() - t0
-        key.save(path, overwrite=True)
-        keygen[victim["name"]] = {"seconds": seconds, "owner_matches": key.owner_matches,
-                                  "load": os.getloadavg()[0], "bytes": path.stat().st_size}
-        print(f"key {path.name}: {seconds:.1f} s, owner model {key.owner_matches}/{key.pairs}, "
-              f"{path.stat().st_size / 1e6:.1f} MB", flush=True)
+        if args.reuse_keys and path.exists():
+            key = mlguard.load_key(path)
+            if key.secret != secret or key.pairs != args.pairs:
+                raise SystemExit(f"{path}: not this benchmark's key (secret or --pairs differ)")
+        else:
+            t0 = time.perf_counter()
+            key = DatasetInferenceKey.generate(
+                model=load(args.zoo, victim), private_images=sets["owner"][0],
+                private_labels=sets["owner"][1], public_images=sets["public"][0],
+                public_labels=sets["public"][1], pairs=args.pairs, mean=mean, std=std,
+                secret=secret,
+                sources={"private": f"{doc['dataset']} owner split (split.json)",
+                         "public": f"{doc['dataset']} public split (split.json)"},
+                label=f"dataset-inference {victim['name']}")
+            seconds = time.perf_counter() - t0
+            key.save(path, overwrite=True)
+            keygen[victim["name"]] = {"seconds": seconds, "owner_matches": key.owner_matches,
+                                      "load": os.getloadavg()[0],
+                                      "bytes": path.stat().st_size}
+            print(f"key {path.name}: {seconds:.1f} s, owner model "
+                  f"{key.owner_matches}/{key.pairs}, {path.stat().st_size / 1e6:.1f} MB",
+                  flush=True)
         keys.append((victim, "key", key, *pair_indices(secret, sets, "public", args.pairs)))
         if args.null_check:
-            null_key = DatasetInferenceKey.generate(
-                model=model, private_images=sets["owner"][0], private_labels=sets["owner"][1],
-                public_images=sets["attacker"][0], public_labels=sets["attacker"][1],
-                pairs=args.pairs, mean=mean, std=std, secret=secret,
-                sources={"private": "owner split", "public": "attacker split (null check)"})
+            # The same keyed draws with the attacker split as the public half: only the pairs
+            # and the test are needed (the key object itself is never saved nor verified).
+            null_key = SimpleNamespace(pairs=args.pairs, chance=0.5,
+                                       commitment=lambda: "0" * 64)
             keys.append((victim, "null", null_key,
                          *pair_indices(secret, sets, "attacker", args.pairs)))
     if args.keys_only:
@@ -159,35 +176,58 @@ def main(argv=None) -> int:
     # Each model's margins on the pools are computed once and every key's pairs read from
     # them; the first key of each model is also read through mlguard.verify (the product's
     # path) and must give the same count.
-    rows, null_rows, mismatches = [], [], 0
-    pools = ["owner", "public"] + (["attacker"] if args.null_check else [])
+    # Only the pool samples some key pairs are computed (their union over the keys).
+    needed: dict[str, torch.Tensor] = {}
+    for _, _, _, pick_private, public, pick_public in keys:
+        for name, idx in (("owner", pick_private), (public, pick_public)):
+            needed[name] = torch.cat([needed.get(name, idx), idx]).unique()
+    rows, null_rows, mismatches, checked = [], [], 0, 0
+    previous = json.loads(Path(args.resume).read_text()) if args.resume else None
+    done = set()
+    if previous:
+        rows, null_rows = previous["rows"], previous["null_rows"]
+        mismatches, checked = previous["summary"]["verify_mismatches"], previous["checked"]
+        done = {r["model"] for r in rows}
     for entry in models:
+        if entry["name"] in done:
+            continue
         suspect = load(args.zoo, entry)
-        margins = {name: logit_margins(suspect, sets[name][0].float() / 255, sets[name][1],
-                                       mean, std, doc["num_classes"]) for name in pools}
+        is_null_model = entry["role"] in ("victim", "independent")
+        margins = {}
+        for name, idx in needed.items():
+            if name == "attacker" and not is_null_model:
+                continue  # stolen models trained on the attacker split: no null check there
+            full = torch.full((sets[name][0].shape[0],), float("nan"), dtype=torch.float64)
+            full[idx] = logit_margins(suspect, sets[name][0][idx].float() / 255,
+                                      sets[name][1][idx], mean, std, doc["num_classes"])
+            margins[name] = full
         line = f"  {entry['name']:<28} {entry['role']:<11}"
         for i, (victim, kind, key, pick_private, public, pick_public) in enumerate(keys):
-            if kind == "null" and entry["role"] not in ("victim", "independent"):
-                continue  # stolen models trained on the attacker split: no null check there
+            if kind == "null" and not is_null_model:
+                continue
             matches = int((margins["owner"][pick_private]
                            > margins[public][pick_public]).sum())
-            if i == 0:
+            if i == 0 and checked < args.check:
+                checked += 1
                 mismatches += verify(suspect, key, alpha=args.alpha).matches != matches
-            v = make_verdict(NAME, matches, key.pairs, key.chance, args.alpha, key.commitment())
+            v = make_verdict(NAME, matches, key.pairs, key.chance, args.alpha, key.commitment(),
+                             "0" * 64, "cpu")  # a count from cached margins: no file hash
             r = row(victim, entry, v)
             (null_rows if kind == "null" else rows).append(r)
             line += f" {'n' if kind == 'null' else 'k'}:{matches}{'*' if v.detected else ''}"
         print(line, flush=True)
-    print(f"verify() and the cached margins disagreed on {mismatches} models", flush=True)
+    print(f"verify() and the cached margins disagreed on {mismatches} of {checked} models",
+          flush=True)
 
     summary = summarize(rows, args.pairs, args.alpha)
     summary["verify_mismatches"] = mismatches
     if null_rows:
         summary["null_check"] = summarize(null_rows, args.pairs, args.alpha)
     print(json.dumps(summary, indent=1))
+    print(markdown(rows, null_rows, args.pairs, args.alpha))
     if args.json:
         Path(args.json).write_text(json.dumps({"keygen": keygen, "rows": rows,
-                                               "null_rows": null_rows,
+                                               "null_rows": null_rows, "checked": checked,
                                                "summary": summary, "pairs": args.pairs,
                                                "alpha": args.alpha, "manifest": which},
                                               indent=1))
@@ -247,6 +287,40 @@ def summarize(rows: list[dict], k: int, alpha: float) -> dict:
             key: binomial_fit([r["matches"] for r in indep if r["key"] == key], k)
             for key in sorted({r["key"] for r in indep})}
     return out
+
+
+def markdown(rows: list[dict], null_rows: list[dict], k: int, alpha: float) -> str:
+    """The RESULTS.md tables: each victim-derived model read with its own victim's key
+    (matches/K, log10 p, detected at alpha), then the independents' reads per key."""
+    seeds = sorted({r["key"] for r in rows})
+    attacks: dict[str, dict] = {}
+    for r in rows:
+        if r["own"] and r["from_this_victim"]:
+            name = "victim" if r["role"] == "victim" else r["model"].rsplit("-s", 1)[0]
+            attacks.setdefault(name, {})[r["key"]] = r
+    out = [f"| model (K = {k}) | " + " | ".join(seeds) + f" | detected at {alpha:g} |",
+           "|---|" + "---:|" * len(seeds) + "---:|"]
+    for name, cells in attacks.items():
+        got = [cells.get(s) for s in seeds]
+        text = [f"{c['matches']} ({c['log10_p']:.1f})" if c else "-" for c in got]
+        hits = sum(c["detected"] for c in got if c)
+        out.append(f"| {name} | " + " | ".join(text) + f" | {hits}/{sum(1 for c in got if c)} |")
+    out += ["", "| independents, key | reads | mean | min | max | false det. | z mean | "
+            "z std | KS p (z vs N(0,1)) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, group in (("test-split public", rows), ("null check (attacker split)",
+                                                         null_rows)):
+        for key in seeds:
+            counts = [r["matches"] for r in group if r["role"] == "independent"
+                      and r["key"] == key]
+            if not counts:
+                continue
+            fit = binomial_fit(counts, k)
+            det = sum(r["detected"] for r in group if r["role"] == "independent"
+                      and r["key"] == key)
+            out.append(f"| {label}, {key} | {len(counts)} | {sum(counts) / len(counts):.1f} | "
+                       f"{min(counts)} | {max(counts)} | {det} | {fit['z_mean']:.2f} | "
+                       f"{fit['z_std']:.2f} | {fit['ks_p']:.2g} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
