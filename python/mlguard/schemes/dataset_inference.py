@@ -411,14 +411,6 @@ class DatasetInference(adv.StoredInputs, Scheme):
         key = DatasetInferenceKey.from_body(body)
         return key.pairs, key.chance
 
-    @classmethod
-    def nickname(cls, key) -> str:
-        return "dataset-inference"
-
-    @classmethod
-    def input_normalization(cls, key):
-        return None if key.mean is None else (list(key.mean), list(key.std))
-
 
 def _check_key(key) -> None:
     if not isinstance(key, DatasetInferenceKey):
