@@ -34,4 +34,8 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
                   "DeepMarks (Chen et al., ICMR 2019): per-user AND anti-collusion codes "
                   "(BIBD) in keyed weight projections; averaged colluders are named "
                   "(white-box)"),
+    "dataset-inference": ("dataset_inference", (),
+                          "Dataset inference (Maini et al., ICLR 2021): the suspect's margin on "
+                          "the owner's private samples against paired public ones; exact null "
+                          "1/2 if the split was random"),
 }
