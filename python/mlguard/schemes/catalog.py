@@ -34,4 +34,8 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
                   "DeepMarks (Chen et al., ICMR 2019): per-user AND anti-collusion codes "
                   "(BIBD) in keyed weight projections; averaged colluders are named "
                   "(white-box)"),
+    "conferrable": ("conferrable", (),
+                    "conferrable adversarial examples (Lukas et al., ICLR 2021): a fingerprint "
+                    "whose adversarial labels transfer to models derived from yours, not to "
+                    "independent ones; null bounded by held-out reference models"),
 }
