@@ -60,7 +60,8 @@ def make_key(victim, arch, owner_x, owner_y, public, mean, std, args) -> tuple:
                                 surrogates=args.surrogates, references=args.references,
                                 calibration=args.calibration, per_model=args.per_model,
                                 epochs=args.epochs, mean=mean, std=std,
-                                seed=keyfile.derive_seed(secret, "conferrable/models"))
+                                seed=keyfile.derive_seed(secret, "conferrable/models"),
+                                surrogate_labels=args.surrogate_labels)
     t1 = time.perf_counter()
     key = ConferrableKey.generate(
         model=victim, images=owner_x, labels=owner_y, surrogate_models=models["surrogates"],
@@ -72,7 +73,7 @@ def make_key(victim, arch, owner_x, owner_y, public, mean, std, args) -> tuple:
                  "total_s": round(t2 - t0, 1), "load_average": os.getloadavg()[0],
                  "options": {k: getattr(args, k) for k in ("size", "eps", "steps",
                              "candidates", "surrogates", "references", "calibration",
-                             "epochs", "per_model")}}
+                             "epochs", "per_model", "surrogate_labels")}}
 
 
 def main() -> None:
@@ -91,6 +92,9 @@ def main() -> None:
     p.add_argument("--calibration", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--per-model", type=int, default=6000)
+    p.add_argument("--surrogate-labels", choices=("hard", "soft"), default="hard")
+    p.add_argument("--key-dir", type=Path, default=None,
+                   help="where keys are read and written (default ZOO/keys)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
@@ -101,7 +105,8 @@ def main() -> None:
     victims = [m for m in models if m["role"] == "victim"
                and (args.victims is None or m["name"] in args.victims)]
     owner_x, owner_y, public = split_tensors(zoo)
-    (zoo / "keys").mkdir(exist_ok=True)
+    key_dir = args.key_dir or zoo / "keys"
+    key_dir.mkdir(exist_ok=True)
     print(f"zoo {zoo} ({which}): {len(models)} models, {len(victims)} victims; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -109,7 +114,7 @@ def main() -> None:
     for v in victims:
         arch = resolve_arch(v["arch"], None)
         victim, _ = load_model_file(zoo / v["file"], v["arch"])
-        path = zoo / "keys" / f"conferrable-{v['name']}.key"
+        path = key_dir / f"conferrable-{v['name']}.key"
         side = path.with_suffix(".json")
         if path.exists() and not args.regenerate:
             key = mlguard.load_key(path)

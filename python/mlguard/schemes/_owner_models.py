@@ -21,7 +21,8 @@ def fit(arch: Callable[[], nn.Module], images: torch.Tensor, labels: torch.Tenso
         epochs: int, seed: int, batch_size: int = 128, lr: float = 1e-3) -> nn.Module:
     """A fresh ``arch()`` (initialized from ``seed``) trained with Adam on ``images`` (uint8
     or [0, 1] floats, normalized with mean/std as the owner's training does) and ``labels``
-    for ``epochs`` epochs in a seeded order; returned in eval mode."""
+    (classes (N,), or probabilities (N, C) as soft targets) for ``epochs`` epochs in a
+    seeded order; returned in eval mode."""
     torch.manual_seed(seed)
     model = arch()
     if not isinstance(model, nn.Module):
@@ -46,12 +47,14 @@ def train_owner_models(model: nn.Module, arch: Callable[[], nn.Module], images: 
                        labels: torch.Tensor, *, public: torch.Tensor | None = None,
                        surrogates: int = 3, references: int = 2, calibration: int = 4,
                        per_model: int = 6000, epochs: int = 3, mean=None, std=None,
-                       seed: int = 0, batch_size: int = 256) -> dict[str, list[nn.Module]]:
+                       seed: int = 0, batch_size: int = 256,
+                       surrogate_labels: str = "hard") -> dict[str, list[nn.Module]]:
     """The three groups of models a conferrable key is made from, each model on its own
     keyed random ``per_model`` images, initialization and order:
 
-    - ``surrogates``: trained on the owner ``model``'s answers (hard labels) to the owner's
-      ``images`` and the unlabeled ``public`` images: what retraining on stolen labels gives;
+    - ``surrogates``: trained on the owner ``model``'s answers to the owner's ``images`` and
+      the unlabeled ``public`` images (``surrogate_labels``: "hard", its top-1, or "soft",
+      its posteriors as targets): what retraining on stolen labels gives;
     - ``references``: trained on ``images`` with their true ``labels``, never seeing the owner
       model: the examples are optimized *not* to transfer to them;
     - ``calibration``: trained like the references, held out of the optimization: their reads
@@ -67,8 +70,11 @@ def train_owner_models(model: nn.Module, arch: Callable[[], nn.Module], images: 
         public, torch.zeros(len(public), dtype=torch.int64), 1)[0]])
     if len(pixels) == 0:
         raise ValueError("images must not be empty: the owner's data trains the models")
-    answers = adv.predictions(model, pool, mean, std, _classes(model, pool[:1], mean, std),
-                              batch_size)
+    if surrogate_labels not in ("hard", "soft"):
+        raise ValueError(f"surrogate_labels must be 'hard' or 'soft', got {surrogate_labels!r}")
+    classes = _classes(model, pool[:1], mean, std)
+    answers = adv.predictions(model, pool, mean, std, classes, batch_size) \
+        if surrogate_labels == "hard" else _posteriors(model, pool, mean, std, batch_size)
     pixels_u8, pool_u8 = _as_u8(pixels), _as_u8(pool)
 
     def group(number: int, count: int, x: torch.Tensor, y: torch.Tensor) -> list[nn.Module]:
@@ -87,6 +93,18 @@ def train_owner_models(model: nn.Module, arch: Callable[[], nn.Module], images: 
 
 def _as_u8(x: torch.Tensor) -> torch.Tensor:
     return (x * 255.0).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def _posteriors(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([torch.softmax(model(adv.normalize(b.to(adv.model_device(model)),
+                                                            mean, std)).float(), 1).cpu()
+                          for b in x.split(batch_size)])
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()
