@@ -55,7 +55,7 @@ def split_tensors(zoo: Path):
 
 def make_key(victim, arch, owner_x, owner_y, public, mean, std, args) -> tuple:
     secret = keyfile.new_secret()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     models = train_owner_models(victim, arch, owner_x, owner_y, public=public,
                                 surrogates=args.surrogates, references=args.references,
                                 calibration=args.calibration, per_model=args.per_model,
@@ -70,7 +70,8 @@ def make_key(victim, arch, owner_x, owner_y, public, mean, std, args) -> tuple:
         mean=mean, std=std, secret=secret)
     t2 = time.perf_counter()
     return key, {"train_s": round(t1 - t0, 1), "attack_s": round(t2 - t1, 1),
-                 "total_s": round(t2 - t0, 1), "load_average": os.getloadavg()[0],
+                 "total_s": round(t2 - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+                 "load_average": os.getloadavg()[0],
                  "options": {k: getattr(args, k) for k in ("size", "eps", "steps",
                              "candidates", "surrogates", "references", "calibration",
                              "epochs", "per_model", "surrogate_labels")}}
@@ -138,6 +139,7 @@ def main() -> None:
             verdict = mlguard.verify(module, key, alpha=ALPHA)
             rows.append({"victim": v["name"], "model": m["name"], "role": m["role"],
                          "attack": m.get("attack", m["role"]), "seed": m.get("seed"),
+                         "arch": m["arch"],
                          "test_accuracy": m.get("test_accuracy"),
                          "stealing_loss": m.get("stealing_loss"), "matches": verdict.matches,
                          "total": verdict.total, "chance": verdict.chance,
@@ -169,8 +171,8 @@ def report(rows: list[dict], gen: dict) -> None:
         print(f"| {a} | {sum(r['detected'] for r in sel)}/{len(sel)} | {seeds} |")
     print("\n**Independent models** (false detections at 1e-6; fit of their counts to "
           "Binomial(K, chance))\n\n| key | models | false detections | mean matches | "
-          "max | K x chance | chi2 / dof | fit p | generation s (train + attack) |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "max | K x chance | chi2 / dof | fit p | variance / binomial variance at their mean "
+          "| generation s (train + attack) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for victim in sorted({r["victim"] for r in rows}):
         sel = [r for r in rows if r["victim"] == victim and r["role"] == "independent"]
         if len(sel) < 2:
@@ -178,10 +180,21 @@ def report(rows: list[dict], gen: dict) -> None:
         counts = [r["matches"] for r in sel]
         fit = binomial_fit(counts, sel[0]["total"], sel[0]["chance"])
         g = gen.get(victim, {})
+        k, rate = sel[0]["total"], fit.mean / sel[0]["total"]
+        dispersion = fit.variance / max(k * rate * (1 - rate), 1e-12)
         print(f"| {victim} | {len(sel)} | {sum(r['detected'] for r in sel)} | "
               f"{fit.mean:.1f} | {max(counts)} | {fit.expected_mean:.1f} | "
-              f"{fit.chi2:.1f} / {fit.dof} | {fit.p_value:.2g} | {g.get('total_s', '?')} "
+              f"{fit.chi2:.1f} / {fit.dof} | {fit.p_value:.2g} | {dispersion:.1f} | "
+              f"{g.get('total_s', '?')} "
               f"({g.get('train_s', '?')} + {g.get('attack_s', '?')}) |")
+
+
+    print("\n**Independent models by architecture** (matches of K, all keys)\n\n"
+          "| arch | reads | mean | max |\n|---|---:|---:|---:|")
+    for arch in sorted({r.get("arch", "?") for r in rows if r["role"] == "independent"}):
+        counts = [r["matches"] for r in rows
+                  if r["role"] == "independent" and r.get("arch", "?") == arch]
+        print(f"| {arch} | {len(counts)} | {sum(counts) / len(counts):.1f} | {max(counts)} |")
 
 
 if __name__ == "__main__":
