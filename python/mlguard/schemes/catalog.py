@@ -38,4 +38,8 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
                           "Dataset inference (Maini et al., ICLR 2021): the suspect's margin on "
                           "the owner's private samples against paired public ones; exact null "
                           "1/2 if the split was random"),
+    "conferrable": ("conferrable", (),
+                    "conferrable adversarial examples (Lukas et al., ICLR 2021): a fingerprint "
+                    "whose adversarial labels transfer to models derived from yours, not to "
+                    "independent ones; null bounded by held-out reference models"),
 }
