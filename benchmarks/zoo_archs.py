@@ -25,6 +25,16 @@ def wide_cnn(num_classes: int = 10) -> nn.Module:
     return _cnn(1, 32, 64, 256, 28, num_classes)
 
 
+def lenet(num_classes: int = 10) -> nn.Module:
+    """LeNet-5's layout (5x5 convolutions, 6/16 channels, average pooling, tanh, 120-84
+    hidden) on 1 x 28 x 28 input."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(84, num_classes))
+
+
 def mlp(num_classes: int = 10) -> nn.Module:
     """A two-hidden-layer perceptron (784-256-128) on 1 x 28 x 28 input: no convolutions."""
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(),
