@@ -115,8 +115,8 @@ def split_tensors(dataset: str, split: dict | None = None, limit: int | None = N
 
 
 def transfer_set(dataset: str, count: int) -> torch.Tensor:
-    """Knockoff's images of another distribution, normalized as the victim's inputs:
-    Fashion-MNIST <- grey 28x28 CIFAR-10 training images; CIFAR-10 <- Fashion-MNIST
+    """Knockoff's images of another distribution, normalized as the victim's inputs, `count`
+    drawn at random (seed 21): Fashion-MNIST <- grey 28x28 CIFAR-10 training images; CIFAR-10 <- Fashion-MNIST
     training images upsampled to 32x32 on three channels."""
     from mlguard import data
     mean, std = normalization(dataset)
@@ -124,13 +124,16 @@ def transfer_set(dataset: str, count: int) -> torch.Tensor:
         if not CIFAR_ARCHIVE.exists():
             raise FileNotFoundError(f"knockoff's transfer set needs CIFAR-10 at {CIFAR_ARCHIVE} "
                                     "(or set MLGUARD_CIFAR10)")
-        rgb = data.cifar10(CIFAR_ARCHIVE, "train").images[:count].float()
+        images = data.cifar10(CIFAR_ARCHIVE, "train").images  # sorted by class: draw
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(21))[:count]
+        rgb = images[pick].float()
         grey = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])[:, None]
         small = F.interpolate(grey, size=(28, 28), mode="bilinear", antialias=True,
                               align_corners=False)
         return normalize(small.round().clamp(0, 255), mean, std)
     x, _ = data.fashion_mnist("train")
-    big = F.interpolate(x[:count].float(), size=(32, 32), mode="bilinear", align_corners=False)
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(21))[:count]
+    big = F.interpolate(x[pick].float(), size=(32, 32), mode="bilinear", align_corners=False)
     return normalize(big.round().clamp(0, 255).repeat(1, 3, 1, 1), mean, std)
 
 
