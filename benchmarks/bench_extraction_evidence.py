@@ -92,6 +92,9 @@ def binomial_fit(readings: list[dict]) -> dict:
     if len(shared) == 1:
         (total, chance), = shared
         f = fit_one(counts, total, chance)
+        if f.dof == 0:
+            return {"test": "chi-square", "bins": 1, "note": "too few readings for a fit",
+                    **base}
         return {"test": f"chi-square vs Binomial({total}, {chance:g})", "bins": len(f.bins),
                 "statistic": f.chi2, "p": f.p_value, **base}
     top = max(r["total"] for r in rs)
@@ -116,14 +119,27 @@ def binomial_fit(readings: list[dict]) -> dict:
             "bins": len(bins_o), "statistic": float(stat), "p": float(p), **base}
 
 
-def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print) -> dict:
+def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print,
+        reuse: dict | None = None) -> dict:
+    """Every key on its victim's models and on every independent one. `reuse`: an earlier
+    run's JSON whose readings (same model, same key file, same alpha) are taken as they are."""
     import mlguard
     zoo = load_zoo(root, partial=partial)
     models = zoo["models"]
-    loaded = []
+    loaded, unreadable = [], {}
     for path in keys:
         victim, kind = key_identity(path)
-        loaded.append((victim, kind, path, mlguard.load_key(path)))
+        try:
+            loaded.append((victim, kind, path, mlguard.load_key(path)))
+        except ValueError as e:  # e.g. a scheme this mlguard does not register
+            unreadable[str(path)] = str(e)
+            log(f"skipped {path}: {e}")
+    done = previous_readings(reuse, alpha)
+
+    def read_cached(entry, path, key):
+        cached = done.get((entry["name"], path.name))
+        return dict(cached) if cached is not None else read(entry["model"], key, alpha)
+
     kinds = list(dict.fromkeys(k for _, k, _, _ in loaded))
     rows, null = [], {k: [] for k in kinds}
     for entry in models:
@@ -131,11 +147,11 @@ def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print) ->
         if entry["role"] == "independent":
             for _victim, kind, path, key in loaded:
                 null[kind].append({"model": entry["name"], "key": path.name,
-                                   **read(entry["model"], key, alpha)})
+                                   **read_cached(entry, path, key)})
         else:
             victim = entry["name"] if entry["role"] == "victim" else entry["victim"]
-            cells = {kind: read(entry["model"], key, alpha)
-                     for v, kind, _p, key in loaded if v == victim}
+            cells = {kind: {"key": p.name, **read_cached(entry, p, key)}
+                     for v, kind, p, key in loaded if v == victim}
             rows.append({"model": entry["name"], "row": row_name(entry),
                          "seed": entry["seed"], "victim": victim,
                          "test_accuracy": entry["test_accuracy"],
@@ -154,8 +170,26 @@ def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print) ->
             "min_log10_p": min((r["log10_p"] for r in ok), default=None),
             "fit": binomial_fit(ok)}
     return {"zoo": str(root), "alpha": alpha, "keys": [str(p) for _, _, p, _ in loaded],
+            "unreadable_keys": unreadable,
             "kinds": kinds, "independents": sum(m["role"] == "independent" for m in models),
             "rows": rows, "null": summary, "null_readings": null}
+
+
+def previous_readings(result: dict | None, alpha: float) -> dict:
+    """{(model, key file name): reading} from an earlier run's JSON at the same alpha."""
+    if not result:
+        return {}
+    if result["alpha"] != alpha:
+        raise ValueError(f"--reuse was run at alpha {result['alpha']}, this run at {alpha}")
+    out = {}
+    for r in result["rows"]:
+        for c in r["keys"].values():
+            out[(r["model"], c["key"])] = {k: v for k, v in c.items() if k != "key"}
+    for rs in result["null_readings"].values():
+        for c in rs:
+            out[(c["model"], c["key"])] = {k: v for k, v in c.items()
+                                           if k not in ("model", "key")}
+    return out
 
 
 def cell(r: dict | None) -> str:
@@ -183,6 +217,9 @@ def to_markdown(result: dict) -> str:
         loss = "" if r["stealing_loss"] is None else f"{100 * r['stealing_loss']:+.2f}"
         out.append(f"| {r['model']} | {r['row']} | {r['seed']} | {100 * r['test_accuracy']:.2f}% | "
                    f"{loss} | " + " | ".join(cell(r["keys"].get(k)) for k in kinds) + " |")
+    if result.get("unreadable_keys"):
+        out += ["", "Keys not read (their scheme is not registered here): "
+                + "; ".join(f"{Path(k).name}" for k in result["unreadable_keys"])]
     out += ["", f"**Null: {result['independents']} independent models** (each read with every "
             "victim's key of the type)", "",
             "| key type | readings | n/a | false detections | max matches | min p | "
@@ -208,6 +245,8 @@ def main(argv=None) -> int:
                    help="key files (default: the victims' keys and <zoo>/keys/*.key)")
     p.add_argument("--alpha", type=float, default=1e-6)
     p.add_argument("--partial", action="store_true", help="read manifest.partial.json")
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="an earlier --json: its readings are kept, only new pairs are read")
     p.add_argument("--md", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -218,8 +257,9 @@ def main(argv=None) -> int:
     manifest = json.loads((root / ("manifest.partial.json" if args.partial
                                    else "manifest.json")).read_text())
     start = time.perf_counter()
+    reuse = json.loads(Path(args.reuse).read_text()) if args.reuse else None
     result = run(root, key_files(root, manifest, args.keys), args.alpha, args.partial,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
+                 log=lambda s: print(s, file=sys.stderr, flush=True), reuse=reuse)
     text = to_markdown(result)
     text += (f"\n\nRead in {time.perf_counter() - start:.0f} s; load average "
              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.")

@@ -382,7 +382,9 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
     header = {"dataset": dataset, "normalization": {"mean": list(mean), "std": list(std)},
               "input_shape": cfg["shape"], "num_classes": 10, "split": "split.json",
               "budget": budget}
-    zoo = Zoo(out, header, log, part="+".join(parts))
+    part = "+".join(parts) + ("" if "owner" not in parts or tuple(seeds) == (0, 1, 2)
+                              else "-s" + "-".join(map(str, seeds)))  # one process per seed
+    zoo = Zoo(out, header, log, part=part)
     sets = split_tensors(dataset, limit=limit)
     if "owner" in parts:
         build_owner_part(zoo, dataset, sets, seeds, budget, cfg, mean, std)

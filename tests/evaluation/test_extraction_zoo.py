@@ -93,6 +93,16 @@ def test_harness_reads_every_key_on_the_victims_models_and_the_null(zoo):
     null = result["null"]["adi"]
     assert null["readings"] == 3 and null["false_detections"] == 0
     assert "chi2=" in harness.to_markdown(result)
+    # --reuse: an earlier run's readings are taken as they are, nothing is read again
+    earlier = json.loads(json.dumps(result))
+    earlier["null_readings"]["adi"][0]["matches"] = 99
+    again = harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-6, False,
+                        log=lambda _s: None, reuse=earlier)
+    assert again["rows"] == result["rows"]
+    assert again["null_readings"]["adi"][0]["matches"] == 99
+    with pytest.raises(ValueError, match="alpha"):
+        harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-3, False,
+                    log=lambda _s: None, reuse=earlier)
 
 
 def test_key_names_give_victim_and_type():
