@@ -120,9 +120,11 @@ def binomial_fit(readings: list[dict]) -> dict:
 
 
 def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print,
-        reuse: dict | None = None) -> dict:
+        reuse: dict | list[dict] | None = None, roles=None, null_victims=None) -> dict:
     """Every key on its victim's models and on every independent one. `reuse`: an earlier
-    run's JSON whose readings (same model, same key file, same alpha) are taken as they are."""
+    run's JSON whose readings (same model, same key file, same alpha) are taken as they are.
+    `roles`: read only models of these roles; `null_victims`: read the independents only
+    with these victims' keys (a costly key type on a busy machine)."""
     import mlguard
     zoo = load_zoo(root, partial=partial)
     models = zoo["models"]
@@ -134,7 +136,9 @@ def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print,
         except ValueError as e:  # e.g. a scheme this mlguard does not register
             unreadable[str(path)] = str(e)
             log(f"skipped {path}: {e}")
-    done = previous_readings(reuse, alpha)
+    done = {}
+    for earlier in reuse if isinstance(reuse, list) else [reuse]:
+        done.update(previous_readings(earlier, alpha))
 
     def read_cached(entry, path, key):
         cached = done.get((entry["name"], path.name))
@@ -144,8 +148,12 @@ def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print,
     rows, null = [], {k: [] for k in kinds}
     for entry in models:
         t = time.perf_counter()
+        if roles is not None and entry["role"] not in roles:
+            continue
         if entry["role"] == "independent":
-            for _victim, kind, path, key in loaded:
+            for victim, kind, path, key in loaded:
+                if null_victims is not None and victim not in null_victims:
+                    continue
                 null[kind].append({"model": entry["name"], "key": path.name,
                                    **read_cached(entry, path, key)})
         else:
@@ -171,7 +179,9 @@ def run(root: Path, keys: list[Path], alpha: float, partial: bool, log=print,
             "fit": binomial_fit(ok)}
     return {"zoo": str(root), "alpha": alpha, "keys": [str(p) for _, _, p, _ in loaded],
             "unreadable_keys": unreadable,
-            "kinds": kinds, "independents": sum(m["role"] == "independent" for m in models),
+            "kinds": kinds, "null_victims": null_victims,
+            "independents": sum(m["role"] == "independent" for m in models
+                                if roles is None or "independent" in roles),
             "rows": rows, "null": summary, "null_readings": null}
 
 
@@ -220,8 +230,10 @@ def to_markdown(result: dict) -> str:
     if result.get("unreadable_keys"):
         out += ["", "Keys not read (their scheme is not registered here): "
                 + "; ".join(f"{Path(k).name}" for k in result["unreadable_keys"])]
-    out += ["", f"**Null: {result['independents']} independent models** (each read with every "
-            "victim's key of the type)", "",
+    readers = ("every victim's key of the type" if not result.get("null_victims")
+               else "the keys of " + ", ".join(result["null_victims"]) + " only")
+    out += ["", f"**Null: {result['independents']} independent models** (each read with "
+            f"{readers})", "",
             "| key type | readings | n/a | false detections | max matches | min p | "
             "goodness of fit |", "|---|---:|---:|---:|---|---:|---|"]
     for kind, s in result["null"].items():
@@ -244,9 +256,14 @@ def main(argv=None) -> int:
     p.add_argument("--keys", nargs="+", default=None,
                    help="key files (default: the victims' keys and <zoo>/keys/*.key)")
     p.add_argument("--alpha", type=float, default=1e-6)
+    p.add_argument("--roles", nargs="+", default=None,
+                   choices=["victim", "stolen", "derived", "independent"],
+                   help="read only these models (default: all)")
+    p.add_argument("--null-victims", nargs="+", default=None, metavar="VICTIM",
+                   help="read the independents only with these victims' keys, e.g. victim-s0")
     p.add_argument("--partial", action="store_true", help="read manifest.partial.json")
-    p.add_argument("--reuse", default=None, metavar="JSON",
-                   help="an earlier --json: its readings are kept, only new pairs are read")
+    p.add_argument("--reuse", nargs="+", default=None, metavar="JSON",
+                   help="earlier --json files: their readings are kept, only new pairs are read")
     p.add_argument("--md", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -257,9 +274,10 @@ def main(argv=None) -> int:
     manifest = json.loads((root / ("manifest.partial.json" if args.partial
                                    else "manifest.json")).read_text())
     start = time.perf_counter()
-    reuse = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    reuse = [json.loads(Path(f).read_text()) for f in args.reuse or []]
     result = run(root, key_files(root, manifest, args.keys), args.alpha, args.partial,
-                 log=lambda s: print(s, file=sys.stderr, flush=True), reuse=reuse)
+                 log=lambda s: print(s, file=sys.stderr, flush=True), reuse=reuse,
+                 roles=args.roles, null_victims=args.null_victims)
     text = to_markdown(result)
     text += (f"\n\nRead in {time.perf_counter() - start:.0f} s; load average "
              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.")

@@ -235,18 +235,23 @@ class Zoo:
         self.kept = {m["name"]: m for m in self.union() if (out / m["file"]).exists()}
 
     def union(self) -> list[dict]:
-        """Every part's entries (and a single-part run's manifest.partial.json), victims
-        first, then stolen and derived, then independents, each group in build order."""
+        """Every part's entries (and a single-part run's manifest.partial.json): victims,
+        then stolen and derived (in build order), then independents by name."""
         seen: dict[str, dict] = {}
         for path in [self.out / "manifest.partial.json",
                      *sorted(self.out.glob("manifest.partial.*.json"))]:
             if path.exists():
                 for m in json.loads(path.read_text())["models"]:
                     seen[m["name"]] = m
-        return sorted(seen.values(), key=lambda m: ROLE_ORDER[m["role"]])
+        return sorted(seen.values(), key=lambda m: (ROLE_ORDER[m["role"]], m["name"]
+                                                    if m["role"] == "independent" else ""))
 
     def has(self, name: str) -> dict | None:
         entry = self.kept.get(name)
+        if entry is None and self.part.startswith("independents"):  # another process's?
+            entry = next((m for m in self.union() if m["name"] == name
+                          and (self.out / m["file"]).exists()), None)
+            return entry  # listed in that process's part, not in this one's
         if entry is not None and entry not in self.models:
             self.models.append(entry)
             self._write()
@@ -366,7 +371,8 @@ BUDGETS = {
 
 def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
               tiny: bool = False, budget: str = "shared-cpu", log=print,
-              parts=("owner", "independents"), finish: bool = True) -> dict | None:
+              parts=("owner", "independents"), finish: bool = True,
+              reverse: bool = False) -> dict | None:
     """Builds the zoo's `parts` ("owner": victims, stolen and derived models;
     "independents") in this process; `finish` writes manifest.json once all are listed."""
     cfg = DATASETS[dataset]
@@ -384,6 +390,8 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
               "budget": budget}
     part = "+".join(parts) + ("" if "owner" not in parts or tuple(seeds) == (0, 1, 2)
                               else "-s" + "-".join(map(str, seeds)))  # one process per seed
+    if reverse:
+        part += "-reversed"
     zoo = Zoo(out, header, log, part=part)
     sets = split_tensors(dataset, limit=limit)
     if "owner" in parts:
@@ -463,7 +471,10 @@ def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std) -> 
 def build_independents(zoo: Zoo, dataset, sets, independents, tiny, mean, std) -> None:
     ev_x, ev_y = sets["eval"][1], sets["eval"][2]
     pool_u8, pool_y = sets["independent"][0], sets["independent"][2]
-    for plan in independent_plan(dataset, independents, len(pool_y), tiny):
+    plans = independent_plan(dataset, independents, len(pool_y), tiny)
+    if zoo.part.endswith("-reversed"):  # a second process from the other end
+        plans = plans[::-1]
+    for plan in plans:
         if zoo.has(plan["name"]):
             continue
         t = time.perf_counter()
@@ -518,6 +529,8 @@ def main(argv=None) -> int:
                    help="attack epochs (see BUDGETS)")
     p.add_argument("--part", choices=["all", "owner", "independents"], default="all",
                    help="build only one part (--parallel runs the independents this way)")
+    p.add_argument("--reverse", action="store_true",
+                   help="with --part independents: from the last one down (a second process)")
     p.add_argument("--parallel", action="store_true",
                    help="build the independents in a second process at the same time")
     p.add_argument("--threads", type=int, default=1)
@@ -531,7 +544,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     common = (args.dataset, out, tuple(args.seeds), args.independents, args.tiny, args.budget)
     if args.part != "all":
-        build_zoo(*common, log, parts=(args.part,), finish=False)
+        build_zoo(*common, log, parts=(args.part,), finish=False, reverse=args.reverse)
         return 0
     # Two processes (victims and stolen models here; independents in a child): twice the
     # share of an oversubscribed CPU, and no shared global RNG between the two halves.
