@@ -92,7 +92,7 @@ def test_harness_reads_every_key_on_the_victims_models_and_the_null(zoo):
     assert rows["stolen-retrain-mlp-s0"]["keys"]["adi"]["total"] == 100
     null = result["null"]["adi"]
     assert null["readings"] == 3 and null["false_detections"] == 0
-    assert "chi2=" in harness.to_markdown(result)
+    assert "too few readings for a fit" in harness.to_markdown(result)  # 3 of them
     # --reuse: an earlier run's readings are taken as they are, nothing is read again
     earlier = json.loads(json.dumps(result))
     earlier["null_readings"]["adi"][0]["matches"] = 99
