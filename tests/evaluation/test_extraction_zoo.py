@@ -1,0 +1,123 @@
+"""A tiny extraction zoo (benchmarks/extraction_zoo.py: 300 images per split, 1 epoch, one
+victim, 3 independents) in the format docs/extraction_zoo.md fixes, and the evidence harness
+(benchmarks/bench_extraction_evidence.py) reading it."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlguard import data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_extraction_evidence as harness  # noqa: E402
+import extraction_zoo  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(not Path(data.FASHION_MNIST_DIR).is_dir(),
+                       reason="needs Debian's dataset-fashion-mnist (make setup installs it)"),
+    pytest.mark.skipif(not extraction_zoo.CIFAR_ARCHIVE.exists(),
+                       reason=f"knockoff's transfer set needs CIFAR-10 at "
+                              f"{extraction_zoo.CIFAR_ARCHIVE} (or MLGUARD_CIFAR10)")]
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    extraction_zoo.build_zoo("fashion-mnist", root, seeds=(0,), independents=3, tiny=True,
+                             log=lambda _s: None)
+    return root
+
+
+def test_manifest_lists_every_role_in_the_documented_format(zoo):
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    assert not list(zoo.glob("*.tmp"))
+    assert manifest["dataset"] == "fashion-mnist" and manifest["num_classes"] == 10
+    assert manifest["input_shape"] == [1, 28, 28]
+    assert manifest["normalization"]["mean"] == list(data.FASHION_MNIST_MEAN)
+    roles = [m["role"] for m in manifest["models"]]
+    assert roles == ["victim"] + ["stolen"] * 7 + ["derived"] + ["independent"] * 3
+    victim = manifest["models"][0]
+    assert victim["keys"] == ["victim-s0.adi.key", "victim-s0.uchida.key"]
+    assert all((zoo / k).exists() for k in victim["keys"])
+    attacks = [m["attack"] for m in manifest["models"] if m["role"] == "stolen"]
+    assert attacks == ["retrain", "retrain", "knockoff", "transfer", "distill", "rtal+distill",
+                       "retrain-xarch"]
+    for m in manifest["models"][1:9]:
+        assert m["victim"] == "victim-s0" and isinstance(m["attack_info"], dict)
+        assert m["stealing_loss"] == pytest.approx(victim["test_accuracy"] - m["test_accuracy"])
+    assert manifest["models"][2]["attack_info"]["labels"] == "soft"
+    split = json.loads((zoo / manifest["split"]).read_text())
+    assert split["owner"] == [0, 20000] and split["attacker"] == [20000, 40000]
+    assert split["independent"] == [40000, 60000] and split["eval"] == [5000, 10000]
+    assert split["loader"]["function"] == "mlguard.data.fashion_mnist"
+
+
+def test_load_zoo_rebuilds_the_saved_models_and_the_split(zoo):
+    from safetensors.torch import load_file
+    loaded = extraction_zoo.load_zoo(zoo)
+    train_x, train_y = data.fashion_mnist("train")
+    x, y = loaded["tensors"]["attacker"]
+    assert torch.equal(y, train_y[20000:20300])
+    assert torch.allclose(x, extraction_zoo.normalize(train_x[20000:20300],
+                                                      data.FASHION_MNIST_MEAN,
+                                                      data.FASHION_MNIST_STD))
+    for entry in loaded["models"]:
+        saved = load_file(zoo / entry["file"])
+        state = entry["model"].state_dict()
+        assert not entry["model"].training
+        assert all(torch.equal(state[k], saved[k]) for k in saved)
+    indep = [m["model"] for m in loaded["models"] if m["role"] == "independent"]
+    assert not torch.equal(indep[0].state_dict()["0.weight"], indep[1].state_dict()["0.weight"])
+
+
+def test_a_rerun_keeps_every_model_already_built(zoo):
+    before = {p.name: p.stat().st_mtime_ns for p in zoo.glob("*.safetensors")}
+    extraction_zoo.build_zoo("fashion-mnist", zoo, seeds=(0,), independents=3, tiny=True,
+                             log=lambda s: pytest.fail(f"retrained: {s}"))
+    assert {p.name: p.stat().st_mtime_ns for p in zoo.glob("*.safetensors")} == before
+
+
+def test_harness_reads_every_key_on_the_victims_models_and_the_null(zoo):
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    result = harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-6, False,
+                         log=lambda _s: None)
+    assert result["kinds"] == ["adi", "uchida"]
+    rows = {r["model"]: r for r in result["rows"]}
+    assert len(rows) == 9 and result["independents"] == 3
+    assert rows["victim-s0"]["keys"]["uchida"]["detected"]  # the weight mark, embedded
+    assert "na" in rows["stolen-retrain-mlp-s0"]["keys"]["uchida"]  # no 7.weight in an MLP
+    assert rows["stolen-retrain-mlp-s0"]["keys"]["adi"]["total"] == 100
+    null = result["null"]["adi"]
+    assert null["readings"] == 3 and null["false_detections"] == 0
+    assert "too few readings for a fit" in harness.to_markdown(result)  # 3 of them
+    # --reuse: an earlier run's readings are taken as they are, nothing is read again
+    earlier = json.loads(json.dumps(result))
+    earlier["null_readings"]["adi"][0]["matches"] = 99
+    again = harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-6, False,
+                        log=lambda _s: None, reuse=earlier)
+    assert again["rows"] == result["rows"]
+    assert again["null_readings"]["adi"][0]["matches"] == 99
+    with pytest.raises(ValueError, match="alpha"):
+        harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-3, False,
+                    log=lambda _s: None, reuse=earlier)
+
+
+def test_key_names_give_victim_and_type():
+    assert harness.key_identity(Path("keys/dataset-inference-victim-s2.key")) == \
+        ("victim-s2", "dataset-inference")
+    assert harness.key_identity(Path("victim-s0.adi.key")) == ("victim-s0", "adi")
+    with pytest.raises(ValueError, match="victim-s<seed>"):
+        harness.key_identity(Path("owner.key"))
+
+
+def test_null_fit_of_mixed_totals_accepts_binomial_counts_and_rejects_others():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    good = [{"matches": int(rng.binomial(n, 0.1)), "total": n, "chance": 0.1}
+            for n in rng.choice([50, 100], size=400)]
+    assert harness.binomial_fit(good)["p"] > 0.01
+    bad = [{**r, "matches": min(r["total"], r["matches"] + 3)} for r in good]
+    assert harness.binomial_fit(bad)["p"] < 1e-6
