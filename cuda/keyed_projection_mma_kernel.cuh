@@ -5,9 +5,9 @@
 //  - q = q2 2^14 + q1 2^7 + q0 with q0, q1 in [0, 127] and q2 = q >> 14 in [-4, 4] (arithmetic
 //    shift of |q| <= 2^16): three int8 slices, exact.
 //  - signs as int8 +1 / -1; one int8 MMA (m16n16k16, int32 accumulation) per slice adds 16
-//    columns: |partial of a slice| <= 127 x 64 over the 64 columns of a half chunk.
-//  - per half chunk the three partials combine into the half's exact sum in int32
-//    (|sum| <= 2^16 x 64 = 2^22; each term |128 x p1| < 2^21, |2^14 x p2| <= 2^22), added to a
+//    columns: |partial of a slice| <= 127 x 128 < 2^14 over the 128 columns of a chunk.
+//  - per chunk the three partials combine into the chunk's exact sum in int32
+//    (|sum| <= 2^16 x 128 = 2^23; each term |2^7 p1| < 2^21, |2^14 p2| <= 2^23), added to a
 //    running int32 total over at most kMmaMaxChunks chunks = 2^13 columns:
 //    |total| <= 2^16 x 2^13 = 2^29 < 2^31. Then one int64 atomic per (model, key, row, item).
 // Integer addition is associative, so the order of MMAs and atomics does not matter.
@@ -17,13 +17,12 @@
 // implement the same API on the CPU. The fragment-to-lane layout is never relied on: the only
 // element-wise use of fragments combines accumulators of one type, which share their layout.
 //
-// Work item = (group of up to 64 models, tile of up to 64 chunks). Per key and slab of 256
+// Work item = (group of up to 32 models, tile of up to 64 chunks). Per key and slab of 256
 // rows, for every chunk of the tile: the block quantizes the models' 128 columns into the
-// three slices in shared memory, each thread draws its row's Philox block, and per half chunk
-// expands 64 sign bits to 64 int8 +-1 in shared memory; each warp then multiplies its
-// (16 rows x 16 models) tiles. Column order inside a 16-column k-block is permuted (the same
-// for signs and q: a dot product does not care) so that 4 sign bytes cost a shift, an AND and
-// an IMAD.
+// three slices in shared memory, each thread draws its row's Philox block and expands its
+// 128 sign bits to 128 int8 +-1 in shared memory; each warp then multiplies its (16 rows x
+// 16 models) tiles. Column order inside a 16-column k-block is permuted (the same for signs
+// and q: a dot product does not care) so that 4 sign bytes cost a shift, an AND and an IMAD.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -46,13 +45,17 @@ namespace {
 constexpr int kMmaBlock = 256;    // threads; while drawing signs, one row of the slab each
 constexpr int kMmaWarps = kMmaBlock / 32;
 constexpr int kMmaTile = 16;      // m = n = k of the int8 MMA
-constexpr int kMmaModels = 64;    // models per work item: 4 tiles of 16
+// Models per work item: 2 tiles of 16, so that a warp keeps 4 (16 x 16) int32 totals (64
+// models, 8 totals: 183 registers or spills at 128; sm_90, nvcc 13.0).
+constexpr int kMmaModels = 32;
+constexpr int kMmaQThreads = kMmaBlock / kMmaModels;  // threads per model while staging q
 constexpr int kMmaSlab = kMmaBlock;  // rows per slab
 constexpr int kMmaKBlocks = static_cast<int>(kProjChunk) / kMmaTile;  // 8 k-blocks per chunk
-constexpr int kMmaHalfBlocks = kMmaKBlocks / 2;  // signs in shared memory: half a chunk
+constexpr int kMmaQuads = kMmaKBlocks * kMmaTile / 4;  // 4-byte words of a model's chunk
 constexpr int kMmaMaxChunks = 64;  // chunks per item: int32 totals over <= 2^13 columns
 constexpr int kMmaPairs = (kMmaSlab / kMmaTile) * (kMmaModels / kMmaTile);  // (row, model) tiles
-constexpr int kMmaPairsPerWarp = kMmaPairs / kMmaWarps;                      // 8
+constexpr int kMmaPairsPerWarp = kMmaPairs / kMmaWarps;                      // 4
+static_assert(kMmaBlock % kMmaModels == 0 && kMmaQuads % kMmaQThreads == 0, "q staging");
 static_assert(kMmaMaxChunks * kProjChunk <= (int64_t{1} << 13), "|int32 total| <= 2^29");
 static_assert(kProjFractionBits == 16, "the three slices hold |q| <= 2^16 (q2 in [-4, 4])");
 
@@ -94,27 +97,36 @@ projection_mma_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int6
 #else
   namespace wmma = nvcuda::wmma;
   using Acc = wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kMmaTile, int>;
-  // signs[kb][row][16]: k-block kb of the half chunk for all 256 rows (A tiles: 256 bytes each,
+  // signs[kb][row][16]: k-block kb of the chunk for all 256 rows (A tiles: 256 bytes each,
   // 32-byte aligned, ldm 16; a warp's 16-byte stores are consecutive: no bank conflicts).
   // qs[slice][kb][model][16]: the slices of the chunk (B tiles, column-major, ldm 16).
   // After a slab's last chunk `signs` stages each warp's int32 totals.
-  __shared__ __align__(32) signed char signs[kMmaHalfBlocks * kMmaSlab * kMmaTile];
+  __shared__ __align__(32) signed char signs[kMmaKBlocks * kMmaSlab * kMmaTile];
   __shared__ __align__(32) signed char qs[3][kMmaKBlocks * kMmaModels * kMmaTile];
   static_assert(kMmaWarps * kMmaTile * kMmaTile * sizeof(int) <= sizeof(signs), "staging");
+  __shared__ int64_t model_shift[kMmaModels];  // the group's shifts (keyed_projection.h)
+  __shared__ double model_factor[kMmaModels];
 
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int qm = static_cast<int>(threadIdx.x) / 4, qc = static_cast<int>(threadIdx.x) % 4;
+  const int qm = static_cast<int>(threadIdx.x) / kMmaQThreads;
+  const int qc = static_cast<int>(threadIdx.x) % kMmaQThreads;
   const int64_t tiles = (chunks + tc - 1) / tc, groups = (N + kMmaModels - 1) / kMmaModels;
   for (int64_t item = blockIdx.x; item < groups * tiles; item += gridDim.x) {
     const int64_t n0 = (item / tiles) * kMmaModels, c0 = (item % tiles) * tc;
     const int models = N - n0 < kMmaModels ? static_cast<int>(N - n0) : kMmaModels;
     const int mtiles = (models + kMmaTile - 1) / kMmaTile;
     const int64_t cend = c0 + tc < chunks ? c0 + tc : chunks;
-    // While staging q, thread (qm, qc) quantizes model n0 + qm: bytes 4 qc .. 4 qc + 3 of
-    // every k-block. A model with NaN or inf (the caller raises) or past N adds 0.
-    const int64_t shift = qm < models ? shifts[n0 + qm] : kProjNonFinite;
-    const double factor = shift != kProjNonFinite ? projection_factor(shift) : 0.0;
-    const scalar_t* wm = w + (n0 + qm) * M;
+    // While staging q, thread (qm, qc) quantizes model n0 + qm: words u = qc + 8 i of the
+    // chunk (bytes 4 (u % 4) .. 4 (u % 4) + 3 of k-block u / 4). A model with NaN or inf (the
+    // caller raises) or past N adds 0. Shifts and factors in shared memory, not registers
+    // (ptxas spilled with them live); the previous item last read them before a barrier, and
+    // the first chunk's barrier comes before they are read.
+    if (threadIdx.x < kMmaModels) {
+      const int64_t sh = static_cast<int>(threadIdx.x) < models ? shifts[n0 + threadIdx.x]
+                                                                 : kProjNonFinite;
+      model_shift[threadIdx.x] = sh;
+      model_factor[threadIdx.x] = sh != kProjNonFinite ? projection_factor(sh) : 0.0;
+    }
     for (int64_t k = 0; k < K; ++k) {
       const uint64_t seed = static_cast<uint64_t>(seeds[k]);
       for (int64_t t0 = 0; t0 < T; t0 += kMmaSlab) {
@@ -125,14 +137,17 @@ projection_mma_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int6
         for (int j = 0; j < kMmaPairsPerWarp; ++j) wmma::fill_fragment(total[j], 0);
         for (int64_t chunk = c0; chunk < cend; ++chunk) {
           __syncthreads();  // the previous chunk's MMAs no longer read qs and signs
-          // Not unrolled: its loads in flight beside the 8 live totals made ptxas spill.
 #pragma unroll 1
-          for (int kb = 0; kb < kMmaKBlocks; ++kb) {
+          for (int u = qc; u < kMmaQuads; u += kMmaQThreads) {
+            const int kb = u / 4;
             int32_t q[4] = {0, 0, 0, 0};
+            const int64_t shift = model_shift[qm];
             if (shift != kProjNonFinite) {
+              const double factor = model_factor[qm];
+              const scalar_t* wm = w + (n0 + qm) * M;
 #pragma unroll
               for (int j = 0; j < 4; ++j) {
-                const int64_t col = chunk * kProjChunk + mma_column(kb, 4 * qc + j);
+                const int64_t col = chunk * kProjChunk + mma_column(kb, 4 * (u % 4) + j);
                 if (col < M) q[j] = projection_quantize(static_cast<double>(wm[col]), shift, factor);
               }
             }
@@ -140,51 +155,46 @@ projection_mma_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int6
             slice_words(q, sl);
 #pragma unroll
             for (int s = 0; s < 3; ++s)
-              reinterpret_cast<uint32_t*>(qs[s] + (kb * kMmaModels + qm) * kMmaTile)[qc] = sl[s];
+              reinterpret_cast<uint32_t*>(qs[s] + (kb * kMmaModels + qm) * kMmaTile)[u % 4] = sl[s];
           }
           const int64_t t = t0 + threadIdx.x;  // rows past T: any signs, their sums are dropped
           const Words4 bits = t < T ? projection_signs(seed, t, chunk) : Words4{{0, 0, 0, 0}};
-          for (int h = 0; h < 2; ++h) {
-            if (h == 1) __syncthreads();  // the first half's MMAs no longer read signs
 #pragma unroll
-            for (int b = 0; b < kMmaHalfBlocks; ++b) {
-              const int kb = h * kMmaHalfBlocks + b;
-              const uint32_t word = bits.v[kb / 2];
-              const int bit0 = 4 * (kb % 2);
-              const Bytes16 v{{sign_bytes(word, bit0), sign_bytes(word, bit0 + 1),
-                               sign_bytes(word, bit0 + 2), sign_bytes(word, bit0 + 3)}};
-              reinterpret_cast<Bytes16*>(signs + b * kMmaSlab * kMmaTile)[threadIdx.x] = v;
-            }
-            __syncthreads();
+          for (int kb = 0; kb < kMmaKBlocks; ++kb) {
+            const uint32_t word = bits.v[kb / 2];
+            const int bit0 = 4 * (kb % 2);
+            const Bytes16 v{{sign_bytes(word, bit0), sign_bytes(word, bit0 + 1),
+                             sign_bytes(word, bit0 + 2), sign_bytes(word, bit0 + 3)}};
+            reinterpret_cast<Bytes16*>(signs + kb * kMmaSlab * kMmaTile)[threadIdx.x] = v;
+          }
+          __syncthreads();
 #pragma unroll
-            for (int j = 0; j < kMmaPairsPerWarp; ++j) {
-              const int p = warp + kMmaWarps * j;
-              if (p >= pairs) continue;  // the same for the whole warp
-              const int rt = p / mtiles, mt = p % mtiles;
-              Acc part[3];
+          for (int j = 0; j < kMmaPairsPerWarp; ++j) {
+            const int p = warp + kMmaWarps * j;
+            if (p >= pairs) continue;  // the same for the whole warp
+            const int rt = p / mtiles, mt = p % mtiles;
+            Acc part[3];
 #pragma unroll
-              for (int s = 0; s < 3; ++s) wmma::fill_fragment(part[s], 0);
+            for (int s = 0; s < 3; ++s) wmma::fill_fragment(part[s], 0);
+#pragma unroll 1
+            for (int kb = 0; kb < kMmaKBlocks; ++kb) {
+              wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, signed char,
+                             wmma::row_major> a;
+              wmma::load_matrix_sync(a, signs + (kb * kMmaSlab + rt * kMmaTile) * kMmaTile,
+                                     kMmaTile);
 #pragma unroll
-              for (int b = 0; b < kMmaHalfBlocks; ++b) {
-                wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, signed char,
-                               wmma::row_major> a;
-                wmma::load_matrix_sync(a, signs + (b * kMmaSlab + rt * kMmaTile) * kMmaTile,
+              for (int s = 0; s < 3; ++s) {
+                wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, signed char,
+                               wmma::col_major> bq;
+                wmma::load_matrix_sync(bq, qs[s] + (kb * kMmaModels + mt * kMmaTile) * kMmaTile,
                                        kMmaTile);
-#pragma unroll
-                for (int s = 0; s < 3; ++s) {
-                  wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, signed char,
-                                 wmma::col_major> bq;
-                  wmma::load_matrix_sync(
-                      bq, qs[s] + ((h * kMmaHalfBlocks + b) * kMmaModels + mt * kMmaTile) * kMmaTile,
-                      kMmaTile);
-                  wmma::mma_sync(part[s], a, bq, part[s]);
-                }
+                wmma::mma_sync(part[s], a, bq, part[s]);
               }
-              // The half chunk's exact sums (|.| <= 2^22), into the item's total (<= 2^29).
-#pragma unroll
-              for (int e = 0; e < Acc::num_elements; ++e)
-                total[j].x[e] += part[0].x[e] + 128 * part[1].x[e] + 16384 * part[2].x[e];
             }
+            // The chunk's exact sums (|.| <= 2^23), into the item's total (<= 2^29).
+#pragma unroll
+            for (int e = 0; e < Acc::num_elements; ++e)
+              total[j].x[e] += part[0].x[e] + 128 * part[1].x[e] + 16384 * part[2].x[e];
           }
         }
         __syncthreads();  // every warp is done reading signs: it stages the totals now
