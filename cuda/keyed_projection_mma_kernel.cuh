@@ -137,18 +137,26 @@ projection_mma_kernel(const scalar_t* __restrict__ w, int64_t N, int64_t M, int6
         for (int j = 0; j < kMmaPairsPerWarp; ++j) wmma::fill_fragment(total[j], 0);
         for (int64_t chunk = c0; chunk < cend; ++chunk) {
           __syncthreads();  // the previous chunk's MMAs no longer read qs and signs
+          const int64_t shift = model_shift[qm];
+          const double factor = model_factor[qm];
+          const int64_t left = M - chunk * kProjChunk;  // columns of the chunk inside w
+          const scalar_t* wc = w + (n0 + qm) * M + chunk * kProjChunk;  // read only if qm < models
 #pragma unroll 1
           for (int u = qc; u < kMmaQuads; u += kMmaQThreads) {
             const int kb = u / 4;
             int32_t q[4] = {0, 0, 0, 0};
-            const int64_t shift = model_shift[qm];
-            if (shift != kProjNonFinite) {
-              const double factor = model_factor[qm];
-              const scalar_t* wm = w + (n0 + qm) * M;
+            if (factor != 0.0) {  // projection_quantize's product form, written out so that
+                                  // its ldexp form is not computed beside it (select)
 #pragma unroll
               for (int j = 0; j < 4; ++j) {
-                const int64_t col = chunk * kProjChunk + mma_column(kb, 4 * (u % 4) + j);
-                if (col < M) q[j] = projection_quantize(static_cast<double>(wm[col]), shift, factor);
+                const int c = mma_column(kb, 4 * (u % 4) + j);
+                if (c < left) q[j] = projection_quantize(static_cast<double>(wc[c]) * factor, 0, 1.0);
+              }
+            } else if (shift != kProjNonFinite) {  // 2^-shift not a finite double
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                const int c = mma_column(kb, 4 * (u % 4) + j);
+                if (c < left) q[j] = projection_quantize(static_cast<double>(wc[c]), shift, 0.0);
               }
             }
             uint32_t sl[3];
@@ -237,10 +245,13 @@ inline MmaLaunch projection_mma_launch(int64_t N, int64_t chunks, int sms) {
 }
 
 // Which kernel the exact read uses on CUDA: the table kernel (projection_kernel) or the
-// int8 MMA one. Auto: MMA from kMmaMinModels models per call on sm >= 7.5. The environment
-// variable MLGUARD_PROJECTION_MMA=0 / 1 / auto forces either (tests, measurements).
+// int8 MMA one. Auto: MMA from kMmaMinModels models per call on sm >= 7.5, where the SASS
+// instruction counts say it issues fewer instructions than the tables (benchmarks/RESULTS.md,
+// "int8 tensor-core read": about 8.8 against 10.4 per (element, row) at 8 models, 7.7
+// against 5.8 at 4). The environment variable MLGUARD_PROJECTION_MMA=0 / 1 / auto forces
+// either (tests, measurements); python/mlguard/_extension.py repeats the constants.
 enum class SumsKernel { kAuto, kTables, kMma };
-constexpr int64_t kMmaMinModels = 4;
+constexpr int64_t kMmaMinModels = 8;
 constexpr int kMmaMinSm = 75;  // compute capability x 10
 
 inline SumsKernel sums_kernel_from_env() {

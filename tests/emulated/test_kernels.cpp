@@ -103,14 +103,15 @@ void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
 // the same int64 sums. Weights of the largest magnitudes (|q| = 2^16, all three slices in
 // use: q = +-2^16 gives q2 = +-4) beside random ones: a wrong slice, shift or sign byte
 // changes the sums.
-void check_sums_mma(int64_t N, int64_t M, int64_t T, at::ScalarType type, int64_t keys = 2) {
+void check_sums_mma(int64_t N, int64_t M, int64_t T, at::ScalarType type, int64_t keys = 2,
+                    double scale = 1.0) {
   static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
                                                                 const at::Tensor&, int64_t)>(
       "mlguard::keyed_projection_sums");
-  auto w = at::randn({N, M}, at::kDouble).mul_(0.05);
+  auto w = at::randn({N, M}, at::kDouble).mul_(0.05 * scale);
   if (M > 2) {  // amax = (1 - 2^-20) / 2 rounds to q = 2^16 in float and double
-    w.select(1, 0).fill_(0.5 * (1 - std::ldexp(1.0, -20)));
-    w.select(1, M - 1).fill_(-0.5 * (1 - std::ldexp(1.0, -20)));
+    w.select(1, 0).fill_(0.5 * (1 - std::ldexp(1.0, -20)) * scale);
+    w.select(1, M - 1).fill_(-0.5 * (1 - std::ldexp(1.0, -20)) * scale);
   }
   w = w.to(type);
   std::vector<int64_t> seed_list = {0x5eed, -0x123456789abcdefLL, 7};
@@ -119,7 +120,9 @@ void check_sums_mma(int64_t N, int64_t M, int64_t T, at::ScalarType type, int64_
   const auto want = std::get<0>(cpu.call(w, seeds, T));
   for (int sms : kSms) {
     const auto l = mlguard::projection_mma_launch(N, (M + 127) / 128, sms);
-    if (!seen_launches.insert({N, M, -T, l.tc, static_cast<int>(keys), l.grid}).second) continue;
+    if (scale == 1.0 &&
+        !seen_launches.insert({N, M, -T, l.tc, static_cast<int>(keys), l.grid}).second)
+      continue;
     const auto got = std::get<0>(mlguard::run_keyed_projection_sums(
         EmuLaunch{}, w, seeds, T, sms, 75, mlguard::SumsKernel::kMma));
     const std::string what = "keyed_projection_sums (int8 MMA) N=" + std::to_string(N) + " M=" +
@@ -150,6 +153,8 @@ void test_projection_mma(bool quick) {
   for (int64_t N : {1, 2, 15, 16, 17, 33, 48, 63, 64, 65}) check_sums_mma(N, 300, 65, at::kFloat, 1);
   for (int64_t M : {1, 2, 15, 16, 17, 127, 128, 129, 200}) check_sums_mma(5, M, 33, at::kFloat, 1);
   for (auto type : {at::kDouble, at::kHalf, at::kBFloat16}) check_sums_mma(4, 1000, 40, type);
+  // 2^-shift not a finite double (subnormal weights): the kernel's ldexp path.
+  check_sums_mma(3, 300, 33, at::kDouble, 1, std::ldexp(1.0, -1060));
   check_sums_mma(64, 1000, 256, at::kFloat, 1);
   // 64 chunks an item (2^13 columns: the int32 totals' bound) on a T4; smaller on an H100.
   check_sums_mma(17, 64 * 128 * 3 + 77, 33, at::kFloat, 1);
