@@ -247,7 +247,7 @@ inline MmaLaunch projection_mma_launch(int64_t N, int64_t chunks, int sms) {
 // Which kernel the exact read uses on CUDA: the table kernel (projection_kernel) or the
 // int8 MMA one. Auto: MMA from kMmaMinModels models per call on sm >= 7.5, where the SASS
 // instruction counts say it issues fewer instructions than the tables (benchmarks/RESULTS.md,
-// "int8 tensor-core read": about 8.8 against 10.4 per (element, row) at 8 models, 7.7
+// "int8 tensor-core GEMM": about 8.2 against 10.4 per (element, row) at 8 models, 7.7
 // against 5.8 at 4). The environment variable MLGUARD_PROJECTION_MMA=0 / 1 / auto forces
 // either (tests, measurements); python/mlguard/_extension.py repeats the constants.
 enum class SumsKernel { kAuto, kTables, kMma };
