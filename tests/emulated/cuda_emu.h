@@ -16,8 +16,8 @@
 //    wmma call that not every live lane of the warp reaches is a divergent barrier. wmma leaves
 //    the fragment-to-lane layout unspecified; here every lane keeps the whole tile (x[r * cols
 //    + c]), so element-wise loops over x[0 .. num_elements) see every element once per lane.
-//    load/store check the API's alignment rules (pointer 32-byte aligned, ldm a multiple of
-//    16 bytes) and set emu::assert_failed when broken.
+//    load/store check the API's rules (pointer 32-byte aligned, ldm a multiple of 16 bytes,
+//    the same pointer and ldm in every lane) and set emu::assert_failed when broken.
 // Not emulated: partial-mask shuffles, __ballot_sync, cooperative groups, 2-D/3-D grids,
 // streams, timing. From the review tool in ../shared/tools/cuda-emulator, extended.
 #pragma once
@@ -356,10 +356,26 @@ inline void check_tile(const T* p, unsigned ldm) {
     emu::assert_failed = true;
   }
 }
+// The warp's lanes must pass the same pointer and ldm (the API's warp-wide arguments); this
+// emulation keeps the whole tile in every lane and mma_sync uses one lane's tiles for all,
+// so a lane with other arguments would otherwise go unseen.
+template <typename T>
+inline void uniform_args(const T* p, unsigned ldm) {
+  const uint64_t mine = reinterpret_cast<uintptr_t>(p) ^ (uint64_t{ldm} << 48);
+  emu::fibers[emu::cur].xchg = mine;
+  emu::warp_barrier();
+  int leader = emu::cur / 32 * 32;
+  while (emu::fibers[leader].st == emu::DONE) ++leader;
+  if (emu::fibers[leader].xchg != mine) {
+    std::fprintf(stderr, "wmma: lanes of a warp pass different pointers or ldm (block %u "
+                 "thread %u)\n", blockIdx.x, threadIdx.x);
+    emu::assert_failed = true;
+  }
+}
 template <typename F, typename T>
 inline void load(F& f, const T* p, unsigned ldm, bool row_major) {
   check_tile(p, ldm);
-  emu::warp_barrier();
+  uniform_args(p, ldm);
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c)
       f.x[r * F::cols + c] = row_major ? p[r * ldm + c] : p[c * ldm + r];
@@ -388,7 +404,7 @@ template <int m, int n, int k, typename T>
 inline void store_matrix_sync(T* p, const fragment<accumulator, m, n, k, T>& f, unsigned ldm,
                               layout_t layout) {
   detail::check_tile(p, ldm);
-  emu::warp_barrier();
+  detail::uniform_args(p, ldm);
   for (int r = 0; r < m; ++r)
     for (int c = 0; c < n; ++c)
       (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * n + c];
