@@ -103,6 +103,14 @@ void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
 // the same int64 sums. Weights of the largest magnitudes (|q| = 2^16, all three slices in
 // use: q = +-2^16 gives q2 = +-4) beside random ones: a wrong slice, shift or sign byte
 // changes the sums.
+const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, int64_t)>& cpu_sums() {
+  static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                const at::Tensor&, int64_t)>(
+      "mlguard::keyed_projection_sums");
+  return cpu;
+}
+
 void check_sums_mma(int64_t N, int64_t M, int64_t T, at::ScalarType type, int64_t keys = 2,
                     double scale = 1.0) {
   static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
@@ -156,10 +164,24 @@ void test_projection_mma(bool quick) {
   // 2^-shift not a finite double (subnormal weights): the kernel's ldexp path.
   check_sums_mma(3, 300, 33, at::kDouble, 1, std::ldexp(1.0, -1060));
   check_sums_mma(64, 1000, 256, at::kFloat, 1);
-  // 64 chunks an item (2^13 columns: the int32 totals' bound) on a T4; smaller on an H100.
   check_sums_mma(17, 64 * 128 * 3 + 77, 33, at::kFloat, 1);
-  if (quick) return;
-  check_sums_mma(20, 200000, 224, at::kFloat, 1);
+  // Items of 64 chunks (2^13 columns: the int32 totals' bound), which the launch picks only
+  // from ~10,000 chunks on a T4: launched directly, 3 items and a tail.
+  {
+    const int64_t N = 3, M = 64 * 128 * 2 + 77, T = 33;
+    const auto w = at::randn({N, M}, at::kFloat);
+    const auto seeds = at::tensor({int64_t{0x5eed}}, at::kLong);
+    const auto want = std::get<0>(cpu_sums().call(w, seeds, T));
+    const auto shifts = mlguard::projection_shifts(w);
+    auto got = at::zeros({N, 1, T}, at::kLong);
+    EmuLaunch{}(mlguard::projection_mma_kernel<float>, 2, mlguard::kMmaBlock,
+                w.data_ptr<float>(), N, M, (M + 127) / 128, seeds.data_ptr<int64_t>(),
+                int64_t{1}, T, shifts.data_ptr<int64_t>(), mlguard::kMmaMaxChunks,
+                got.data_ptr<int64_t>());
+    expect_clean_launch("keyed_projection_sums (int8 MMA) items of 64 chunks");
+    expect(got.equal(want), "keyed_projection_sums (int8 MMA) items of 64 chunks: sums differ");
+  }
+  (void)quick;
 }
 
 void check_forward(int64_t M, int64_t T, at::ScalarType type) {
