@@ -9,6 +9,8 @@
 // A row's tile sum is added to the output with one atomic: int64 for the exact read (integer
 // addition is associative, so the result does not depend on the order), float for the
 // training path (which need not be exact). No buffer proportional to M is allocated.
+// The exact read of many models at once (the scan) runs as an int8 tensor-core GEMM instead
+// (keyed_projection_mma_kernel.cuh; MLGUARD_PROJECTION_MMA=0 / 1 / auto chooses).
 // Backward: signs staged in shared memory, tables over 4 rows of grad_y
 // (keyed_projection_kernel.cuh). Kernels and launch code live in keyed_projection_kernel.cuh,
 // shared with the emulated kernel tests.
@@ -40,11 +42,27 @@ int sm_count() {
   return count;
 }
 
+// Compute capability x 10 of the current device, asked once per device.
+int sm_version() {
+  static std::vector<std::atomic<int>> versions(c10::cuda::device_count());
+  const c10::DeviceIndex device = c10::cuda::current_device();
+  int version = versions.at(device).load(std::memory_order_relaxed);
+  if (version == 0) {
+    int major = 0, minor = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    version = 10 * major + minor;
+    versions[device].store(version, std::memory_order_relaxed);
+  }
+  return version;
+}
+
 std::tuple<at::Tensor, at::Tensor> keyed_projection_sums_cuda(const at::Tensor& w2d,
                                                               const at::Tensor& seeds,
                                                               int64_t bits) {
   const c10::cuda::CUDAGuard guard(w2d.device());
-  return run_keyed_projection_sums(CudaLaunch{}, w2d, seeds, bits, sm_count());
+  return run_keyed_projection_sums(CudaLaunch{}, w2d, seeds, bits, sm_count(), sm_version(),
+                                   sums_kernel_from_env());
 }
 
 at::Tensor keyed_projection_cuda(const at::Tensor& w_in, int64_t seed, int64_t bits) {

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "keyed_projection.h"
+#include "keyed_projection_mma_kernel.cuh"
 #include "launch.cuh"
 
 namespace mlguard {
@@ -266,18 +267,26 @@ void run_projection(const Launch& launch, const at::Tensor& w, const int64_t* se
   });
 }
 
-// keyed_projection_sums after the device guard: sums (N, K, bits) and shifts (N).
+// keyed_projection_sums after the device guard: sums (N, K, bits) and shifts (N), on a GPU
+// with `sms` multiprocessors and compute capability `sm` (x 10). The kernel: the int8 MMA one
+// (keyed_projection_mma_kernel.cuh) for many models (sums_use_mma), else the table kernel;
+// the same bits either way.
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor> run_keyed_projection_sums(const Launch& launch,
                                                              const at::Tensor& w2d,
                                                              const at::Tensor& seeds,
-                                                             int64_t bits, int sms) {
+                                                             int64_t bits, int sms, int sm,
+                                                             SumsKernel choice) {
   check_keyed_projection_batched_args(w2d, seeds, bits, "keyed_projection_sums");
   const auto w = w2d.contiguous();
   const auto s = seeds.contiguous();
   auto shifts = projection_shifts(w);  // NaN/inf: kProjNonFinite, raised by the wrapper
   auto sums = at::zeros({w.size(0), s.size(0), bits}, w.options().dtype(at::kLong));
-  run_projection<true>(launch, w, s.data_ptr<int64_t>(), 0, s.size(0), bits, shifts, sums, sms);
+  if (sums_use_mma(choice, w.size(0), sm)) {
+    run_projection_mma(launch, w, s.data_ptr<int64_t>(), s.size(0), bits, shifts, sums, sms);
+  } else {
+    run_projection<true>(launch, w, s.data_ptr<int64_t>(), 0, s.size(0), bits, shifts, sums, sms);
+  }
   return {sums, shifts};
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ._version import __version__
@@ -70,6 +72,28 @@ def _cuda_note(has_kernels: bool) -> str:
     return f"{HOW_TO_BUILD_CUDA} (this build: {why})" if why else HOW_TO_BUILD_CUDA
 
 
+# The CUDA exact read's choice of kernel, as cuda/keyed_projection_mma_kernel.cuh makes it
+# (kMmaMinModels, kMmaMinSm, sums_kernel_from_env; tests/ops/test_cuda_build.py checks that
+# these agree with the header).
+CUDA_MMA_MIN_MODELS = 8
+CUDA_MMA_MIN_CAPABILITY = "7.5"
+
+
+def _cuda_projection_kernel(has_kernels: bool) -> str | None:
+    """Which CUDA kernel keyed_projection_sums uses, as MLGUARD_PROJECTION_MMA now says."""
+    if not has_kernels:
+        return None
+    forced = os.environ.get("MLGUARD_PROJECTION_MMA", "")
+    if forced == "0":
+        return "tables (MLGUARD_PROJECTION_MMA=0)"
+    if forced == "1":
+        return (f"int8 tensor-core MMA (MLGUARD_PROJECTION_MMA=1; needs compute capability "
+                f"{CUDA_MMA_MIN_CAPABILITY} or newer)")
+    return (f"int8 tensor-core MMA from {CUDA_MMA_MIN_MODELS} models per call on compute "
+            f"capability {CUDA_MMA_MIN_CAPABILITY} or newer, tables otherwise "
+            "(MLGUARD_PROJECTION_MMA=0 or 1 forces either)")
+
+
 def build_info() -> dict:
     """What this installation of mlguard was built with, and what it can run on now.
 
@@ -90,6 +114,8 @@ def build_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         # the exact read's CPU kernel: "bitplanes" (AVX-512 VPOPCNTDQ) or "tables"
         "cpu_projection_kernel": torch.ops.mlguard._projection_sums_cpu_kernel(),
+        # the exact read's CUDA kernel (None without CUDA kernels): docs/projection.md
+        "cuda_projection_kernel": _cuda_projection_kernel(has_cuda_kernels),
         # how the CPU kernels use the cores: "openmp" (torch.get_num_threads() of them)
         "cpu_parallel": torch.ops.mlguard._cpu_parallel(),
     }

@@ -12,6 +12,12 @@
 // switch, which made the emulator ~10x slower); elsewhere ucontext.
 // Built with -fsanitize=address, fiber switches are announced to ASan, so out-of-bounds
 // accesses to global (heap) and shared (static) arrays are reported.
+//  - __syncwarp() (full mask) and the warp-wide nvcuda::wmma calls are warp barriers too: a
+//    wmma call that not every live lane of the warp reaches is a divergent barrier. wmma leaves
+//    the fragment-to-lane layout unspecified; here every lane keeps the whole tile (x[r * cols
+//    + c]), so element-wise loops over x[0 .. num_elements) see every element once per lane.
+//    load/store check the API's rules (pointer 32-byte aligned, ldm a multiple of 16 bytes,
+//    the same pointer and ldm in every lane) and set emu::assert_failed when broken.
 // Not emulated: partial-mask shuffles, __ballot_sync, cooperative groups, 2-D/3-D grids,
 // streams, timing. From the review tool in ../shared/tools/cuda-emulator, extended.
 #pragma once
@@ -23,6 +29,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -269,6 +277,11 @@ inline T shuffle(T v, int src_lane) {
   std::memcpy(&out, &got, sizeof(T));
   return out;
 }
+// A warp barrier without a value: every live lane of the warp must reach it.
+inline void warp_barrier() {
+  warp_syncs++;
+  yield_as(WAIT_WARP);
+}
 inline void full_mask_only(unsigned mask) {
   if (mask != 0xffffffffu) {
     std::fprintf(stderr, "emu: partial-mask shuffles are not emulated\n");
@@ -281,6 +294,10 @@ inline void __syncthreads(int line = __builtin_LINE()) {
   emu::barriers++;
   emu::fibers[emu::cur].site = line;
   emu::yield_as(emu::WAIT_BLOCK);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  emu::full_mask_only(mask);
+  emu::warp_barrier();
 }
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T v, int o) {
@@ -307,3 +324,125 @@ inline double atomicAdd(double* p, double v) {
   *p += v;
   return o;
 }
+
+// nvcuda::wmma on the host: the signatures of CUDA's <mma.h> for the shapes and types mlguard
+// uses (any m, n, k; element types as given), each lane holding the whole tile.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int m, int n, int k, typename T, typename Layout = void>
+struct fragment {
+  static constexpr int rows = std::is_same_v<Use, matrix_b> ? k : m;
+  static constexpr int cols = std::is_same_v<Use, matrix_a> ? k : n;
+  static constexpr int num_elements = rows * cols;
+  using element_type = T;
+  T x[num_elements];
+};
+
+namespace detail {
+// The API's rules: mptr 256-bit aligned, ldm a multiple of 16 bytes.
+template <typename T>
+inline void check_tile(const T* p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * sizeof(T)) % 16 != 0) {
+    std::fprintf(stderr, "wmma: pointer %p not 32-byte aligned or ldm %u not a multiple of 16 "
+                 "bytes (block %u thread %u)\n", static_cast<const void*>(p), ldm, blockIdx.x,
+                 threadIdx.x);
+    emu::assert_failed = true;
+  }
+}
+// The warp's lanes must pass the same pointer and ldm (the API's warp-wide arguments); this
+// emulation keeps the whole tile in every lane and mma_sync uses one lane's tiles for all,
+// so a lane with other arguments would otherwise go unseen.
+template <typename T>
+inline void uniform_args(const T* p, unsigned ldm) {
+  const uint64_t mine = reinterpret_cast<uintptr_t>(p) ^ (uint64_t{ldm} << 48);
+  emu::fibers[emu::cur].xchg = mine;
+  emu::warp_barrier();
+  int leader = emu::cur / 32 * 32;
+  while (emu::fibers[leader].st == emu::DONE) ++leader;
+  if (emu::fibers[leader].xchg != mine) {
+    std::fprintf(stderr, "wmma: lanes of a warp pass different pointers or ldm (block %u "
+                 "thread %u)\n", blockIdx.x, threadIdx.x);
+    emu::assert_failed = true;
+  }
+}
+template <typename F, typename T>
+inline void load(F& f, const T* p, unsigned ldm, bool row_major) {
+  check_tile(p, ldm);
+  uniform_args(p, ldm);
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] = row_major ? p[r * ldm + c] : p[c * ldm + r];
+  emu::warp_barrier();  // no lane stores over the tile before every lane has loaded it
+}
+}  // namespace detail
+
+template <typename Use, int m, int n, int k, typename T, typename Layout, typename V>
+inline void fill_fragment(fragment<Use, m, n, k, T, Layout>& f, V v) {
+  for (auto& e : f.x) e = static_cast<T>(v);
+}
+template <typename Use, int m, int n, int k, typename T>
+inline void load_matrix_sync(fragment<Use, m, n, k, T, row_major>& f, const T* p, unsigned ldm) {
+  detail::load(f, p, ldm, true);
+}
+template <typename Use, int m, int n, int k, typename T>
+inline void load_matrix_sync(fragment<Use, m, n, k, T, col_major>& f, const T* p, unsigned ldm) {
+  detail::load(f, p, ldm, false);
+}
+template <int m, int n, int k, typename T>
+inline void load_matrix_sync(fragment<accumulator, m, n, k, T>& f, const T* p, unsigned ldm,
+                             layout_t layout) {
+  detail::load(f, p, ldm, layout == mem_row_major);
+}
+template <int m, int n, int k, typename T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, m, n, k, T>& f, unsigned ldm,
+                              layout_t layout) {
+  detail::check_tile(p, ldm);
+  detail::uniform_args(p, ldm);
+  for (int r = 0; r < m; ++r)
+    for (int c = 0; c < n; ++c)
+      (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[r * n + c];
+  emu::warp_barrier();
+}
+// d = a b + c. Integer accumulators: a sum outside the accumulator's type (which the hardware
+// would wrap) sets emu::assert_failed: the kernels' overflow bounds are checked here too.
+template <int m, int n, int k, typename TA, typename LA, typename TB, typename LB, typename TC>
+inline void mma_sync(fragment<accumulator, m, n, k, TC>& d,
+                     const fragment<matrix_a, m, n, k, TA, LA>& a,
+                     const fragment<matrix_b, m, n, k, TB, LB>& b,
+                     const fragment<accumulator, m, n, k, TC>& c) {
+  // Every lane holds the same tiles (warp-uniform calls): the warp's lowest live lane
+  // multiplies once for all, the others copy its result after a second barrier.
+  static TC shared_d[32][m * n];  // per warp of the block
+  TC* tmp = shared_d[emu::cur / 32];
+  emu::warp_barrier();
+  int leader = emu::cur / 32 * 32;
+  while (emu::fibers[leader].st == emu::DONE) ++leader;
+  if (emu::cur == leader) {
+  using Wide = std::conditional_t<std::is_integral_v<TC>, long long, TC>;
+  for (int r = 0; r < m; ++r)
+    for (int col = 0; col < n; ++col) {
+      Wide s = c.x[r * n + col];
+      for (int i = 0; i < k; ++i)
+        s += static_cast<Wide>(a.x[r * k + i]) * static_cast<Wide>(b.x[i * n + col]);
+      if constexpr (std::is_integral_v<TC>) {
+        if (s < std::numeric_limits<TC>::min() || s > std::numeric_limits<TC>::max()) {
+          std::fprintf(stderr, "wmma: mma_sync overflows its accumulator (block %u thread %u)\n",
+                       blockIdx.x, threadIdx.x);
+          emu::assert_failed = true;
+        }
+      }
+      tmp[r * n + col] = static_cast<TC>(s);
+    }
+  }
+  emu::warp_barrier();
+  std::memcpy(d.x, tmp, sizeof(TC) * m * n);
+}
+}  // namespace wmma
+}  // namespace nvcuda

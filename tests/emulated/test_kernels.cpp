@@ -86,7 +86,8 @@ void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
     const int64_t chunks = (M + 127) / 128;
     const auto l = mlguard::projection_launch(N, chunks, sms);
     if (!seen_launches.insert({N, M, T, l.nb, l.tc, l.grid}).second) continue;
-    const auto got = std::get<0>(mlguard::run_keyed_projection_sums(EmuLaunch{}, w, seeds, T, sms));
+    const auto got = std::get<0>(mlguard::run_keyed_projection_sums(
+        EmuLaunch{}, w, seeds, T, sms, 90, mlguard::SumsKernel::kTables));
     const std::string what = "keyed_projection_sums N=" + std::to_string(N) + " M=" +
                              std::to_string(M) + " T=" + std::to_string(T) + " " +
                              c10::toString(type) + " on " + gpu_name(sms) + " (nb=" +
@@ -96,6 +97,91 @@ void check_sums(int64_t N, int64_t M, int64_t T, at::ScalarType type) {
     expect(differ == 0, "%s: %lld of %lld sums differ from the CPU op's", what.c_str(),
            static_cast<long long>(differ), static_cast<long long>(want.numel()));
   }
+}
+
+// The int8 tensor-core read (keyed_projection_mma_kernel.cuh), forced, against the CPU op:
+// the same int64 sums. Weights of the largest magnitudes (|q| = 2^16, all three slices in
+// use: q = +-2^16 gives q2 = +-4) beside random ones: a wrong slice, shift or sign byte
+// changes the sums.
+const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, int64_t)>& cpu_sums() {
+  static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                const at::Tensor&, int64_t)>(
+      "mlguard::keyed_projection_sums");
+  return cpu;
+}
+
+void check_sums_mma(int64_t N, int64_t M, int64_t T, at::ScalarType type, int64_t keys = 2,
+                    double scale = 1.0) {
+  static const auto cpu = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                const at::Tensor&, int64_t)>(
+      "mlguard::keyed_projection_sums");
+  auto w = at::randn({N, M}, at::kDouble).mul_(0.05 * scale);
+  if (M > 2) {  // amax = (1 - 2^-20) / 2 rounds to q = 2^16 in float and double
+    w.select(1, 0).fill_(0.5 * (1 - std::ldexp(1.0, -20)) * scale);
+    w.select(1, M - 1).fill_(-0.5 * (1 - std::ldexp(1.0, -20)) * scale);
+  }
+  w = w.to(type);
+  std::vector<int64_t> seed_list = {0x5eed, -0x123456789abcdefLL, 7};
+  seed_list.resize(keys);
+  const auto seeds = at::tensor(seed_list, at::kLong);
+  const auto want = std::get<0>(cpu.call(w, seeds, T));
+  for (int sms : kSms) {
+    const auto l = mlguard::projection_mma_launch(N, (M + 127) / 128, sms);
+    if (scale == 1.0 &&
+        !seen_launches.insert({N, M, -T, l.tc, static_cast<int>(keys), l.grid}).second)
+      continue;
+    const auto got = std::get<0>(mlguard::run_keyed_projection_sums(
+        EmuLaunch{}, w, seeds, T, sms, 75, mlguard::SumsKernel::kMma));
+    const std::string what = "keyed_projection_sums (int8 MMA) N=" + std::to_string(N) + " M=" +
+                             std::to_string(M) + " T=" + std::to_string(T) + " K=" +
+                             std::to_string(keys) + " " + c10::toString(type) + " on " +
+                             gpu_name(sms) + " (tc=" + std::to_string(l.tc) + ", " +
+                             std::to_string(l.grid) + " blocks)";
+    expect_clean_launch(what);
+    const int64_t differ = got.ne(want).sum().item<int64_t>();
+    expect(differ == 0, "%s: %lld of %lld sums differ from the CPU op's", what.c_str(),
+           static_cast<long long>(differ), static_cast<long long>(want.numel()));
+  }
+}
+
+void test_projection_mma(bool quick) {
+  using mlguard::SumsKernel;
+  // The choice: tables below kMmaMinModels, MMA from there on sm >= 7.5 only.
+  expect(!mlguard::sums_use_mma(SumsKernel::kAuto, mlguard::kMmaMinModels - 1, 90) &&
+             mlguard::sums_use_mma(SumsKernel::kAuto, mlguard::kMmaMinModels, 75) &&
+             !mlguard::sums_use_mma(SumsKernel::kAuto, 64, 70) &&
+             mlguard::sums_use_mma(SumsKernel::kMma, 1, 80) &&
+             !mlguard::sums_use_mma(SumsKernel::kTables, 64, 90),
+         "sums_use_mma: wrong choice of kernel");
+  // Every boundary T; model counts around the 16-model tiles and the 64-model groups; M with
+  // tails of a 16-column k-block, a chunk and a 64-chunk item.
+  const int64_t Ts[] = {1, 2, 15, 16, 17, 31, 33, 65, 96, 129, 200, 224, 255, 256, 257, 300};
+  for (int64_t T : Ts) check_sums_mma(3, 1000, T, at::kFloat);
+  for (int64_t N : {1, 2, 15, 16, 17, 33, 48, 63, 64, 65}) check_sums_mma(N, 300, 65, at::kFloat, 1);
+  for (int64_t M : {1, 2, 15, 16, 17, 127, 128, 129, 200}) check_sums_mma(5, M, 33, at::kFloat, 1);
+  for (auto type : {at::kDouble, at::kHalf, at::kBFloat16}) check_sums_mma(4, 1000, 40, type);
+  // 2^-shift not a finite double (subnormal weights): the kernel's ldexp path.
+  check_sums_mma(3, 300, 33, at::kDouble, 1, std::ldexp(1.0, -1060));
+  check_sums_mma(64, 1000, 256, at::kFloat, 1);
+  check_sums_mma(17, 64 * 128 * 3 + 77, 33, at::kFloat, 1);
+  // Items of 64 chunks (2^13 columns: the int32 totals' bound), which the launch picks only
+  // from ~10,000 chunks on a T4: launched directly, 3 items and a tail.
+  {
+    const int64_t N = 3, M = 64 * 128 * 2 + 77, T = 33;
+    const auto w = at::randn({N, M}, at::kFloat);
+    const auto seeds = at::tensor({int64_t{0x5eed}}, at::kLong);
+    const auto want = std::get<0>(cpu_sums().call(w, seeds, T));
+    const auto shifts = mlguard::projection_shifts(w);
+    auto got = at::zeros({N, 1, T}, at::kLong);
+    EmuLaunch{}(mlguard::projection_mma_kernel<float>, 2, mlguard::kMmaBlock,
+                w.data_ptr<float>(), N, M, (M + 127) / 128, seeds.data_ptr<int64_t>(),
+                int64_t{1}, T, shifts.data_ptr<int64_t>(), mlguard::kMmaMaxChunks,
+                got.data_ptr<int64_t>());
+    expect_clean_launch("keyed_projection_sums (int8 MMA) items of 64 chunks");
+    expect(got.equal(want), "keyed_projection_sums (int8 MMA) items of 64 chunks: sums differ");
+  }
+  (void)quick;
 }
 
 void check_forward(int64_t M, int64_t T, at::ScalarType type) {
@@ -346,12 +432,13 @@ int main(int argc, char** argv) {
   };
   test_emulator();
   timed("keyed projection (exact read, training forward)", [&] { test_projection(quick); });
+  timed("keyed projection, exact read as int8 MMA", [&] { test_projection_mma(quick); });
   timed("training backward", test_backward);
   timed("mix_triggers", test_mix_triggers);
   timed("abstract_triggers", test_abstract_triggers);
   timed("augment_batch", test_augment_batch);
   timed("keyed_words", test_keyed_words);
-  std::printf("%s: %d of %d checks failed (%lld barriers, %lld warp shuffles emulated)\n",
+  std::printf("%s: %d of %d checks failed (%lld barriers, %lld warp barriers: shuffles, __syncwarp, wmma)\n",
               failures ? "FAILED" : "passed", failures, checks, emu::barriers, emu::warp_syncs);
   return failures ? 1 : 0;
 }

@@ -102,3 +102,22 @@ def test_build_info_says_how_to_get_the_cuda_kernels(monkeypatch):
     assert _extension._cuda_note(True).startswith("CUDA kernels built")
     info = mlguard.build_info()
     assert ("FORCE_CUDA=1" in info["cuda_note"]) == (not info["cuda_kernels"])
+
+
+def test_build_info_names_the_cuda_exact_read_kernel(monkeypatch):
+    from mlguard import _extension
+    header = (ROOT / "cuda" / "keyed_projection_mma_kernel.cuh").read_text()
+    assert re.search(rf"kMmaMinModels = {_extension.CUDA_MMA_MIN_MODELS};", header)
+    major, minor = _extension.CUDA_MMA_MIN_CAPABILITY.split(".")
+    assert re.search(rf"kMmaMinSm = {major}{minor};", header)
+    assert '"MLGUARD_PROJECTION_MMA"' in header
+    monkeypatch.delenv("MLGUARD_PROJECTION_MMA", raising=False)
+    assert _extension._cuda_projection_kernel(True).startswith(
+        f"int8 tensor-core MMA from {_extension.CUDA_MMA_MIN_MODELS} models")
+    monkeypatch.setenv("MLGUARD_PROJECTION_MMA", "0")
+    assert _extension._cuda_projection_kernel(True).startswith("tables")
+    monkeypatch.setenv("MLGUARD_PROJECTION_MMA", "1")
+    assert "MLGUARD_PROJECTION_MMA=1" in _extension._cuda_projection_kernel(True)
+    assert _extension._cuda_projection_kernel(False) is None
+    info = mlguard.build_info()
+    assert (info["cuda_projection_kernel"] is None) == (not info["cuda_kernels"])

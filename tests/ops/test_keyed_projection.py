@@ -372,6 +372,26 @@ def test_cuda_sums_bit_identical(models, numel, dtype, bits):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("kernel", ["0", "1"])
+@pytest.mark.parametrize("models,numel", [(1, 129), (9, 4000), (70, 1000), (20, 1_100_000)])
+@pytest.mark.parametrize("bits", [1, 33, 300])
+def test_cuda_sums_either_kernel_bit_identical(monkeypatch, kernel, models, numel, bits):
+    # MLGUARD_PROJECTION_MMA forces the table kernel (0) or the int8 tensor-core GEMM (1,
+    # cuda/keyed_projection_mma_kernel.cuh); both give the CPU op's sums.
+    if kernel == "1" and torch.cuda.get_device_capability() < (7, 5):
+        pytest.skip("no int8 tensor cores before compute capability 7.5")
+    monkeypatch.setenv("MLGUARD_PROJECTION_MMA", kernel)
+    w = torch.randn(models, numel) * 0.01
+    seeds = torch.tensor([5, SEED, -3])
+    cpu = keyed_projection_sums(w, seeds, bits)
+    gpu = keyed_projection_sums(w.cuda(), seeds.cuda(), bits)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    monkeypatch.setenv("MLGUARD_PROJECTION_MMA", "2")
+    with pytest.raises(RuntimeError, match="MLGUARD_PROJECTION_MMA must be 0, 1 or auto"):
+        keyed_projection_sums(w.cuda(), seeds.cuda(), bits)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("numel", [1, 129, 16385, 3_000_000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_cuda_training_path_close_to_cpu(numel, dtype):
