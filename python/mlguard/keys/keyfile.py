@@ -90,6 +90,15 @@ def secret_or_new(secret: bytes | str | None) -> bytes:
     raise TypeError(f"secret must be bytes or a hex str, got {type(secret).__name__}")
 
 
+def check_body_fields(body: object, scheme: str, fields) -> None:
+    """Refuses a key body that is not a dict of exactly `fields` naming `scheme`: a key file
+    with a field missing, added or renamed is never half-read."""
+    if not isinstance(body, dict) or set(body) != set(fields) or body.get("scheme") != scheme:
+        got = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise ValueError(f"a {scheme} key body has exactly the fields {sorted(fields)}, got "
+                         f"{got}")
+
+
 def new_nonce() -> bytes:
     """A fresh 32-byte random nonce (blinds the commitment)."""
     return secrets.token_bytes(32)

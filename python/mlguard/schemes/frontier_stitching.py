@@ -206,10 +206,7 @@ class FrontierStitchingKey(Key):
 
     @classmethod
     def from_body(cls, body: dict) -> FrontierStitchingKey:
-        if not isinstance(body, dict) or set(body) != _BODY or body.get("scheme") != NAME:
-            got = sorted(body) if isinstance(body, dict) else type(body).__name__
-            raise ValueError(f"a {NAME} key body has exactly the fields {sorted(_BODY)}, got "
-                             f"{got}")
+        keyfile.check_body_fields(body, NAME, _BODY)
         try:
             return cls._checked(
                 secret=keyfile.secret_from_hex(body["secret"]), nonce=bytes.fromhex(body["nonce"]),
