@@ -92,7 +92,9 @@ def load_into(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
             detail = " ".join(ln.strip() for ln in str(e).splitlines()[1:] if ln.strip())
             if len(detail) > 300:
                 detail = detail[:299] + "\u2026"
-            raise ValueError(f"wrong architecture: {detail}") from None
+            raise ValueError(f"wrong architecture: {detail} (a copy whose hidden layers were "
+                             "widened, e.g. with added units, is read against the owner's "
+                             "reference model: reference= / --reference)") from None
     return module
 
 
