@@ -36,7 +36,8 @@ def test_the_student_learns_the_smoothed_victims_labels(blank, vote):
     assert smoothed.shape == (64, 2) and torch.allclose(smoothed.sum(1), torch.ones(64))
     assert (smoothed.argmax(1) == 1).all()
     stolen = attacks.smooth_retrain(victim, blank, arch=student, sigma=0.5, n_queries=5,
-                                    vote=vote, epochs=3, lr=0.05, batch_size=16)
+                                    noise="gaussian", vote=vote, epochs=3, lr=0.05,
+                                    batch_size=16)
     plain = attacks.retrain(victim, blank, arch=student, epochs=3, lr=0.05, batch_size=16)
     with torch.no_grad():
         assert (stolen(blank[0]).argmax(1) == 1).all()  # the smoothed victim's label
