@@ -264,11 +264,16 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--references", required=True, nargs="+", metavar="FILE",
                         help="model files trained like the owner's but independently (other "
                              "seeds / data orders): they bound the verdict's null")
+    add_owner_data_arguments(parser, count=10000)
+
+
+def add_owner_data_arguments(parser, count: int) -> None:
+    """--data, --count, --mean, --std: the owner's images and their normalization."""
     parser.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|FILE.npz",
                         help="the owner's images: Fashion-MNIST's training set, or an .npz "
                              "with 'images' (N, C, H, W) uint8 and 'labels' (N,)")
-    parser.add_argument("--count", type=int, default=10000,
-                        help="use the first COUNT images (default 10000)")
+    parser.add_argument("--count", type=int, default=count,
+                        help=f"use the first COUNT images (default {count})")
     parser.add_argument("--mean", type=float, nargs="+", default=None,
                         help="per-channel normalization of training (Fashion-MNIST's by default "
                              "with --data fashion-mnist)")
@@ -277,15 +282,21 @@ def add_cli_arguments(parser) -> None:
 
 def cli_inputs(args) -> dict:
     """generate()'s model, images, labels, reference_models, mean and std from the options."""
-    import numpy as np
-
-    from .. import data
     from ..cli._args import arch_kwargs
     from ..files.model import load_model_file
 
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
     model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
     refs = [load_model_file(p, args.arch, arch_kwargs=kwargs)[0] for p in args.references]
+    images, labels, mean, std = cli_owner_data(args)
+    return {"model": model, "images": images, "labels": labels, "reference_models": refs,
+            "mean": mean, "std": std}
+
+
+def cli_owner_data(args) -> tuple:
+    """(images, labels, mean, std) from --data, --count, --mean, --std."""
+    from .. import data
+
     count = check_int("--count", args.count, low=1)
     mean, std = args.mean, args.std
     if args.data == "fashion-mnist":
@@ -293,14 +304,20 @@ def cli_inputs(args) -> dict:
         if mean is None and std is None:
             mean, std = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
     else:
-        try:
-            with np.load(args.data, allow_pickle=False) as f:  # never unpickle
-                images, labels = torch.from_numpy(f["images"]), torch.from_numpy(f["labels"])
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"--data {args.data!r}: not an .npz with 'images' and 'labels' "
-                             f"({e})") from None
-    return {"model": model, "images": images[:count], "labels": labels[:count],
-            "reference_models": refs, "mean": mean, "std": std}
+        images, labels = read_npz(args.data, "--data", ("images", "labels"))
+    return images[:count], labels[:count], mean, std
+
+
+def read_npz(path: str, option: str, fields: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The arrays `fields` of an .npz file, as tensors; never unpickles."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return tuple(torch.from_numpy(f[name]) for name in fields)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{option} {path!r}: not an .npz with {', '.join(map(repr, fields))} "
+                         f"({e})") from None
 
 
 class StoredInputs:

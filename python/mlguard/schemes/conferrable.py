@@ -353,18 +353,10 @@ def _add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the owner's trained model file (state_dict; needs --arch)")
     add_arch_arguments(parser, "the network of --model (and of the surrogate and reference "
                                "models trained here)", required=True)
-    parser.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|FILE.npz",
-                        help="the owner's images: Fashion-MNIST's training set, or an .npz "
-                             "with 'images' (N, C, H, W) uint8 and 'labels' (N,)")
-    parser.add_argument("--count", type=int, default=20000,
-                        help="use the first COUNT images (default 20000)")
+    adv.add_owner_data_arguments(parser, count=20000)
     parser.add_argument("--public", default=None, metavar="FILE.npz",
                         help="unlabeled images of the same task the owner did not train on "
                              "('images' in an .npz): more inputs for the surrogates")
-    parser.add_argument("--mean", type=float, nargs="+", default=None,
-                        help="per-channel normalization of training (Fashion-MNIST's by default "
-                             "with --data fashion-mnist)")
-    parser.add_argument("--std", type=float, nargs="+", default=None)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help=f"fingerprint inputs (default {DEFAULT_SIZE})")
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS,
@@ -387,7 +379,6 @@ def _add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _from_cli(args: argparse.Namespace) -> ConferrableKey:
-    from .. import data
     from ..cli._args import arch_kwargs
     from ..files.model import load_model_file, resolve_arch
     from ._owner_models import train_owner_models
@@ -395,16 +386,9 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
     model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
     arch = resolve_arch(args.arch, kwargs)
-    count = check_int("--count", args.count, low=1)
-    mean, std = args.mean, args.std
-    if args.data == "fashion-mnist":
-        images, labels = data.fashion_mnist("train")
-        if mean is None and std is None:
-            mean, std = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
-    else:
-        images, labels = _npz(args.data, "--data", ("images", "labels"))
-    public = None if args.public is None else _npz(args.public, "--public", ("images",))[0]
-    images, labels = images[:count], labels[:count]
+    images, labels, mean, std = adv.cli_owner_data(args)
+    public = None if args.public is None else adv.read_npz(args.public, "--public",
+                                                          ("images",))[0]
     secret = keyfile.new_secret()
     models = train_owner_models(
         model, arch, images, labels, public=public, surrogates=args.surrogates,
@@ -416,17 +400,6 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
         model=model, images=images, labels=labels, surrogate_models=models["surrogates"],
         reference_models=models["references"], calibration_models=models["calibration"],
         size=args.size, eps=args.eps, steps=args.steps, mean=mean, std=std, secret=secret)
-
-
-def _npz(path: str, option: str, fields: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:  # never unpickle
-            return tuple(torch.from_numpy(f[name]) for name in fields)
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{option} {path!r}: not an .npz with {', '.join(map(repr, fields))} "
-                         f"({e})") from None
 
 
 @register_scheme
