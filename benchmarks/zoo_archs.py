@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from mlguard.evaluation.archs import fashion_mlp
+
 
 def _cnn(channels: int, c1: int, c2: int, hidden: int, side: int, num_classes: int) -> nn.Module:
     return nn.Sequential(
@@ -35,10 +37,7 @@ def lenet(num_classes: int = 10) -> nn.Module:
         nn.Linear(84, num_classes))
 
 
-def mlp(num_classes: int = 10) -> nn.Module:
-    """A two-hidden-layer perceptron (784-256-128) on 1 x 28 x 28 input: no convolutions."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(),
-                         nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, num_classes))
+mlp = fashion_mlp  # the zoo's manifest names it "zoo_archs:mlp"
 
 
 def cifar_cnn(num_classes: int = 10) -> nn.Module:

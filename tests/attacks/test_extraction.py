@@ -46,8 +46,20 @@ def test_cross_architecture_retraining_uses_the_given_student(data):
     assert stolen[1].out_features == 64 and stolen.attack_info["student"] == "wide"
     with pytest.raises(ValueError, match="labels must be"):
         attacks.retrain(victim(), data, labels="argmax")
-    with pytest.raises(TypeError, match="arch must be"):
+    with pytest.raises(ValueError, match="arch must look like 'package.module:factory'"):
         attacks.retrain(victim(), data, arch="resnet18")
+    with pytest.raises(ValueError, match="cannot be imported"):
+        attacks.retrain(victim(), data, arch="mlguard.evaluation.archs:no_such_net")
+
+
+def wide_student():
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_a_config_names_the_thiefs_architecture_as_module_colon_factory(data):
+    stolen = attacks.retrain(victim(), data, arch=f"{__name__}:wide_student", epochs=1)
+    assert stolen[1].out_features == 32
+    assert stolen.attack_info["student"] == f"{__name__}:wide_student"
 
 
 def test_knockoff_defaults_to_posteriors_and_four_epochs(data):

@@ -118,6 +118,11 @@ def test_parse_cli():
         ("ftal", {}), ("prune", {"amount": 0.5}), ("quantize", {"bits": 4}),
         ("weight_noise", {"sigma": 0.5}), ("fine_prune", {"amount": 0.5, "epochs": 2}),
         ("cast", {"dtype": "bf16"})]
+    assert parse_cli("retrain:10:arch=mlguard.evaluation.archs:fashion_mlp:labels=soft") == [
+        ("retrain", {"epochs": 10, "arch": "mlguard.evaluation.archs:fashion_mlp",
+                     "labels": "soft"})]
+    with pytest.raises(ValueError, match="write extra parameters as key=value"):
+        parse_cli("fine_prune:0.5:epochs=2:3")  # a number is never a factory's ':' tail
     with pytest.raises(ValueError, match="unknown attack"):
         parse_cli("ftal,nope")
     with pytest.raises(ValueError, match="empty attack"):

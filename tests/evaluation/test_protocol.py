@@ -127,6 +127,17 @@ def test_a_cell_that_fails_is_journaled_reported_and_left_out_of_the_tables(tmp_
     assert "cell(s) failed" in capsys.readouterr().err
 
 
+def test_cross_architecture_retraining_is_named_in_the_config(tmp_path):
+    head, adi = TINY[:TINY.index("[schemes.uchida]")], TINY[TINY.index("[schemes.adi]"):]
+    text = head.replace('["prune:0.9", {attack = "quantize", bits = [4, 2]}]',
+                        '["retrain:1:arch=mlguard.evaluation.archs:fashion_mlp"]') + adi
+    config = load_config(config_file(tmp_path, text))
+    cells = run_protocol(config, tmp_path / "o", progress=lambda _line: None)
+    (stolen,) = [c for c in cells if c["attack"] == "retrain"]
+    assert "error" not in stolen and "mlguard.evaluation.archs:fashion_mlp" in stolen["params"]
+    assert stolen["total"] == 20 and 0 < stolen["accuracy"] <= 1
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt

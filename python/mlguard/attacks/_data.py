@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .._checks import check_int, check_real
+from ..files.model import resolve_arch
 
 
 class Batches:
@@ -79,9 +80,15 @@ def private_copy(model: nn.Module) -> nn.Module:
 
 
 def fresh_student(model: nn.Module, factory, seed: int, argument: str) -> nn.Module:
-    """A model to train from nothing: `factory()`, or the victim's architecture with every
+    """A model to train from nothing: `factory()` (a callable or "package.module:factory",
+    so a config file can name another architecture), or the victim's architecture with every
     layer re-initialized by its reset_parameters() under `seed` (no tensor shared); a
     parameter no reset_parameters() covers is refused, naming the `argument` to use."""
+    if isinstance(factory, str):
+        try:
+            factory = resolve_arch(factory)
+        except ValueError as e:
+            raise ValueError(f"{argument}: {e}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if factory is not None:

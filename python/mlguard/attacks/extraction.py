@@ -73,7 +73,8 @@ def _extract(model, data, arch, labels, epochs, lr, batch_size, seed, *, name,
                 if batches.size is not None else None,
                 attacker_samples=batches.size,
                 student="victim's architecture, re-initialized" if arch is None
-                else getattr(arch, "__name__", repr(arch)), **recorded)
+                else arch if isinstance(arch, str) else getattr(arch, "__name__", repr(arch)),
+                **recorded)
 
 
 @register_attack("retrain", main_param="epochs", needs=("data",), aliases=("retraining",),

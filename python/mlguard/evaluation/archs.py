@@ -1,4 +1,8 @@
-"""Architectures for the protocol's CIFAR-10 config (owner.arch = "module:function").
+"""Architectures the protocol's configs name as "module:function" (owner.arch, or an
+extraction attack's arch= for cross-architecture retraining).
+
+- fashion_mlp: a two-hidden-layer perceptron for 1 x 28 x 28 inputs (no convolutions), the
+  Fashion-MNIST config's other architecture for the thief.
 
 - cifar_cnn: a small VGG-style CNN (4 conv layers, 2 dense) that trains on a CPU in minutes
   per epoch; about 1.1M parameters.
@@ -9,6 +13,12 @@
 from __future__ import annotations
 
 from torch import nn
+
+
+def fashion_mlp(num_classes: int = 10) -> nn.Module:
+    """A perceptron (784-256-128, ReLU) on 1 x 28 x 28 inputs: no convolutions."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(),
+                         nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
 def cifar_cnn(num_classes: int = 10) -> nn.Module:

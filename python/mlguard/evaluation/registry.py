@@ -93,7 +93,9 @@ def expand(spec, index: int) -> list[Run]:
 def parse_cli(text: str) -> list:
     """ "ftal,prune:0.5,prune:0.9,quantize:4,jpeg:50,distill" -> [(name, params), ...].
     A value after ':' sets the attack's main parameter (its main_param); k=v pairs after
-    further ':' set others, e.g. "fine_prune:0.5:epochs=2". "rtal:2+distill" is a Stack."""
+    further ':' set others, e.g. "fine_prune:0.5:epochs=2"; a value may itself hold a ':'
+    ("retrain:10:arch=mlguard.evaluation.archs:fashion_mlp", cross-architecture retraining).
+    "rtal:2+distill" is a Stack."""
     specs = []
     for item in text.split(","):
         item = item.strip()
@@ -112,16 +114,19 @@ def _parse_one(item: str, text: str) -> tuple[str, dict]:
         raise ValueError(f"empty attack in {text!r}")
     name, *rest = item.split(":")
     attack = get_attack(name)
-    params: dict = {}
+    pairs: list[list[str]] = []
     for j, part in enumerate(rest):
         if "=" in part:
-            k, v = part.split("=", 1)
+            pairs.append(part.split("=", 1))
         elif j == 0:
-            k, v = attack.main_param, part
+            pairs.append([attack.main_param, part])
+        elif ("=" in rest[j - 1] and ":" not in pairs[-1][1]
+              and isinstance(_number(pairs[-1][1].strip()), str)
+              and part.strip().replace(".", "_").isidentifier()):
+            pairs[-1][1] += ":" + part  # "arch=package.module:factory"
         else:
             raise ValueError(f"attack {item!r}: write extra parameters as key=value")
-        params[k.strip()] = _number(v.strip())
-    return attack.name, params
+    return attack.name, {k.strip(): _number(v.strip()) for k, v in pairs}
 
 
 def _number(text: str):
