@@ -27,7 +27,8 @@ github:matbambbang/margin-based-watermarking, train.py ``train_type == 'margin'`
   update; dropout off) and take gradients with respect to the inputs only (the model's
   ``.grad`` is untouched), where the paper runs them in train mode and zeroes the model's
   gradients afterwards; the loss pass on the moved triggers runs in the model's own mode, as
-  the paper's does.
+  the paper's does. The default weight is the paper's, for 200 epochs from scratch; five
+  fine-tuning epochs need about 1 (docs/schemes_margin.md, measured).
 - **Verification** (Sec. 4.3): the suspect's top-1 on the stored (uint8) triggers; a match is
   the watermark label. The paper thresholds the match rate; here it is the test below.
 
