@@ -1,5 +1,5 @@
 """The overwrite attack's fresh key for the schemes whose keys are made from a model and
-data (frontier stitching, blackmarks, EWE): Scheme.attacker_key with the stolen model and
+data (frontier stitching, blackmarks, EWE, margin): Scheme.attacker_key with the stolen model and
 the attacker's samples, supplied through evaluation.attacker_key."""
 
 import functools
@@ -14,6 +14,7 @@ from mlguard.schemes import ReadOptions, Suspect, scheme_of
 from mlguard.schemes.blackmarks import BlackmarksKey
 from mlguard.schemes.ewe import EWEKey
 from mlguard.schemes.frontier_stitching import FrontierStitchingKey
+from mlguard.schemes.margin import MarginKey
 
 MEAN, STD = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
 
@@ -40,6 +41,8 @@ def setup():
                                              reference_models=[reference], bits=12, eps=0.1,
                                              steps=5, mean=MEAN, std=STD),
         "ewe": EWEKey.generate(own[0], own[1], [reference], size=20, mean=MEAN, std=STD),
+        "margin": MarginKey.generate(images=own[0], labels=own[1], num_classes=10, size=20,
+                                     mean=MEAN, std=STD),
     }
     m, s = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     x = (images[5000:6500].float() / 255 - m) / s  # the attacker's samples as the model takes
@@ -53,7 +56,7 @@ def _like(owner_key, thief_key):
         (owner_key.mean, owner_key.std, owner_key.shape)
 
 
-@pytest.mark.parametrize("name", ["frontier", "blackmarks", "ewe"])
+@pytest.mark.parametrize("name", ["frontier", "blackmarks", "ewe", "margin"])
 def test_a_fresh_key_like_the_owners_from_the_stolen_model_and_the_attackers_data(setup, name):
     owner, keys, attacker = setup
     key = keys[name]
@@ -69,6 +72,14 @@ def test_a_fresh_key_like_the_owners_from_the_stolen_model_and_the_attackers_dat
         assert float(nearest.max()) <= key.eps * 28 + 1e-3
     elif name == "blackmarks":
         assert (thief.bits, thief.eps, thief.steps) == (key.bits, key.eps, key.steps)
+    elif name == "margin":
+        assert thief.size == key.size and thief.labels != key.labels
+        # its triggers are the attacker's own images
+        m, s = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+        source = (attacker[0] * s + m).flatten(1)
+        nearest = torch.cdist(thief.materialize()[0].flatten(1), source,
+                              compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+        assert float(nearest.max()) < 1e-3
     else:
         assert (thief.size, thief.patch_size) == (key.size, key.patch_size)
 

@@ -42,4 +42,8 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
                     "conferrable adversarial examples (Lukas et al., ICLR 2021): a fingerprint "
                     "whose adversarial labels transfer to models derived from yours, not to "
                     "independent ones; null bounded by held-out reference models"),
+    "margin": ("margin", (),
+               "margin-based watermarks (Kim et al., ICML 2023): owner images with keyed "
+               "wrong labels, trained with large margins to survive extraction; exact null "
+               "1/(C-1)"),
 }
