@@ -1,36 +1,37 @@
-"""Margin-based watermarks (Kim, Lee, Kim, Choo and Kim, "Margin-based Neural Network
+"""Margin-based watermarks (Kim, Lee, Lee, Son and Hwang, "Margin-based Neural Network
 Watermarking", ICML 2023), as a scheme.
 
 What the paper does, and where this file follows it (the authors' code,
 github:matbambbang/margin-based-watermarking, train.py ``train_type == 'margin'``):
 
-- **Key** (Sec. 4.1): ``num_query`` = 100 in-distribution images, each answered with a random
-  label other than its true class. Here: ``size`` images chosen by the secret (a keyed order)
-  from the owner's images, stored uint8, each with a keyed label uniform over the C - 1
-  classes other than its TRUE class (``keys.sampling.keyed_below``); the true labels are
-  stored too, and a key whose label equals its true class is refused. Deviation: the paper
-  takes the images from a held-out validation split; ``generate`` takes whatever images it is
-  given (in ``mlguard evaluate`` the owner's training share, so each trigger also appears
-  once per epoch with its true label in the owner's data).
-- **Training** (Sec. 4.2, Eq. 6 and Algorithm 1): at every step ``per_batch`` (25) triggers
-  are drawn, each is moved ``steps`` (5) times by sign-gradient *ascent* of the cross-entropy
-  to its watermark label, step ``step_size`` (1/255) in [0, 1] pixel space, clamped to [0, 1]
-  (the ascent moves it toward the decision boundary: training on the moved trigger widens the
-  margin around it, which is what lets the label survive extraction, Sec. 3); then the loss
-  is the mean over the batch's per-sample CE concatenated with ``weight`` (the paper's v,
-  0.1) times the moved triggers' per-sample CE. Here the caller computes the batch's mean CE
-  and ``MarginEmbedding.loss`` returns ``weight * sum(CE(moved)) / (n + per_batch)``: the
-  total equals the paper's concatenated mean except that the natural term is weighted 1
-  instead of n / (n + per_batch) (0.84 at n = 128). The triggers are drawn in a keyed cycle
-  (every trigger equally often) where the paper samples them at random. Deviation: the
-  ascent passes run in eval mode (BatchNorm uses its running statistics, which it does not
-  update; dropout off) and take gradients with respect to the inputs only (the model's
-  ``.grad`` is untouched), where the paper runs them in train mode and zeroes the model's
-  gradients afterwards; the loss pass on the moved triggers runs in the model's own mode, as
-  the paper's does. The default weight is the paper's, for 200 epochs from scratch; five
-  fine-tuning epochs need about 1 (docs/schemes_margin.md, measured).
-- **Verification** (Sec. 4.3): the suspect's top-1 on the stored (uint8) triggers; a match is
-  the watermark label. The paper thresholds the match rate; here it is the test below.
+- **Key** (models/queries.py): ``num_query`` = 100 in-distribution images, each answered
+  with a random label other than its true class. Here: ``size`` images chosen by the secret
+  (a keyed order) from the owner's images, stored uint8, each with a keyed label uniform
+  over the C - 1 classes other than its TRUE class (``keys.sampling.keyed_below``); the true
+  labels are stored too, and a key whose label equals its true class is refused. Deviation:
+  the paper takes the images from a held-out validation split; ``generate`` takes whatever
+  images it is given (in ``mlguard evaluate`` the owner's training share, so each trigger
+  also appears once per epoch with its true label in the owner's data).
+- **Training** (train.py, ``loop``): at every step ``per_batch`` (25) triggers are drawn,
+  each is moved ``steps`` (5) times by sign-gradient *ascent* of the cross-entropy to its
+  watermark label, step ``step_size`` (1/255) in [0, 1] pixel space, clamped to [0, 1] (the
+  ascent moves it toward the decision boundary: training on the moved trigger widens the
+  margin around it, which is what lets the label survive extraction, the paper's argument);
+  then the loss is the mean over the batch's per-sample CE concatenated with ``weight`` (the
+  paper's v, 0.1) times the moved triggers' per-sample CE. Here the caller computes the
+  batch's mean CE and ``MarginEmbedding.loss`` returns ``weight * sum(CE(moved)) / (n +
+  per_batch)``: the total equals the paper's concatenated mean except that the natural term
+  is weighted 1 instead of n / (n + per_batch) (0.84 at n = 128). The triggers are drawn in
+  a keyed cycle (every trigger equally often) where the paper samples them at random.
+  Deviation: the ascent passes run in eval mode (BatchNorm uses its running statistics,
+  which it does not update; dropout off) and take gradients with respect to the inputs only
+  (the model's ``.grad`` is untouched), where the paper runs them in train mode and zeroes
+  the model's gradients afterwards; the loss pass on the moved triggers runs in the model's
+  own mode, as the paper's does. The default weight is the paper's, for 200 epochs from
+  scratch; five fine-tuning epochs need about 1 (docs/schemes_margin.md, measured).
+- **Verification** (extraction.py, the query accuracy): the suspect's top-1 on the stored
+  (uint8) triggers; a match is the watermark label. The paper thresholds the match rate;
+  here it is the test below.
 
 **The null, exact (a bound).** Trigger i's label L_i is a keyed draw, uniform over the C - 1
 classes other than its true class t_i, independent of any model g not trained on the key
@@ -191,9 +192,9 @@ class MarginKey(Key):
 
 
 class MarginEmbedding(Embedding):
-    """The paper's margin training (Sec. 4.2): adds nothing to the batch; ``loss`` moves
-    ``per_batch`` triggers toward the boundary by sign ascent and returns their weighted CE
-    (see the module docstring for the normalization and the eval-mode ascent)."""
+    """The paper's margin training (the authors' train.py): adds nothing to the batch;
+    ``loss`` moves ``per_batch`` triggers toward the boundary by sign ascent and returns their
+    weighted CE (see the module docstring for the normalization and the eval-mode ascent)."""
 
     def __init__(self, key: MarginKey, per_batch: int = DEFAULT_PER_BATCH,
                  steps: int = DEFAULT_STEPS, step_size: float = DEFAULT_STEP_SIZE,
