@@ -63,6 +63,28 @@ def test_payoff_counts_a_removal_only_below_the_loss_limit():
     assert "<script" not in to_html(t) and "<table>" in to_html(t)
 
 
+def test_a_mark_not_detected_on_its_own_model_is_never_counted_as_removed():
+    owner = cell("weak", "none", False, 0.0) | {"clean_twin": {"matches": 1, "total": 10,
+                                                               "p_value": 0.5},
+                                                "clean_accuracy": 0.8, "embedding_cost": 0.0}
+    cells = [owner, cell("weak", "prune", False, 0.0), cell("adi", "prune", False, 0.0)]
+    t = tables(cells, max_loss=0.05, alpha=1e-6)
+    assert "weak" not in t["payoff"] and [c["scheme"] for c in t["not_embedded"]] == ["weak"]
+    assert [b["scheme"] for b in t["best"]] == ["adi"]
+    md = to_markdown(t)
+    assert "Not embedded" in md and "| weak | prune |" not in md
+
+
+def test_the_protocol_does_not_attack_a_mark_its_model_does_not_show(tmp_path):
+    text = TINY[:TINY.index("[schemes.adi]")].replace('bits = 32', 'bits = 32\nembedding = '
+                                                      '{strength = 1e-12}')
+    lines = []
+    cells = run_protocol(load_config(config_file(tmp_path, text)), tmp_path / "o",
+                         progress=lines.append)
+    assert [c["attack"] for c in cells] == ["none"] and not cells[0]["detected"]
+    assert "not detected" in lines[-1] and "not run" in lines[-1]
+
+
 def test_the_protocol_runs_every_cell_once_and_resumes_after_an_interruption(tmp_path):
     config = load_config(config_file(tmp_path))
     out = tmp_path / "out"
@@ -91,6 +113,7 @@ def test_the_protocol_runs_every_cell_once_and_resumes_after_an_interruption(tmp
     # a changed config redoes exactly what it changes: here adi's cells, none of uchida's
     raw = tomllib.loads(TINY)
     raw["schemes"]["adi"]["size"] = 30
+    raw["schemes"]["adi"]["embedding"]["per_batch"] = 30  # as many views per trigger
     changed = []
     cells = run_protocol(parse_config(raw), out, progress=changed.append)
     assert len(changed) == 4 and all(" adi" in line for line in changed)

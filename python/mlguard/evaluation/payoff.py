@@ -22,11 +22,15 @@ def removed(cell: dict, max_loss: float) -> bool:
 
 def tables(cells: list[dict], max_loss: float, alpha: float) -> dict:
     """{"owner": rows, "payoff": {scheme: {attack: summary}}, "best": rows, "times": rows,
-    "failed": cells that raised (reported, never counted as removed or survived)}."""
+    "failed": cells that raised, "not_embedded": owner rows whose marked model is itself
+    not detected (neither counted as removed or survived: the mark was never there)}."""
     failed = [c for c in cells if "error" in c]
     cells = [c for c in cells if "error" not in c]
     owner = [c for c in cells if c["attack"] == "none"]
-    attacked = [c for c in cells if c["attack"] != "none"]
+    not_embedded = [c for c in owner if not c["detected"]]
+    unmarked = {(c["scheme"], c["seed"]) for c in not_embedded}
+    attacked = [c for c in cells if c["attack"] != "none"
+                and (c["scheme"], c["seed"]) not in unmarked]
     by = defaultdict(list)
     for c in attacked:
         by[c["scheme"], _name(c)].append(c)
@@ -53,7 +57,8 @@ def tables(cells: list[dict], max_loss: float, alpha: float) -> dict:
     return {"owner": owner, "payoff": dict(payoff), "best": best,
             "times": [{"attack": a, "mean_seconds": mean(t), "runs": len(t)}
                       for a, t in times.items()],
-            "max_loss": max_loss, "alpha": alpha, "failed": failed}
+            "max_loss": max_loss, "alpha": alpha, "failed": failed,
+            "not_embedded": not_embedded}
 
 
 def _name(cell: dict) -> str:
@@ -74,6 +79,12 @@ def to_markdown(t: dict) -> str:
                    f"{c['accuracy']:.2%} | {c['embedding_cost'] * 100:.2f} | "
                    f"{c['matches']}/{c['total']} | {c['p_value']:.2g} | "
                    f"{twin['matches']}/{twin['total']} | {twin['p_value']:.2g} |")
+    if t["not_embedded"]:
+        out += ["", "**Not embedded**: the marked model itself is not detected at alpha "
+                f"{t['alpha']:g}, so its attacks count neither as removals nor as survivals "
+                "(the protocol does not run them): " + ", ".join(
+                    f"{c['scheme']} seed {c['seed']} ({c['matches']}/{c['total']}, "
+                    f"p = {c['p_value']:.2g})" for c in t["not_embedded"])]
     attacks = sorted({a for row in t["payoff"].values() for a in row})
     schemes = list(t["payoff"])  # attacks down, schemes across: there are many more attacks
     out += ["", "**Payoff matrix** (removed / seeds; median loss in points)", "",
@@ -137,9 +148,12 @@ def plot(cells: list[dict], path: str | Path, max_loss: float, alpha: float) -> 
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     schemes = sorted({c["scheme"] for c in cells})
+    unmarked = {(c["scheme"], c["seed"]) for c in cells
+                if c["attack"] == "none" and "error" not in c and not c["detected"]}
     for scheme in schemes:
         points = [(c["accuracy_loss"] * 100, min(-c["log10_p"], 300.0)) for c in cells
-                  if c["scheme"] == scheme and c["attack"] != "none" and "error" not in c]
+                  if c["scheme"] == scheme and c["attack"] != "none" and "error" not in c
+                  and (scheme, c["seed"]) not in unmarked]
         if points:
             ax.scatter(*zip(*points), label=scheme, s=18)
     ax.axvline(max_loss * 100, color="grey", linestyle="--", linewidth=1)

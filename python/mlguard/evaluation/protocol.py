@@ -190,6 +190,11 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
                 records.append(_failed(journal, cell, where, "none", "", e, progress))
                 continue
             records.append(record)
+            if not record["detected"]:  # nothing to remove: every attack would "remove" it
+                progress(f"seed {seed} {label}: the marked model itself is not detected at "
+                         f"alpha {alpha:g} (p={record['p_value']:.2g}): its {len(runs)} "
+                         f"attack(s) are not run (strengthen the embedding or the key)")
+                continue
             marked_acc = record["accuracy"]
             for run in runs:
                 cell = f"{label}|seed={seed}|{run.name}|{run.label}|{digest(owner_id, alpha)}"
