@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import math
+from functools import cached_property
 
 import torch
 
@@ -318,6 +319,19 @@ def read_npz(path: str, option: str, fields: tuple[str, ...]) -> tuple[torch.Ten
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{option} {path!r}: not an .npz with {', '.join(map(repr, fields))} "
                          f"({e})") from None
+
+
+class StoredImages:
+    """Key mixin for keys that store their inputs (``stored_images``, keys/images.py's
+    encoding) with one label each (``labels``): the pixels decoded once, and ``size``."""
+
+    @cached_property
+    def _pixels(self) -> torch.Tensor:
+        return key_images.decode(self.stored_images)
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
 
 
 class StoredInputs:

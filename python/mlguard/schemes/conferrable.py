@@ -68,7 +68,7 @@ _GENERATION = {"surrogate_matches", "optimization_reference_matches", "candidate
 
 
 @dataclass(frozen=True)
-class ConferrableKey(Key):
+class ConferrableKey(adv.StoredImages, Key):
     """A conferrable fingerprint: the stored inputs, the source model's label on each, the
     true labels of the images they were made from, and the held-out calibration models'
     reads (the null's bound); ``generation`` keeps the surrogates' and optimization
@@ -203,14 +203,6 @@ class ConferrableKey(Key):
             label=label)
 
     # -- derived ----------------------------------------------------------------------------
-
-    @cached_property
-    def _pixels(self) -> torch.Tensor:
-        return key_images.decode(self.stored_images)
-
-    @property
-    def size(self) -> int:
-        return len(self.labels)
 
     @cached_property
     def chance(self) -> float:

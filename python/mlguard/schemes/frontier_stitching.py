@@ -62,7 +62,7 @@ _BODY = {"scheme", "secret", "nonce", "num_classes", "shape", "mean", "std", "ep
 
 
 @dataclass(frozen=True)
-class FrontierStitchingKey(Key):
+class FrontierStitchingKey(adv.StoredImages, Key):
     """A Frontier Stitching key: stored key inputs, their true labels, which of them are true
     adversaries, and the reference models' reads of those (the null's bound)."""
 
@@ -170,14 +170,6 @@ class FrontierStitchingKey(Key):
                             label=label)
 
     # -- derived ----------------------------------------------------------------------------
-
-    @cached_property
-    def _pixels(self) -> torch.Tensor:
-        return key_images.decode(self.stored_images)
-
-    @property
-    def size(self) -> int:
-        return len(self.labels)
 
     @property
     def total(self) -> int:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import torch
 from torch import nn
@@ -81,7 +80,7 @@ def keyed_labels(secret: bytes, true_labels: list[int], num_classes: int) -> lis
 
 
 @dataclass(frozen=True)
-class MarginKey(Key):
+class MarginKey(adv.StoredImages, Key):
     """A margin-based watermark key: the trigger images (uint8), their true classes and
     their keyed watermark labels (never the true class)."""
 
@@ -151,14 +150,6 @@ class MarginKey(Key):
                             stored_images=key_images.encode(pixels[chosen]),
                             labels=keyed_labels(secret, true_labels, num_classes),
                             true_labels=true_labels, label=label)
-
-    @cached_property
-    def _pixels(self) -> torch.Tensor:
-        return key_images.decode(self.stored_images)
-
-    @property
-    def size(self) -> int:
-        return len(self.labels)
 
     @property
     def chance(self) -> float:
