@@ -86,3 +86,10 @@ def toolchain_checks(key, marked, twin, x_test, y_test, alpha, tmp_path):
     assert first.attack == "none" and first.scheme == hit.scheme
     assert (first.matches, first.total, first.detected) == (hit.matches, hit.total, True)
     assert len(report.rows) == 2  # and the pruned model's row
+    # the command line too: it takes the key's normalization (stored as lists) for its data
+    from mlguard.cli.main import main
+
+    torch.save(marked.state_dict(), tmp_path / "marked.pt")
+    assert main(["evaluate", str(tmp_path / "marked.pt"), "--arch", "mlguard.cli.demo:small_cnn",
+                 "--keys", str(tmp_path / "owner.key"), "--attacks", "cast", "--train-limit",
+                 "300", "--test-limit", "100", "--device", "cpu", "--no-progress"]) == 0

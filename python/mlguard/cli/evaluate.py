@@ -239,7 +239,8 @@ def _data(args, stated: list, shape):
 
     from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist
 
-    norms = set(stated)
+    norms = {tuple(None if v is None else tuple(v) for v in pair)  # lists are not hashable
+             for pair in stated}
     if len(norms) > 1:
         raise ValueError("the trigger keys use different normalizations; evaluate them "
                          "separately")

@@ -340,7 +340,7 @@ class StoredInputs:
 
     @classmethod
     def input_normalization(cls, key):
-        return None if key.mean is None else (list(key.mean), list(key.std))
+        return None if key.mean is None else (tuple(key.mean), tuple(key.std))
 
     @classmethod
     def input_shape(cls, key):

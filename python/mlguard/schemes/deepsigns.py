@@ -309,7 +309,7 @@ class DeepSigns(Scheme):
 
     @classmethod
     def input_normalization(cls, key: DeepSignsKey):
-        return None if key.mean is None else (list(key.mean), list(key.std))
+        return None if key.mean is None else (tuple(key.mean), tuple(key.std))
 
     @classmethod
     def input_shape(cls, key: DeepSignsKey):
