@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the `mlguard` command on `argv` (default: sys.argv[1:]); returns its exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # verbs that can resume say how themselves (scan, evaluate)
+        print(f"\nmlguard {args.command}: interrupted (what was already written is kept)",
+              file=sys.stderr)
+        return 130
 
 
 def console_main() -> None:
