@@ -50,6 +50,11 @@ def test_cross_architecture_retraining_uses_the_given_student(data):
         attacks.retrain(victim(), data, arch="resnet18")
     with pytest.raises(ValueError, match="cannot be imported"):
         attacks.retrain(victim(), data, arch="mlguard.evaluation.archs:no_such_net")
+    with pytest.raises(ValueError, match=r"arch: the student cannot take the attacker's inputs"):
+        attacks.retrain(victim(), data, arch="mlguard.evaluation.archs:cifar_cnn")
+    with pytest.raises(ValueError, match=r"arch: the student gives outputs of shape \(10,\)"):
+        attacks.retrain(victim(), data, arch=lambda: nn.Sequential(nn.Flatten(),
+                                                                   nn.LazyLinear(10)))
 
 
 def wide_student():

@@ -79,6 +79,31 @@ def private_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
+def check_student(student: nn.Module, victim: nn.Module, batches: Batches,
+                  argument: str) -> None:
+    """A student of another architecture must take the attacker's inputs and give as many
+    outputs as the victim: tried on one sample before any training (modes restored), so a
+    mismatch is an error naming `argument`, not a traceback in the middle of a run."""
+    try:
+        x = batches.loader.dataset[0][0][None]
+    except (TypeError, IndexError, KeyError, NotImplementedError):
+        return  # an iterable dataset: nothing to try without consuming it
+    modes = student.training, victim.training
+    student.eval(), victim.eval()
+    try:
+        with torch.no_grad():
+            got = student(x.to(device_of(student)))
+            want = victim(x.to(device_of(victim)))
+    except RuntimeError as e:
+        raise ValueError(f"{argument}: the student cannot take the attacker's inputs "
+                         f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
+    finally:
+        student.train(modes[0]), victim.train(modes[1])
+    if got.shape[1:] != want.shape[1:]:
+        raise ValueError(f"{argument}: the student gives outputs of shape {tuple(got.shape[1:])}"
+                         f", the victim {tuple(want.shape[1:])}")
+
+
 def fresh_student(model: nn.Module, factory, seed: int, argument: str) -> nn.Module:
     """A model to train from nothing: `factory()` (a callable or "package.module:factory",
     so a config file can name another architecture), or the victim's architecture with every

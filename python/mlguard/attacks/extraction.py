@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_int, check_real
-from ._data import (Batches, check_normalization, fresh_student, info, last_linear,
-                    private_copy, train_epochs)
+from ._data import (Batches, check_normalization, check_student, fresh_student, info,
+                    last_linear, private_copy, train_epochs)
 from .registry import register_attack
 
 LABELS = ("hard", "soft")
@@ -47,6 +47,8 @@ def _extract(model, data, arch, labels, epochs, lr, batch_size, seed, *, name,
     lr = check_real("lr", lr, low=0, low_open=True)
     batches = Batches(data, batch_size, seed)
     student = fresh_student(model, arch, seed, argument="arch")
+    if arch is not None:
+        check_student(student, model, batches, "arch")
     victim_mode = model.training
     model.eval()
 
