@@ -257,6 +257,10 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err and not bad.exists()
     assert main(["key", "new", "margin", *common, "--size", "400", "--out", str(bad)]) == 2
     assert "size=400" in capsys.readouterr().err and not bad.exists()
+    # a key too small to ever be detected at 1e-6 is made, with a warning that says so
+    assert main(["key", "new", "margin", *common[:-1], "5", "--out", str(tmp_path / "5.key")]) == 0
+    err = capsys.readouterr().err
+    assert "all 5 trials gets p = 1.7e-05" in err and "never" in err
 
 
 def test_verify_evaluate_scan_and_evidence(setup, tmp_path):

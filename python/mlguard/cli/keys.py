@@ -98,4 +98,19 @@ def _new(args) -> int:
     print(f"wrote {args.out}: key {key.commitment()[:16]}{named} "
           f"(commitment {key.commitment()})")
     print("keep this file secret: it holds the key's secret", file=sys.stderr)
+    _warn_if_weak(scheme, key)
     return 0
+
+
+def _warn_if_weak(scheme, key, alpha: float = 1e-6) -> None:
+    """Says so when even a model matching every trial would not be detected at `alpha` (the
+    verdicts' default): a key too small for its chance, e.g. a calibrated null near 1."""
+    try:
+        total, chance = scheme.expected_test(key.to_body())
+    except (ValueError, NotImplementedError):  # not readable yet (a DAWN key before queries)
+        return
+    best = chance ** total  # P(all trials match) under the null: the smallest p possible
+    if best > alpha:
+        print(f"warning: even a model that matches all {total} trials gets p = {best:.2g} "
+              f"(chance {chance:.3g} per trial), above alpha {alpha:g}: this key can never "
+              f"give a detection at that level; make a larger key", file=sys.stderr)
