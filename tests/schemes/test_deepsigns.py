@@ -149,7 +149,7 @@ def test_optional_hooks():
     fresh = DeepSigns.attacker_key(key)
     assert fresh.secret != key.secret and fresh.layer == key.layer
     assert fresh.target_class == key.target_class and len(fresh.inputs) == len(key.inputs)
-    assert DeepSigns.input_normalization(key) == ([0.5], [0.25])
+    assert DeepSigns.input_normalization(key) == ((0.5,), (0.25,))
     assert DeepSigns.input_shape(key) == (1, 8, 8)
 
 
