@@ -212,6 +212,17 @@ def test_every_truncation_is_rejected(key_path: tuple[Path, dict]) -> None:
                           body["secret"])
 
 
+def test_a_model_file_given_as_a_key_is_named_as_one(tmp_path: Path) -> None:
+    import safetensors.torch
+    import torch
+
+    secret = new_secret().hex()
+    torch.save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    safetensors.torch.save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    for name in ("model.pt", "model.safetensors"):
+        _expect_error(tmp_path / name, "is a model file .*, not a key file", secret)
+
+
 def test_garbage_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "garbage.key"
     secret = new_secret().hex()

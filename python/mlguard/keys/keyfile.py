@@ -271,6 +271,8 @@ def read_key_file_meta(path: str | os.PathLike) -> tuple[dict, dict]:
     try:
         doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as e:
+        if raw[:1] != b"{" and (raw[:2] == b"PK" or raw[8:9] == b"{"):  # torch.save, safetensors
+            raise fail("is a model file (torch.save or safetensors), not a key file") from e
         raise fail("is not valid JSON; the file is corrupted or truncated") from e
 
     if not isinstance(doc, dict):
