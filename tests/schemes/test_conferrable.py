@@ -169,6 +169,8 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
                  "--out", str(out)]) == 0
     key = mlguard.load_key(out)
     assert isinstance(key, ConferrableKey) and key.size == 5 and key.mean == (MEAN[0],)
+    said = capsys.readouterr().err
+    assert "conferrable: training 3 models" in said and f"chance is {key.chance:.3f}" in said
     # clear errors, nothing written
     bad = tmp_path / "bad.key"
     assert main(["key", "new", "conferrable", "--model", str(owner_file), *common,

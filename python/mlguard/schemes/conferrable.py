@@ -44,6 +44,7 @@ more data, adversarial training) is not covered, and ``Reading.extra["null"]`` s
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -382,16 +383,24 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
     public = None if args.public is None else adv.read_npz(args.public, "--public",
                                                           ("images",))[0]
     secret = keyfile.new_secret()
+    count = args.surrogates + args.references + args.calibration
+    print(f"conferrable: training {count} models ({args.surrogates} surrogates, "
+          f"{args.references} references, {args.calibration} calibration), then the attack; "
+          f"minutes on a CPU", file=sys.stderr)
     models = train_owner_models(
         model, arch, images, labels, public=public, surrogates=args.surrogates,
         references=args.references, calibration=args.calibration, per_model=args.per_model,
         epochs=args.epochs, mean=mean, std=std,
         seed=keyfile.derive_seed(secret, f"{NAME}/models"),
         surrogate_labels=args.surrogate_labels)
-    return ConferrableKey.generate(
+    key = ConferrableKey.generate(
         model=model, images=images, labels=labels, surrogate_models=models["surrogates"],
         reference_models=models["references"], calibration_models=models["calibration"],
         size=args.size, eps=args.eps, steps=args.steps, mean=mean, std=std, secret=secret)
+    print(f"conferrable: {key.size} inputs; the calibration models matched "
+          f"{list(key.reference['matches'])} of them, so the null's chance is {key.chance:.3f}",
+          file=sys.stderr)
+    return key
 
 
 @register_scheme
