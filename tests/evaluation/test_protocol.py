@@ -161,6 +161,25 @@ def test_cross_architecture_retraining_is_named_in_the_config(tmp_path):
     assert stolen["total"] == 20 and 0 < stolen["accuracy"] <= 1
 
 
+def test_a_scheme_whose_embedding_takes_the_owners_data_gets_it_and_a_failed_owner_is_retried(
+        tmp_path, monkeypatch):
+    text = TINY[:TINY.index("[schemes.uchida]")].replace(
+        '["prune:0.9", {attack = "quantize", bits = [4, 2]}]', '["cast"]')
+    config = load_config(config_file(tmp_path, text + '[schemes.ewe]\nscheme = "ewe"\n'
+                                                      'size = 20\n'))
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("no owner today")
+
+    with monkeypatch.context() as m:
+        m.setattr("mlguard.evaluation.protocol._owner", broken)
+        (failed,) = run_protocol(config, tmp_path / "o", progress=lambda _line: None)
+    assert "no owner today" in failed["error"]
+    cells = run_protocol(config, tmp_path / "o", progress=lambda _line: None)
+    owner = [c for c in cells if c["attack"] == "none"]
+    assert len(owner) == 1 and "error" not in owner[0] and owner[0]["total"] == 20
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt

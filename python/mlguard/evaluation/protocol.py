@@ -184,8 +184,10 @@ def run_protocol(config: ProtocolConfig, out: str | Path, progress=print) -> lis
             try:
                 key, marked = _owner(config, arch, task, seed, label, entry, base, folder,
                                      owner_id, references)
-                record = journal.done(cell) or journal.add(cell, _owner_cell(
-                    marked, twin, key, test, twin_acc, alpha, where, task, progress))
+                record = journal.done(cell)
+                if record is None or "error" in record:  # a failed owner cell is retried
+                    record = journal.add(cell, _owner_cell(
+                        marked, twin, key, test, twin_acc, alpha, where, task, progress))
             except CELL_ERRORS as e:  # this scheme cannot run here: say so, go on
                 records.append(_failed(journal, cell, where, "none", "", e, progress))
                 continue
@@ -358,7 +360,7 @@ def _owner(config, arch, task, seed, label, entry, base, folder: Path, owner_id:
     key.save(key_path, overwrite=True)
     owner = config.owner
     _train(marked, task.owner, owner["embed_epochs"], owner["lr"], owner["batch_size"], seed,
-           [scheme.embedding(key, **entry.get("embedding", {}))])
+           [scheme.embedding(key, **_embedding_args(scheme, entry, task))])
     _save(marked, model_path)
     return key, marked
 
@@ -387,6 +389,16 @@ def _generate_args(scheme, entry: dict, task: Task, model: nn.Module, label: str
         takes |= set(inspect.signature(scheme.key_type.generate).parameters)
     options.update({name: fact() for name, fact in facts.items()
                     if name in takes and name not in options})
+    return options
+
+
+def _embedding_args(scheme, entry: dict, task: Task) -> dict:
+    """The config's embedding options, plus the owner's training data where the scheme's
+    embedding() names it (EWE draws its watermark batches from `images`, `labels`)."""
+    options = dict(entry.get("embedding", {}))
+    takes = inspect.signature(scheme.embedding).parameters
+    facts = {"images": lambda: task.owner_images, "labels": lambda: task.owner[1]}
+    options.update({n: fact() for n, fact in facts.items() if n in takes and n not in options})
     return options
 
 
