@@ -321,6 +321,22 @@ def read_npz(path: str, option: str, fields: tuple[str, ...]) -> tuple[torch.Ten
                          f"({e})") from None
 
 
+def module_of(suspect, name: str):
+    """The suspect's network: these keys are read by running it (black-box), so a suspect
+    given as weights alone is refused."""
+    if suspect.module is None:
+        raise ValueError(f"a {name} key is read by running the model (black-box); this "
+                         "suspect has no module")
+    return suspect.module
+
+
+def stored_predictions(key, suspect, options, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the suspect's classes on the key's stored inputs, the key's labels for them)."""
+    x, labels = key.materialize()
+    return predictions(module_of(suspect, name), x, key.mean, key.std, key.num_classes,
+                       options.batch_size), labels
+
+
 class StoredImages:
     """Key mixin for keys that store their inputs (``stored_images``, keys/images.py's
     encoding) with one label each (``labels``): the pixels decoded once, and ``size``."""

@@ -365,12 +365,8 @@ class Blackmarks(adv.StoredInputs, Scheme):
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
         _check_key(key)
-        if suspect.module is None:
-            raise ValueError(f"a {NAME} key is read by running the model (black-box); this "
-                             "suspect has no module")
-        x, _ = key.materialize()
-        decoded = key.decode(adv.predictions(suspect.module, x, key.mean, key.std,
-                                             key.num_classes, options.batch_size))
+        preds, _ = adv.stored_predictions(key, suspect, options, NAME)
+        decoded = key.decode(preds)
         matches = int((decoded == key.signature).sum())
         return Reading(matches, key.bits, key.chance, extra={
             "null": ("conservative: max(1/2, the largest per-bit rate of the key's "

@@ -437,12 +437,7 @@ class Conferrable(adv.StoredInputs, Scheme):
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
         _check_key(key)
-        if suspect.module is None:
-            raise ValueError(f"a {NAME} key is read by running the model (black-box); this "
-                             "suspect has no module")
-        x, t = key.materialize()
-        preds = adv.predictions(suspect.module, x, key.mean, key.std, key.num_classes,
-                                options.batch_size)
+        preds, t = adv.stored_predictions(key, suspect, options, NAME)
         matches = int((preds == t).sum())
         refs = key.reference["matches"]
         return Reading(matches, key.size, key.chance, extra={

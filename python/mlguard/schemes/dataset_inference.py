@@ -382,13 +382,11 @@ class DatasetInference(adv.StoredInputs, Scheme):
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
         _check_key(key)
-        if suspect.module is None:
-            raise ValueError(f"a {NAME} key is read by running the model (black-box); this "
-                             "suspect has no module")
+        module = adv.module_of(suspect, NAME)
         px, py, qx, qy = key.materialize()
         args = (key.mean, key.std, key.num_classes, options.batch_size)
-        private = logit_margins(suspect.module, px, py, *args)
-        public = logit_margins(suspect.module, qx, qy, *args)
+        private = logit_margins(module, px, py, *args)
+        public = logit_margins(module, qx, qy, *args)
         matches = int((private > public).sum())
         if key.reference is None:
             null = EXACT_NULL

@@ -292,12 +292,7 @@ class FrontierStitching(adv.StoredInputs, Scheme):
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
         _check_key(key)
-        if suspect.module is None:
-            raise ValueError(f"a {NAME} key is read by running the model (black-box); this "
-                             "suspect has no module")
-        x, y = key.materialize()
-        preds = adv.predictions(suspect.module, x, key.mean, key.std, key.num_classes,
-                                options.batch_size)
+        preds, y = adv.stored_predictions(key, suspect, options, NAME)
         right = preds == y
         flags = torch.tensor(key.true_adversaries)
         matches = int(right[flags].sum())

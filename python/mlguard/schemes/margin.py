@@ -294,12 +294,7 @@ class Margin(adv.StoredInputs, Scheme):
     @classmethod
     def read(cls, key, suspect: Suspect, options: ReadOptions) -> Reading:
         _check_key(key)
-        if suspect.module is None:
-            raise ValueError(f"a {NAME} key is read by running the model (black-box); this "
-                             "suspect has no module")
-        x, y = key.materialize()
-        preds = adv.predictions(suspect.module, x, key.mean, key.std, key.num_classes,
-                                options.batch_size)
+        preds, y = adv.stored_predictions(key, suspect, options, NAME)
         truth = torch.tensor(key.true_labels)
         return Reading(int((preds == y).sum()), key.size, key.chance, extra={
             "null": (f"exact bound: each trigger's label is a keyed draw uniform over the "
