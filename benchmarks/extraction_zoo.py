@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import zoo_archs  # noqa: E402  (the zoo's own architectures, named "zoo_archs:<factory>")
 
+CIFAR_SHUFFLE_SEED = 2021  # the split ranges index the CIFAR-10 sets in this fixed order
 CIFAR_ARCHIVE = Path(os.environ.get("MLGUARD_CIFAR10", "/work/shared/data/cifar10-jpeg.tar.gz"))
 
 # [start, stop) ranges: owner/attacker/independent index the official TRAIN set, public/eval
@@ -78,7 +79,9 @@ def loader_record(dataset: str) -> dict:
     if dataset == "fashion-mnist":
         return {"function": "mlguard.data.fashion_mnist", "args": {"split": "<train|test>"}}
     return {"function": "mlguard.data.cifar10",
-            "args": {"path": str(CIFAR_ARCHIVE), "split": "<train|test>"}}
+            "args": {"path": str(CIFAR_ARCHIVE), "split": "<train|test>"},
+            "shuffle": f"torch.randperm(n, generator=torch.Generator().manual_seed("
+                       f"{CIFAR_SHUFFLE_SEED}))"}
 
 
 def raw_sets(dataset: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -87,9 +90,11 @@ def raw_sets(dataset: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if dataset == "fashion-mnist":
         return {s: data.fashion_mnist(s) for s in ("train", "test")}
     out = {}
-    for s in ("train", "test"):
+    for s in ("train", "test"):  # the archive is sorted by class: index ranges need a shuffle
         ims = data.cifar10(CIFAR_ARCHIVE, s)
-        out[s] = (ims.images, ims.labels)
+        order = torch.randperm(len(ims.labels), generator=torch.Generator().manual_seed(
+            CIFAR_SHUFFLE_SEED))
+        out[s] = (ims.images[order], ims.labels[order])
     return out
 
 
