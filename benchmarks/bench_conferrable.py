@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 import mlguard
-from mlguard import data
 from mlguard.evaluation.calibration import binomial_fit
 from mlguard.files.model import load_model_file, resolve_arch
 from mlguard.keys import keyfile
@@ -43,11 +42,13 @@ def manifest(zoo: Path) -> tuple[dict, str]:
     raise SystemExit(f"{zoo} has no manifest.json or manifest.partial.json yet")
 
 
-def split_tensors(zoo: Path):
+def split_tensors(zoo: Path, dataset: str):
     """The owner split (images, labels) and the public split's images (uint8)."""
+    from extraction_zoo import raw_sets
+
     split = json.loads((zoo / "split.json").read_text())
-    train_x, train_y = data.fashion_mnist("train")
-    test_x, _ = data.fashion_mnist("test")
+    sets = raw_sets(dataset)
+    (train_x, train_y), (test_x, _) = sets["train"], sets["test"]
     a, b = split["owner"]
     p, q = split["public"]
     return train_x[a:b], train_y[a:b], test_x[p:q]
@@ -105,7 +106,7 @@ def main() -> None:
     models = doc["models"]
     victims = [m for m in models if m["role"] == "victim"
                and (args.victims is None or m["name"] in args.victims)]
-    owner_x, owner_y, public = split_tensors(zoo)
+    owner_x, owner_y, public = split_tensors(zoo, doc["dataset"])
     key_dir = args.key_dir or zoo / "keys"
     key_dir.mkdir(exist_ok=True)
     print(f"zoo {zoo} ({which}): {len(models)} models, {len(victims)} victims; "
