@@ -121,3 +121,39 @@ def test_null_fit_of_mixed_totals_accepts_binomial_counts_and_rejects_others():
     assert harness.binomial_fit(good)["p"] > 0.01
     bad = [{**r, "matches": min(r["total"], r["matches"] + 3)} for r in good]
     assert harness.binomial_fit(bad)["p"] < 1e-6
+
+
+def test_cifar_split_ranges_index_a_fixed_shuffle(monkeypatch):
+    """The CIFAR-10 archive is sorted by class: without the shuffle the owner range held four
+    classes and the eval range five others (victims at 0% test accuracy)."""
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as the archive
+    fake = type("Images", (), {"images": labels.view(1000, 1, 1, 1).to(torch.uint8),
+                               "labels": labels})
+    monkeypatch.setattr(data, "cifar10", lambda _path, _split: fake)
+    sets = extraction_zoo.raw_sets("cifar10")
+    again = extraction_zoo.raw_sets("cifar10")
+    x, y = sets["train"]
+    assert torch.equal(y, again["train"][1]) and not torch.equal(y, labels)
+    assert torch.equal(x.flatten().long(), y)  # images and labels move together
+    assert len(set(y[:340].tolist())) == 10 and len(set(y[680:].tolist())) == 10
+    assert sorted(y.tolist()) == labels.tolist()  # a permutation: nothing lost or repeated
+    assert "shuffle" in extraction_zoo.loader_record("cifar10")
+
+
+def test_natural_mistakes_bench_runs_on_the_tiny_zoo(zoo, monkeypatch, capsys):
+    import bench_natural_mistakes
+
+    out = zoo / "natural.json"
+    monkeypatch.setattr(sys, "argv", [
+        "bench_natural_mistakes.py", "--zoo", str(zoo), "--size", "5", "--surrogates", "1",
+        "--references", "1", "--calibration", "1", "--epochs", "1", "--per-model", "300",
+        "--json", str(out)])
+    bench_natural_mistakes.main()
+    doc = json.loads(out.read_text())
+    reads = doc["reads"]
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    assert len(reads) == len(manifest["models"])  # one victim: every model read once
+    victim = next(r for r in reads if r["role"] == "victim")
+    assert victim["matches"] == victim["total"] == 5  # the labels are the victim's answers
+    assert all(0 < r["chance"] < 1 for r in reads)
+    assert "Detections at alpha 1e-6 per attack" in capsys.readouterr().out
