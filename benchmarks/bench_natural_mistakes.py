@@ -80,10 +80,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--per-model", type=int, default=6000)
     p.add_argument("--json", type=Path, default=None, help="write every read here")
+    p.add_argument("--victims", nargs="*", default=None, help="victim names (default all)")
+    p.add_argument("--partial", action="store_true",
+                   help="read manifest.partial.json (a zoo still being built)")
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    zoo = load_zoo(args.zoo)
+    zoo = load_zoo(args.zoo, partial=args.partial)
     mean, std = zoo["normalization"]["mean"], zoo["normalization"]["std"]
     split = json.loads((args.zoo / zoo["split"]).read_text())
     owner_u8, _, owner_y = split_tensors(zoo["dataset"], {"owner": split["owner"]})["owner"]
@@ -91,7 +94,8 @@ def main() -> None:
     print(f"zoo {args.zoo}: {len(zoo['models'])} models; reference data: the test set "
           f"({len(reference[1])} images); load {os.getloadavg()[0]:.1f}", flush=True)
     rows, gen = [], {}
-    for v in [m for m in zoo["models"] if m["role"] == "victim"]:
+    for v in [m for m in zoo["models"] if m["role"] == "victim"
+              and (args.victims is None or m["name"] in args.victims)]:
         x, t, calibration, info = fingerprint(
             v["model"], resolve_arch(v["arch"], None), owner_u8, owner_y, reference, mean,
             std, args, seed=1000 + v["seed"])
