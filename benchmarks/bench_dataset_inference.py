@@ -38,17 +38,13 @@ def manifest(zoo: Path) -> tuple[dict, str]:
 
 
 def split_sets(zoo: Path, doc: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{"owner": (uint8 images, labels), "public": ...} rebuilt from split.json."""
-    from mlguard import data
+    """{"owner": (uint8 images, labels), "public": ...} rebuilt from split.json (the zoo's own
+    loader: CIFAR-10's ranges index a fixed shuffle)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from extraction_zoo import raw_sets
 
     split = json.loads((zoo / doc["split"]).read_text())
-    raw = {}
-    for part in ("train", "test"):
-        if doc["dataset"] == "fashion-mnist":
-            raw[part] = data.fashion_mnist(part)
-        else:
-            ims = data.cifar10(split["loader"]["args"]["path"], part)
-            raw[part] = (ims.images, ims.labels)
+    raw = raw_sets(doc["dataset"])
     out = {}
     for name in ("owner", "public", "attacker"):
         lo, hi = split[name]
