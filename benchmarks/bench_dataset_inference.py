@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=1e-6)
     p.add_argument("--keys-out", type=Path, default=None,
                    help="where the keys go (default <zoo>/keys)")
-    p.add_argument("--arch-path", default="/work/wt/zoo21/benchmarks",
-                   help="folder holding the zoo's architecture module (zoo_archs.py)")
+    p.add_argument("--arch-path", default=str(Path(__file__).resolve().parent),
+                   help="folder holding the zoo's architecture module (zoo_archs.py; default "
+                        "this file's folder)")
     p.add_argument("--victims", nargs="*", default=None, help="only these victims")
     p.add_argument("--keys-only", action="store_true",
                    help="make the victims' keys (those not yet made) and stop")
