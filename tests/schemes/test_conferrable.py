@@ -182,6 +182,15 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["key", "new", "conferrable", *common, "--out", str(bad)])  # no --model
     assert "--model" in capsys.readouterr().err
+    # numbers are checked before any model is loaded or trained (a missing model file
+    # would be reported first otherwise), and the errors name the option
+    for option, value in [("--size", "0"), ("--eps", "2"), ("--eps", "0"), ("--steps", "0"),
+                          ("--per-model", "0")]:
+        assert main(["key", "new", "conferrable", "--model", str(tmp_path / "none.pt"),
+                     *common, option, value, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"{option} must be" in err and "none.pt" not in err, err
+        assert not bad.exists()
 
 
 def test_verify_evaluate_scan_and_evidence(setup, tmp_path):

@@ -50,7 +50,7 @@ from functools import cached_property
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_int, check_real
 from ..keys import images as key_images
 from ..keys import keyfile
 from ..keys.base import Key
@@ -353,7 +353,7 @@ def _add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help=f"fingerprint inputs (default {DEFAULT_SIZE})")
     parser.add_argument("--eps", type=float, default=DEFAULT_EPS,
-                        help=f"L-inf radius in [0, 1] pixels (default {DEFAULT_EPS})")
+                        help=f"L-inf radius in (0, 1] pixels (default {DEFAULT_EPS})")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"attack steps (default {DEFAULT_STEPS})")
     parser.add_argument("--surrogates", type=int, default=3,
@@ -376,6 +376,11 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
     from ..files.model import load_model_file, resolve_arch
     from ._owner_models import train_owner_models
 
+    # every number checked before minutes of training
+    for option in ("size", "steps", "surrogates", "references", "calibration", "epochs",
+                   "per_model"):
+        check_int("--" + option.replace("_", "-"), getattr(args, option), low=1)
+    check_real("--eps", args.eps, low=0, high=1, low_open=True, noun="a pixel-space step")
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
     model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
     arch = resolve_arch(args.arch, kwargs)
