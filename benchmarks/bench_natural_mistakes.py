@@ -45,8 +45,11 @@ ALPHA = 1e-6
 
 
 @torch.inference_mode()
-def matches(model, x, t, mean, std) -> int:
-    return int((model(normalize(x, mean, std)).argmax(1) == t).sum())
+def matches(model, x, t, mean, std) -> int | None:
+    """Matches of the fingerprint; None for a model whose logits are not finite (a diverged
+    attack: its argmax would count as answers)."""
+    logits = model(normalize(x, mean, std))
+    return int((logits.argmax(1) == t).sum()) if torch.isfinite(logits).all() else None
 
 
 def fingerprint(victim, arch, owner_u8, owner_y, reference, mean, std, args, seed):
@@ -108,6 +111,9 @@ def main() -> None:
             [m for m in zoo["models"] if m["role"] == "independent"]
         for m in suspects:
             k = matches(m["model"], x, t, mean, std)
+            if k is None:
+                print(f"{m['name']}: left out, its logits are not finite", flush=True)
+                continue
             log_p = float(binom.logsf(k - 1, len(t), chance))
             rows.append({"victim": v["name"], "model": m["name"], "role": m["role"],
                          "attack": m.get("attack", m["role"]), "seed": m.get("seed"),
