@@ -52,7 +52,8 @@ def matches(model, x, t, mean, std) -> int | None:
     return int((logits.argmax(1) == t).sum()) if torch.isfinite(logits).all() else None
 
 
-def fingerprint(victim, arch, owner_u8, owner_y, reference, mean, std, args, seed):
+def fingerprint(victim, arch, owner_u8, owner_y, reference, mean, std, args, seed,
+                classes: int):
     """(inputs in [0, 1], the victim's labels, calibration reads, seconds) for one victim."""
     t0 = time.perf_counter()
     models = train_owner_models(victim, arch, *reference, surrogates=args.surrogates,
@@ -60,7 +61,7 @@ def fingerprint(victim, arch, owner_u8, owner_y, reference, mean, std, args, see
                                 per_model=args.per_model, epochs=args.epochs, mean=mean,
                                 std=std, seed=seed)
     x = owner_u8.float() / 255
-    said = predictions(victim, x, mean, std, 10)
+    said = predictions(victim, x, mean, std, classes)
     wrong = said != owner_y
     x, t = x[wrong], said[wrong]
     score = conferrability(models["surrogates"], models["references"], x, t, mean, std)
@@ -101,7 +102,7 @@ def main() -> None:
               and (args.victims is None or m["name"] in args.victims)]:
         x, t, calibration, info = fingerprint(
             v["model"], resolve_arch(v["arch"], None), owner_u8, owner_y, reference, mean,
-            std, args, seed=1000 + v["seed"])
+            std, args, seed=1000 + v["seed"], classes=zoo["num_classes"])
         chance = conservative_chance(calibration, [len(t)] * len(calibration))
         gen[v["name"]] = {**info, "calibration": calibration, "chance": chance}
         print(f"{v['name']}: K={len(t)} of {info['candidates']} misclassified, calibration "
