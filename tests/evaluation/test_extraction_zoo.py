@@ -157,3 +157,19 @@ def test_natural_mistakes_bench_runs_on_the_tiny_zoo(zoo, monkeypatch, capsys):
     assert victim["matches"] == victim["total"] == 5  # the labels are the victim's answers
     assert all(0 < r["chance"] < 1 for r in reads)
     assert "Detections at alpha 1e-6 per attack" in capsys.readouterr().out
+
+
+def test_hard_retrain_bench_reads_every_key_of_the_victim(zoo, monkeypatch, capsys):
+    import bench_hard_retrain
+
+    out = zoo / "hard.json"
+    monkeypatch.setattr(sys, "argv", ["bench_hard_retrain.py", "--zoo", str(zoo), "--lr",
+                                      "0.01", "--epochs", "1", "--json", str(out)])
+    bench_hard_retrain.main()
+    (row,) = json.loads(out.read_text())
+    victim = next(m for m in json.loads((zoo / "manifest.json").read_text())["models"]
+                  if m["role"] == "victim")
+    assert row["victim"] == victim["name"] and row["lr"] == 0.01 and row["epochs"] == 1
+    assert set(row["keys"]) >= set(victim["keys"])  # the manifest's keys at least
+    assert all(0 <= r["matches"] <= r["total"] for r in row["keys"].values())
+    assert abs(row["stealing_loss"] - (victim["test_accuracy"] - row["test_accuracy"])) < 1e-9
