@@ -49,8 +49,8 @@ def check_model(model, name: str = "model") -> torch.nn.Module:
     return model
 
 
-def check_eps(eps) -> float:
-    return check_real("eps", eps, low=0, high=1, low_open=True, noun="a pixel-space step")
+def check_eps(eps, name: str = "eps") -> float:
+    return check_real(name, eps, low=0, high=1, low_open=True, noun="a pixel-space step")
 
 
 def normalization(mean, std, shape) -> tuple[tuple | None, tuple | None]:

@@ -50,7 +50,7 @@ from functools import cached_property
 
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import check_int
 from ..keys import images as key_images
 from ..keys import keyfile
 from ..keys.base import Key
@@ -380,7 +380,7 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
     for option in ("size", "steps", "surrogates", "references", "calibration", "epochs",
                    "per_model"):
         check_int("--" + option.replace("_", "-"), getattr(args, option), low=1)
-    check_real("--eps", args.eps, low=0, high=1, low_open=True, noun="a pixel-space step")
+    adv.check_eps(args.eps, "--eps")
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
     model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
     arch = resolve_arch(args.arch, kwargs)
