@@ -47,6 +47,11 @@ SPLITS = {
                       "independent": [40000, 60000], "public": [0, 5000], "eval": [5000, 10000]},
     "cifar10": {"owner": [0, 17000], "attacker": [17000, 34000],
                 "independent": [34000, 50000], "public": [0, 5000], "eval": [5000, 10000]},
+    # torchvision resnet18 on subsets (as bench_free_transforms.py: 5,000 owner images); the
+    # independent range is cifar10's, so that zoo's independents can serve as this one's
+    "cifar10-resnet18": {"owner": [0, 5000], "attacker": [17000, 22000],
+                         "independent": [34000, 50000], "public": [0, 5000],
+                         "eval": [5000, 10000]},
 }
 SPLIT_OF = {"owner": "train", "attacker": "train", "independent": "train", "public": "test",
             "eval": "test"}
@@ -57,13 +62,16 @@ DATASETS = {
     "cifar10": {"victim": "zoo_archs:cifar_cnn", "xarch": "zoo_archs:cifar_mlp",
                 "others": ["zoo_archs:cifar_narrow_cnn", "zoo_archs:cifar_mlp"],
                 "shape": [3, 32, 32], "weight_target": "7.weight"},
+    "cifar10-resnet18": {"victim": "zoo_archs:cifar_resnet18", "xarch": "zoo_archs:cifar_cnn",
+                         "others": ["zoo_archs:cifar_cnn", "zoo_archs:cifar_narrow_cnn"],
+                         "shape": [3, 32, 32], "weight_target": "layer3.0.conv1.weight"},
 }
 # Per-model cost caps (images x epochs, at least 2 epochs) for the independents: each stays
 # ~10-30 s on the shared 2-core CPU (about a quarter of a core each at load 8-10).
 INDEP_WORK = {"mlguard.cli.demo:small_cnn": 12000, "zoo_archs:narrow_cnn": 16000,
               "zoo_archs:mlp": 30000, "zoo_archs:lenet": 20000, "zoo_archs:wide_cnn": 10000,
               "zoo_archs:cifar_cnn": 20000, "zoo_archs:cifar_narrow_cnn": 30000,
-              "zoo_archs:cifar_mlp": 30000}
+              "zoo_archs:cifar_mlp": 30000, "zoo_archs:cifar_resnet18": 25000}
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -368,6 +376,11 @@ BUDGETS = {
     "shared-cpu": {"victim": 6, "retrain": 2, "knockoff": 2, "transfer": 1, "distill": 2,
                    "rtal": 1, "derived": 1, "transfer_images": 10000,
                    "attacker_images": 10000},
+    # cifar10-resnet18: wrt-cpu with a 10-epoch victim (5,000 images) and a knockoff transfer
+    # set of 5,000 images (a resnet18 epoch on 5,000 images is ~40 s of an idle core)
+    "wrt-cpu-subset": {"victim": 10, "retrain": 10, "knockoff": 4, "transfer": 5,
+                       "distill": 10, "rtal": 5, "derived": 2, "transfer_images": 5000,
+                       "attacker_images": None},
     "tiny": {"victim": 1, "retrain": 1, "knockoff": 1, "transfer": 1, "distill": 1,
              "rtal": 1, "derived": 1, "transfer_images": 300,
              "attacker_images": None},

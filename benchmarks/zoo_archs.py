@@ -54,3 +54,10 @@ def cifar_mlp(num_classes: int = 10) -> nn.Module:
     """A perceptron (3072-512-256) on 3 x 32 x 32 input."""
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 512), nn.ReLU(),
                          nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+
+def cifar_resnet18(num_classes: int = 10) -> nn.Module:
+    """torchvision's resnet18 (ImageNet stem) from scratch on 3 x 32 x 32, as
+    bench_free_transforms.py trains it on a CIFAR-10 subset."""
+    from torchvision.models import resnet18
+    return resnet18(weights=None, num_classes=num_classes)
