@@ -173,3 +173,36 @@ def test_hard_retrain_bench_reads_every_key_of_the_victim(zoo, monkeypatch, caps
     assert set(row["keys"]) >= set(victim["keys"])  # the manifest's keys at least
     assert all(0 <= r["matches"] <= r["total"] for r in row["keys"].values())
     assert abs(row["stealing_loss"] - (victim["test_accuracy"] - row["test_accuracy"])) < 1e-9
+
+
+def test_dawn_bench_records_the_thief_and_reads_its_record_on_copy_and_null(zoo, monkeypatch,
+                                                                           tmp_path):
+    import bench_dawn_extraction
+
+    out = tmp_path / "dawn.json"
+    monkeypatch.setattr(sys, "argv", [
+        "bench_dawn_extraction.py", "--zoo", str(zoo), "--rate", "0.2", "--epochs", "1",
+        "--attacks", "retrain-hard", "distill", "--records", str(tmp_path / "records"),
+        "--json", str(out)])
+    bench_dawn_extraction.main()
+    rows = json.loads(out.read_text())
+    assert [r["attack"] for r in rows] == ["retrain-hard", "distill"]
+    attacker = 300  # the tiny zoo's attacker split
+    for row in rows:
+        # each attacker image queried once per epoch (retraining adds one shape check)
+        assert attacker * row["epochs"] <= row["served"] <= attacker * row["epochs"] + 1
+        assert row["dawn"]["total"] == row["records"] and 30 <= row["records"] <= 90
+        assert row["null"]["models"] == 3 and row["null"]["false_detections"] == 0
+        assert set(row["keys"]) >= {"victim-s0.adi.key", "victim-s0.uchida.key"}
+        assert row["api_accuracy"] <= row["victim_accuracy"]  # marked answers are wrong ones
+
+
+def test_every_zoo_configuration_names_archs_and_weight_targets_that_exist():
+    for dataset, cfg in extraction_zoo.DATASETS.items():
+        shape = cfg["shape"]
+        for arch in [cfg["victim"], cfg["xarch"], *cfg["others"]]:
+            model = extraction_zoo.build(arch).eval()
+            assert model(torch.zeros(2, *shape)).shape == (2, 10), (dataset, arch)
+        victim = extraction_zoo.build(cfg["victim"])
+        assert cfg["weight_target"] in dict(victim.named_parameters()), dataset
+        assert set(extraction_zoo.SPLITS[dataset]) == set(extraction_zoo.SPLIT_OF), dataset
