@@ -82,3 +82,14 @@ def test_transfer_keeps_the_features_under_a_new_head(data):
     thawed = attacks.transfer(model, data, freeze=False, epochs=1)
     assert not torch.equal(thawed[1].weight, model[1].weight)
     assert thawed.attack_info["num_classes"] == 4
+
+
+def test_extraction_through_a_dawn_api_needs_the_students_architecture(data):
+    from mlguard.schemes.dawn import DawnKey, DawnWrapper
+
+    api = DawnWrapper(victim(), DawnKey.generate(num_classes=4, rate=0.1))
+    for attack, argument in ((attacks.retrain, "arch"), (attacks.distill, "student")):
+        with pytest.raises(ValueError, match=f"prediction API .*give {argument}="):
+            attack(api, data, epochs=1)
+    stolen = attacks.retrain(api, data, arch=wide_student, epochs=1)
+    assert not isinstance(stolen, DawnWrapper) and api.served >= 256  # it asked the API

@@ -125,6 +125,10 @@ def fresh_student(model: nn.Module, factory, seed: int, argument: str) -> nn.Mod
                 raise TypeError(f"{argument}() must return an nn.Module, got "
                                 f"{type(student).__name__}")
             return student.to(device_of(model))
+        if getattr(model, "is_api", False):  # e.g. DawnWrapper: its forward is no_grad
+            raise ValueError(f"the victim is a prediction API ({type(model).__name__}), not a "
+                             f"network to re-initialize; give {argument}= the student's "
+                             "architecture")
         student = private_copy(model)
         reset = [m for m in student.modules() if hasattr(m, "reset_parameters")]
         for m in reset:

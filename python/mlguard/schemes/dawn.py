@@ -376,6 +376,8 @@ class DawnWrapper(nn.Module):
     with the keyed label's logit swapped with the top one, so the argmax is the keyed label)
     or "labels" (int64 classes)."""
 
+    is_api = True  # answers, not a network: extraction attacks need the student's architecture
+
     def __init__(self, model: nn.Module, key: DawnKey, record=None, output: str = "logits"):
         super().__init__()
         if not isinstance(model, nn.Module):
