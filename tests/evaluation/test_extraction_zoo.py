@@ -194,7 +194,6 @@ def test_dawn_bench_records_the_thief_and_reads_its_record_on_copy_and_null(zoo,
         assert row["dawn"]["total"] == row["records"] and 30 <= row["records"] <= 90
         assert row["null"]["models"] == 3 and row["null"]["false_detections"] == 0
         assert set(row["keys"]) >= {"victim-s0.adi.key", "victim-s0.uchida.key"}
-        assert row["api_accuracy"] <= row["victim_accuracy"]  # marked answers are wrong ones
 
 
 def test_every_zoo_configuration_names_archs_and_weight_targets_that_exist():
