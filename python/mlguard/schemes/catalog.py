@@ -42,6 +42,10 @@ BUILTIN: dict[str, tuple[str, tuple[str, ...], str]] = {
                     "conferrable adversarial examples (Lukas et al., ICLR 2021): a fingerprint "
                     "whose adversarial labels transfer to models derived from yours, not to "
                     "independent ones; null bounded by held-out reference models"),
+    "keyed-tails": ("keyed_tails", (),
+                    "keyed tails: the serving API answers queries in keyed tails of smooth "
+                    "keyed projections with keyed classes, a rule extracted copies learn "
+                    "early; exact null 1/C"),
     "margin": ("margin", (),
                "margin-based watermarks (Kim et al., ICML 2023): owner images with keyed "
                "wrong labels, trained with large margins to survive extraction; exact null "
