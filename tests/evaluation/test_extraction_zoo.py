@@ -205,3 +205,20 @@ def test_every_zoo_configuration_names_archs_and_weight_targets_that_exist():
         victim = extraction_zoo.build(cfg["victim"])
         assert cfg["weight_target"] in dict(victim.named_parameters()), dataset
         assert set(extraction_zoo.SPLITS[dataset]) == set(extraction_zoo.SPLIT_OF), dataset
+
+
+def test_keyed_tails_bench_steals_through_the_api_and_reads_copy_and_null(zoo, monkeypatch,
+                                                                          tmp_path):
+    import bench_keyed_tails
+
+    out = tmp_path / "tails.json"
+    monkeypatch.setattr(sys, "argv", [
+        "bench_keyed_tails.py", "--zoo", str(zoo), "--epochs", "1", "--tail", "0.02",
+        "--attacks", "retrain-hard", "--json", str(out)])
+    bench_keyed_tails.main()
+    (row,) = json.loads(out.read_text())
+    assert row["attack"] == "retrain-hard" and row["keyed_tails"]["total"] == 10
+    assert 0 < row["changed"] < 0.4  # the thief was answered through the keyed API
+    assert row["null"]["models"] == 3 and row["null"]["false_detections"] == 0
+    assert "stolen-retrain-hard-s0" in row["unruled_copies"]
+    assert set(row["keys"]) >= {"victim-s0.adi.key", "victim-s0.uchida.key"}
