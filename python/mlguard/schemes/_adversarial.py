@@ -256,12 +256,26 @@ class KeyBatches:
 
 # -- `mlguard key new <scheme>`: the owner's model, data and reference models from files ------
 
-def add_cli_arguments(parser) -> None:
+def add_owner_model_arguments(parser, arch_help: str) -> None:
+    """--model and --arch (with --arch-kwargs): the owner's trained model file."""
     from ..cli._args import add_arch_arguments
 
     parser.add_argument("--model", required=True, metavar="FILE",
                         help="the owner's trained model file (state_dict; needs --arch)")
-    add_arch_arguments(parser, "the network of --model and --references", required=True)
+    add_arch_arguments(parser, arch_help, required=True)
+
+
+def cli_owner_model(args) -> torch.nn.Module:
+    """The model of --model, built by --arch (and --arch-kwargs)."""
+    from ..cli._args import arch_kwargs
+    from ..files.model import load_model_file
+
+    return load_model_file(args.model, args.arch,
+                           arch_kwargs=arch_kwargs(args.arch, args.arch_kwargs))[0]
+
+
+def add_cli_arguments(parser) -> None:
+    add_owner_model_arguments(parser, "the network of --model and --references")
     parser.add_argument("--references", required=True, nargs="+", metavar="FILE",
                         help="model files trained like the owner's but independently (other "
                              "seeds / data orders): they bound the verdict's null")
@@ -287,7 +301,7 @@ def cli_inputs(args) -> dict:
     from ..files.model import load_model_file
 
     kwargs = arch_kwargs(args.arch, args.arch_kwargs)
-    model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
+    model = cli_owner_model(args)
     refs = [load_model_file(p, args.arch, arch_kwargs=kwargs)[0] for p in args.references]
     images, labels, mean, std = cli_owner_data(args)
     return {"model": model, "images": images, "labels": labels, "reference_models": refs,

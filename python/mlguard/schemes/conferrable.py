@@ -340,12 +340,8 @@ class _eval:
 # -- `mlguard key new conferrable` ----------------------------------------------------------------
 
 def _add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli._args import add_arch_arguments
-
-    parser.add_argument("--model", required=True, metavar="FILE",
-                        help="the owner's trained model file (state_dict; needs --arch)")
-    add_arch_arguments(parser, "the network of --model (and of the surrogate and reference "
-                               "models trained here)", required=True)
+    adv.add_owner_model_arguments(parser, "the network of --model (and of the surrogate and "
+                                          "reference models trained here)")
     adv.add_owner_data_arguments(parser, count=20000)
     parser.add_argument("--public", default=None, metavar="FILE.npz",
                         help="unlabeled images of the same task the owner did not train on "
@@ -373,7 +369,7 @@ def _add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _from_cli(args: argparse.Namespace) -> ConferrableKey:
     from ..cli._args import arch_kwargs
-    from ..files.model import load_model_file, resolve_arch
+    from ..files.model import resolve_arch
     from ._owner_models import train_owner_models
 
     # every number checked before minutes of training
@@ -381,9 +377,8 @@ def _from_cli(args: argparse.Namespace) -> ConferrableKey:
                    "per_model"):
         check_int("--" + option.replace("_", "-"), getattr(args, option), low=1)
     adv.check_eps(args.eps, "--eps")
-    kwargs = arch_kwargs(args.arch, args.arch_kwargs)
-    model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
-    arch = resolve_arch(args.arch, kwargs)
+    model = adv.cli_owner_model(args)
+    arch = resolve_arch(args.arch, arch_kwargs(args.arch, args.arch_kwargs))
     images, labels, mean, std = adv.cli_owner_data(args)
     public = None if args.public is None else adv.read_npz(args.public, "--public",
                                                           ("images",))[0]

@@ -325,11 +325,7 @@ class DatasetInference(adv.StoredInputs, Scheme):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        from ..cli._args import add_arch_arguments
-
-        parser.add_argument("--model", required=True, metavar="FILE",
-                            help="the owner's trained model file (state_dict; needs --arch)")
-        add_arch_arguments(parser, "the network of --model (and --references)", required=True)
+        adv.add_owner_model_arguments(parser, "the network of --model (and --references)")
         spec = "fashion-mnist:SPLIT[a:b] | cifar10=PATH:SPLIT[a:b] | FILE.npz[a:b]"
         parser.add_argument("--private", required=True, metavar="SPEC",
                             help=f"the owner's private training samples ({spec}, images "
@@ -359,7 +355,7 @@ class DatasetInference(adv.StoredInputs, Scheme):
         private = load_spec(args.private, "--private")
         public = load_spec(args.public, "--public")
         kwargs = arch_kwargs(args.arch, args.arch_kwargs)
-        model, _ = load_model_file(args.model, args.arch, arch_kwargs=kwargs)
+        model = adv.cli_owner_model(args)
         refs = None if not args.references else \
             [load_model_file(p, args.arch, arch_kwargs=kwargs)[0] for p in args.references]
         mean, std = args.mean, args.std

@@ -308,11 +308,7 @@ class KeyedTails(adv.StoredInputs, Scheme):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        from ..cli._args import add_arch_arguments
-
-        parser.add_argument("--model", required=True, metavar="FILE",
-                            help="the owner's trained model file (state_dict; needs --arch)")
-        add_arch_arguments(parser, "the network of --model", required=True)
+        adv.add_owner_model_arguments(parser, "the network of --model")
         adv.add_owner_data_arguments(parser, count=20000)
         parser.add_argument("--num-classes", type=int, default=10,
                             help="the task's number of classes (default 10)")
@@ -328,14 +324,10 @@ class KeyedTails(adv.StoredInputs, Scheme):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> KeyedTailsKey:
-        from ..cli._args import arch_kwargs
-        from ..files.model import load_model_file
-
         check_int("--directions", args.directions, low=1)
         check_real("--tail", args.tail, low=0, high=0.5, low_open=True, high_open=True)
         check_int("--grid", args.grid, low=2)
-        model, _ = load_model_file(args.model, args.arch,
-                                   arch_kwargs=arch_kwargs(args.arch, args.arch_kwargs))
+        model = adv.cli_owner_model(args)
         images, _, mean, std = adv.cli_owner_data(args)
         key = KeyedTailsKey.generate(model=model, images=images, num_classes=args.num_classes,
                                      directions=args.directions, tail=args.tail,
