@@ -213,11 +213,12 @@ def test_keyed_tails_bench_steals_through_the_api_and_reads_copy_and_null(zoo, m
 
     out = tmp_path / "tails.json"
     monkeypatch.setattr(sys, "argv", [
-        "bench_keyed_tails.py", "--zoo", str(zoo), "--epochs", "1", "--tail", "0.02",
+        "bench_keyed_tails.py", "--zoo", str(zoo), "--epochs", "1", "--tail", "0.035",
+        "--directions", "2",
         "--attacks", "retrain-hard", "--json", str(out)])
     bench_keyed_tails.main()
     (row,) = json.loads(out.read_text())
-    assert row["attack"] == "retrain-hard" and row["keyed_tails"]["total"] == 10
+    assert row["attack"] == "retrain-hard" and row["keyed_tails"]["total"] == 4
     assert 0 < row["changed"] < 0.4  # the thief was answered through the keyed API
     assert row["null"]["models"] == 3 and row["null"]["false_detections"] == 0
     assert "stolen-retrain-hard-s0" in row["unruled_copies"]

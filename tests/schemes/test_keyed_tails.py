@@ -59,8 +59,8 @@ def test_the_key_round_trips_and_refuses_classes_that_are_not_the_secrets(setup,
     body["directions"]["shape"] = [2, 784]
     with pytest.raises(ValueError, match="directions"):
         KeyedTailsKey.from_body(body)
-    with pytest.raises(ValueError, match="tail"):
-        KeyedTailsKey.generate(model=setup["owner"], images=setup["x"][:100], num_classes=10,
+    with pytest.raises(ValueError, match="4 images per cell, fewer than 10"):
+        KeyedTailsKey.generate(model=setup["owner"], images=setup["x"][:2000], num_classes=10,
                                tail=0.002, mean=MEAN, std=STD)
 
 
@@ -78,6 +78,8 @@ def test_the_wrapper_answers_the_keyed_class_in_a_cell_and_the_model_elsewhere(s
     assert torch.equal(logits.sort(1).values, own.sort(1).values)  # a swap, nothing invented
     with pytest.raises(ValueError, match="batch of inputs"):
         KeyedTailsWrapper(owner, key)(x[:, :, :10])
+    with pytest.raises(ValueError, match="floats, normalized"):
+        KeyedTailsWrapper(owner, key)(setup["qx"][:4])  # the uint8 images, not model inputs
     with pytest.raises(ValueError, match="output"):
         KeyedTailsWrapper(owner, key, output="probs")
 
@@ -137,11 +139,13 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
                  str(out)]) == 0
     key = mlguard.load_key(out)
     assert isinstance(key, KeyedTailsKey) and key.cells == 10 and key.tail == 0.01
-    assert "KeyedTailsWrapper" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "KeyedTailsWrapper" in err and "needs 8 of 10 cells" in err
+    assert "% of the owner's images lie in a cell" in err
     bad = tmp_path / "bad.key"
     assert main(["key", "new", "keyed-tails", *common, "--tail", "0.7", "--out",
                  str(bad)]) == 2
     assert "--tail" in capsys.readouterr().err and not bad.exists()
     assert main(["key", "new", "keyed-tails", *common, "--tail", "0.0001", "--out",
                  str(bad)]) == 2
-    assert "no image per cell" in capsys.readouterr().err and not bad.exists()
+    assert "fewer than 10" in capsys.readouterr().err and not bad.exists()

@@ -59,6 +59,7 @@ NAME = "keyed-tails"
 DEFAULT_DIRECTIONS = 5
 DEFAULT_TAIL = 0.002
 DEFAULT_GRID = 7
+MIN_PER_CELL = 10  # owner images per cell: fewer make a cell's rate too coarse to read
 _LEVELS = 1 << 16  # the lattice's keyed values: uniform on 2^16 levels in [-1, 1)
 _BODY = {"scheme", "secret", "nonce", "num_classes", "shape", "mean", "std", "grid", "tail",
          "directions", "center", "upper", "lower", "classes", "images", "owner_answers"}
@@ -186,9 +187,10 @@ class KeyedTailsKey(Key):
         shape = _check_shape(tuple(pixels.shape[1:]))
         mean, std = adv.normalization(mean, std, shape)
         per_cell = round(tail * pixels.shape[0])
-        if per_cell < 1:
-            raise ValueError(f"tail={tail} of {pixels.shape[0]} images leaves no image per "
-                             f"cell: give more images or a larger tail")
+        if per_cell < MIN_PER_CELL:
+            raise ValueError(f"tail={tail} of {pixels.shape[0]} images gives {per_cell} images "
+                             f"per cell, fewer than {MIN_PER_CELL}: give more images or a "
+                             f"larger tail")
         secret = keyfile.secret_or_new(secret)
         w = keyed_directions(secret, directions, shape, grid)
         x = adv.normalize(key_images.to_float(pixels), mean, std).flatten(1)
@@ -271,9 +273,12 @@ class KeyedTailsWrapper(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.key.shape:
-            raise ValueError(f"x must be a batch of inputs (N, *{self.key.shape}), got "
-                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != self.key.shape \
+                or not x.is_floating_point():
+            raise ValueError(f"x must be a batch of inputs (N, *{self.key.shape}) as the model "
+                             f"takes them (floats, normalized), got "
+                             f"{getattr(x, 'dtype', type(x).__name__)} "
+                             f"{tuple(getattr(x, 'shape', ()))}")
         logits = self.model(x)
         if logits.dim() != 2 or logits.shape[1] != self.key.num_classes:
             raise ValueError(f"the model gives {tuple(logits.shape)} outputs, the key is for "
@@ -332,9 +337,14 @@ class KeyedTails(adv.StoredInputs, Scheme):
         key = KeyedTailsKey.generate(model=model, images=images, num_classes=args.num_classes,
                                      directions=args.directions, tail=args.tail,
                                      grid=args.grid, mean=mean, std=std)
+        x = adv.normalize(key_images.to_float(key_images.as_stored(images, "images")), mean,
+                          std)
+        changed = float(key.cell_of(x)[0].float().mean())
         print(f"{NAME}: {key.cells} cells of {len(key.owner_answers) // key.cells} owner "
-              f"images; serve the model through mlguard.schemes.keyed_tails.KeyedTailsWrapper",
-              file=sys.stderr)
+              f"images; {100 * changed:.1f}% of the owner's images lie in a cell (the share of "
+              f"answers the API changes); a verdict at 1e-6 needs "
+              f"{_needed(key.cells, key.chance)} of {key.cells} cells; serve the model through "
+              f"mlguard.schemes.keyed_tails.KeyedTailsWrapper", file=sys.stderr)
         return key
 
     @classmethod
@@ -389,6 +399,14 @@ class KeyedTails(adv.StoredInputs, Scheme):
                                       num_classes=key.num_classes,
                                       directions=key.cells // 2, tail=key.tail, grid=key.grid,
                                       mean=key.mean, std=key.std)
+
+
+def _needed(cells: int, chance: float, alpha: float = 1e-6) -> str:
+    """The fewest matching cells whose binomial p-value reaches alpha ("more than all" if none)."""
+    from ..verification.stats import binomial_p_value
+
+    return next((str(k) for k in range(cells + 1) if binomial_p_value(k, cells, chance) <= alpha),
+                "more than all")
 
 
 def _check_key(key) -> None:
