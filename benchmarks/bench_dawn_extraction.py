@@ -37,14 +37,18 @@ ALPHA = 1e-6
 
 
 def steal(name: str, api, arch: str, xarch: str, attacker, transfer_x, epochs: int,
-          knockoff_epochs: int, seed: int):
+          knockoff_epochs: int, seed: int, retrain_lr: float | None = None):
     """The zoo's API attack `name` run on `api` (the students are fresh `arch` models: the
-    wrapper itself is not a network to re-initialize)."""
+    wrapper itself is not a network to re-initialize); `retrain_lr` replaces the retraining
+    attacks' SGD learning rate (0.1 diverges on CIFAR-10 hard labels: bench_hard_retrain.py)."""
     own = lambda: build(arch)  # noqa: E731
+    lr = {} if retrain_lr is None else {"lr": retrain_lr}
     if name == "retrain-hard":
-        return attacks.retrain(api, attacker, arch=own, labels="hard", epochs=epochs, seed=seed)
+        return attacks.retrain(api, attacker, arch=own, labels="hard", epochs=epochs, seed=seed,
+                               **lr)
     if name == "retrain-soft":
-        return attacks.retrain(api, attacker, arch=own, labels="soft", epochs=epochs, seed=seed)
+        return attacks.retrain(api, attacker, arch=own, labels="soft", epochs=epochs, seed=seed,
+                               **lr)
     if name == "distill":
         return attacks.distill(api, attacker, student=own, epochs=epochs, temperature=4.0,
                                seed=seed)
@@ -54,7 +58,7 @@ def steal(name: str, api, arch: str, xarch: str, attacker, transfer_x, epochs: i
                                 seed=seed)
     if name == "retrain-xarch":
         return attacks.retrain(api, attacker, arch=lambda: build(xarch), labels="hard",
-                               epochs=epochs, seed=seed)
+                               epochs=epochs, seed=seed, **lr)
     raise ValueError(f"unknown attack {name!r}")
 
 
