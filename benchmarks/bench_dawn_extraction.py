@@ -71,6 +71,24 @@ def read(model, key) -> dict:
             "detected": bool(v.detected)}
 
 
+def other_keys(zoo_root: Path, victim: dict) -> list[Path]:
+    """The victim's own keys in the zoo (Adi, Uchida) and its conferrable key, if made."""
+    return [zoo_root / k for k in victim["keys"]] + sorted(
+        (zoo_root / "keys").glob(f"conferrable-{victim['name']}.key"))
+
+
+def read_keys(model, paths: list[Path]) -> dict:
+    """Each key file read on `model` (by file name); a key that cannot be read on it (a weight
+    key on another architecture) gets its error instead."""
+    out = {}
+    for path in paths:
+        try:
+            out[path.name] = read(model, mlguard.load_key(path))
+        except ValueError as e:
+            out[path.name] = {"error": str(e)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--zoo", type=Path, required=True)
@@ -99,8 +117,7 @@ def main() -> None:
     rows = []
     for v in [m for m in zoo["models"] if m["role"] == "victim"
               and (args.victims is None or m["name"] in args.victims)]:
-        other_keys = [args.zoo / k for k in v["keys"]] + sorted(
-            (args.zoo / "keys").glob(f"conferrable-{v['name']}.key"))
+        keys = other_keys(args.zoo, v)
         for name in args.attacks:
             if name == "retrain-xarch" and xarch is None:
                 raise SystemExit("the zoo has no retrain-xarch model: pass --xarch")
@@ -122,12 +139,7 @@ def main() -> None:
                    "test_accuracy": acc, "stealing_loss": v["test_accuracy"] - acc,
                    "api_accuracy": accuracy(DawnWrapper(v["model"], key), eval_x, eval_y),
                    "victim_accuracy": v["test_accuracy"], "seconds": round(seconds, 1),
-                   "dawn": read(copy, held), "keys": {}}
-            for path in other_keys:
-                try:
-                    row["keys"][path.name] = read(copy, mlguard.load_key(path))
-                except ValueError as e:  # a weight key on another architecture
-                    row["keys"][path.name] = {"error": str(e)}
+                   "dawn": read(copy, held), "keys": read_keys(copy, keys)}
             # the null: this record read on every independent model
             null = [read(m["model"], held) for m in independents]
             counts = [r["matches"] for r in null]

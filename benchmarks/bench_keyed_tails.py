@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dawn_extraction import ATTACKS, read, steal  # noqa: E402
+from bench_dawn_extraction import ATTACKS, other_keys, read, read_keys, steal  # noqa: E402
 from extraction_zoo import accuracy, load_zoo, transfer_set  # noqa: E402
 
-import mlguard  # noqa: E402
 from mlguard.schemes import _adversarial as adv  # noqa: E402
 from mlguard.schemes.keyed_tails import KeyedTailsKey, KeyedTailsWrapper  # noqa: E402
 
@@ -80,8 +79,7 @@ def main() -> None:
                 unruled[m["name"]] = read(m["model"], key)["matches"]
             except ValueError as e:  # e.g. a diverged copy (NaN logits): reported, not read
                 unruled[m["name"]] = str(e)
-        other_keys = [args.zoo / k for k in v["keys"]] + sorted(
-            (args.zoo / "keys").glob(f"conferrable-{v['name']}.key"))
+        keys = other_keys(args.zoo, v)
         for name in args.attacks:
             api = KeyedTailsWrapper(v["model"], key)
             start = time.perf_counter()
@@ -98,16 +96,11 @@ def main() -> None:
                    "changed": api.changed / max(api.served, 1), "test_accuracy": acc,
                    "victim_accuracy": v["test_accuracy"], "api_accuracy": api_acc,
                    "stealing_loss": v["test_accuracy"] - acc, "seconds": round(seconds, 1),
-                   "keyed_tails": r, "keys": {},
+                   "keyed_tails": r, "keys": read_keys(copy, keys),
                    "unruled_copies": unruled,
                    "null": {"models": len(null), "max": max(n["matches"] for n in null),
                             "matches": [n["matches"] for n in null],
                             "false_detections": sum(n["detected"] for n in null)}}
-            for path in other_keys:
-                try:
-                    row["keys"][path.name] = read(copy, mlguard.load_key(path))
-                except ValueError as e:  # a weight key on another architecture
-                    row["keys"][path.name] = {"error": str(e)}
             rows.append(row)
             print(f"{v['name']} {name:<13} acc {100 * acc:.2f}% (loss "
                   f"{100 * row['stealing_loss']:+.2f}) api {100 * api_acc:.2f}% changed "
