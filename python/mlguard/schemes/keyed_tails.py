@@ -39,9 +39,7 @@ import argparse
 import base64
 import sys
 from dataclasses import dataclass, field
-from functools import cached_property
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +52,7 @@ from ..keys.sampling import keyed_below
 from ..keys.trigger_key import _check_shape
 from . import _adversarial as adv
 from .base import Embedding, Reading, ReadOptions, Scheme, Suspect, register_scheme
+from .dawn import _from_raw, query_bytes_raw
 
 NAME = "keyed-tails"
 DEFAULT_DIRECTIONS = 5
@@ -84,21 +83,21 @@ def keyed_directions(secret: bytes, count: int, shape: tuple[int, int, int],
 
 
 def _encode(t: torch.Tensor) -> dict:
-    a = t.detach().cpu().contiguous().numpy().astype("<f4")
-    return {"dtype": "float32", "shape": list(a.shape),
-            "data": base64.b64encode(a.tobytes()).decode()}
+    return {"dtype": "float32", "shape": list(t.shape),
+            "data": base64.b64encode(query_bytes_raw(t.float())).decode()}
 
 
 def _decode(doc, name: str, shape: tuple[int, ...]) -> torch.Tensor:
     if not (isinstance(doc, dict) and doc.get("dtype") == "float32"
             and list(doc.get("shape", ())) == list(shape) and isinstance(doc.get("data"), str)):
         raise ValueError(f"{NAME} key field {name!r} must be float32 of shape {list(shape)}")
-    raw = base64.b64decode(doc["data"], validate=True)
-    a = np.frombuffer(raw, dtype="<f4")
-    if a.size != int(np.prod(shape)) or not np.isfinite(a).all():
-        raise ValueError(f"{NAME} key field {name!r}: {a.size} values (finite?), expected "
-                         f"{int(np.prod(shape))}")
-    return torch.from_numpy(a.astype(np.float32)).view(*shape)
+    try:
+        t = _from_raw(base64.b64decode(doc["data"], validate=True), "float32", list(shape))
+    except ValueError as e:
+        raise ValueError(f"{NAME} key field {name!r}: {e}") from None
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{NAME} key field {name!r} holds a value that is not finite")
+    return t
 
 
 @dataclass(frozen=True)
@@ -218,15 +217,19 @@ class KeyedTailsKey(Key):
         """The null's exact per-cell bound, 1/C."""
         return 1.0 / self.num_classes
 
-    @cached_property
-    def _rule(self) -> tuple[torch.Tensor, ...]:
-        return (self.directions, self.center, torch.tensor(self.upper), torch.tensor(self.lower),
-                torch.tensor(self.classes))
+    def _rule_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The rule's tensors on `device`, moved there once (the wrapper calls this per batch)."""
+        rules = self.__dict__.setdefault("_rules", {})
+        if device not in rules:
+            rules[device] = tuple(t.to(device) for t in (
+                self.directions, self.center, torch.tensor(self.upper),
+                torch.tensor(self.lower), torch.tensor(self.classes)))
+        return rules[device]
 
     def cell_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(in a cell?, the keyed class of the cell it lies deepest in) per input ``x``, the
         tensors the model takes (normalized), on x's device."""
-        w, center, upper, lower, classes = (t.to(x.device) for t in self._rule)
+        w, center, upper, lower, classes = self._rule_on(x.device)
         z = (x.detach().flatten(1).float() - center) @ w.T
         depth = torch.cat([z - upper, lower - z], dim=1)  # cells: upper tails, then lower
         best, cell = depth.max(dim=1)
