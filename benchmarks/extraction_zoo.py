@@ -390,9 +390,11 @@ BUDGETS = {
 def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
               tiny: bool = False, budget: str = "shared-cpu", log=print,
               parts=("owner", "independents"), finish: bool = True,
-              reverse: bool = False) -> dict | None:
+              reverse: bool = False, attacks_only=None) -> dict | None:
     """Builds the zoo's `parts` ("owner": victims, stolen and derived models;
-    "independents") in this process; `finish` writes manifest.json once all are listed."""
+    "independents") in this process; `finish` writes manifest.json once all are listed.
+    `attacks_only`: build only these stolen models (their short names, e.g. "rtal-distill")
+    and no derived one; a partial zoo, read with `partial=True`."""
     cfg = DATASETS[dataset]
     budget = {"name": "tiny" if tiny else budget, **BUDGETS["tiny" if tiny else budget]}
     limit = 300 if tiny else None
@@ -413,7 +415,7 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
     zoo = Zoo(out, header, log, part=part)
     sets = split_tensors(dataset, limit=limit)
     if "owner" in parts:
-        build_owner_part(zoo, dataset, sets, seeds, budget, cfg, mean, std)
+        build_owner_part(zoo, dataset, sets, seeds, budget, cfg, mean, std, attacks_only)
     if "independents" in parts:
         build_independents(zoo, dataset, sets, independents, tiny, mean, std)
     if not finish:
@@ -428,7 +430,8 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
     return json.loads((out / "manifest.json").read_text())
 
 
-def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std) -> None:
+def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std,
+                     attacks_only=None) -> None:
     out = zoo.out
     ev_x, ev_y = sets["eval"][1], sets["eval"][2]
     n = budget["attacker_images"] or len(sets["attacker"][2])
@@ -458,7 +461,7 @@ def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std) -> 
         victim, ventry = victims[vname]
         for short, attack, steal in stolen_specs(budget, cfg["xarch"]):
             name = f"stolen-{short}-s{seed}"
-            if zoo.has(name):
+            if zoo.has(name) or (attacks_only is not None and short not in attacks_only):
                 continue
             if attack == "knockoff" and transfer_x is None:
                 transfer_x = transfer_set(dataset, budget["transfer_images"])
@@ -473,7 +476,7 @@ def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std) -> 
                             "stealing_loss": ventry["test_accuracy"] - acc,
                             "seconds": time.perf_counter() - t})
         name = f"derived-finetune-s{seed}"
-        if not zoo.has(name):
+        if not zoo.has(name) and attacks_only is None:
             from mlguard import attacks
             t = time.perf_counter()
             model = attacks.fine_tune(victim, attacker, "FTAL", epochs=budget["derived"],
@@ -552,6 +555,10 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", action="store_true",
                    help="build the independents in a second process at the same time")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--attacks", nargs="+", default=None, metavar="NAME",
+                   help="with --part owner: build only these stolen models (of "
+                        "retrain-hard retrain-soft knockoff transfer distill rtal-distill "
+                        "retrain-<xarch>) and no derived one; read the zoo with --partial")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -561,8 +568,15 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     common = (args.dataset, out, tuple(args.seeds), args.independents, args.tiny, args.budget)
+    if args.attacks is not None:
+        known = {short for short, _a, _s in stolen_specs(BUDGETS["tiny"],
+                                                         DATASETS[args.dataset]["xarch"])}
+        if args.part != "owner" or not set(args.attacks) <= known:
+            p.error(f"--attacks needs --part owner and names of {sorted(known)}, got "
+                    f"--part {args.part} --attacks {' '.join(args.attacks)}")
     if args.part != "all":
-        build_zoo(*common, log, parts=(args.part,), finish=False, reverse=args.reverse)
+        build_zoo(*common, log, parts=(args.part,), finish=False, reverse=args.reverse,
+                  attacks_only=args.attacks)
         return 0
     # Two processes (victims and stolen models here; independents in a child): twice the
     # share of an oversubscribed CPU, and no shared global RNG between the two halves.

@@ -80,6 +80,20 @@ def test_a_rerun_keeps_every_model_already_built(zoo):
     assert {p.name: p.stat().st_mtime_ns for p in zoo.glob("*.safetensors")} == before
 
 
+def test_attacks_option_builds_only_the_named_stolen_models(tmp_path, capsys):
+    extraction_zoo.main(["--dataset", "fashion-mnist", "--out", str(tmp_path), "--tiny",
+                         "--part", "owner", "--seeds", "0", "--attacks", "distill"])
+    listed = json.loads((tmp_path / "manifest.partial.json").read_text())["models"]
+    assert [m["name"] for m in listed] == ["victim-s0", "stolen-distill-s0"]
+    assert not (tmp_path / "manifest.json").exists()  # a partial zoo, read with --partial
+    for wrong in (["--part", "owner", "--attacks", "distil"],
+                  ["--part", "independents", "--attacks", "distill"]):
+        with pytest.raises(SystemExit) as e:
+            extraction_zoo.main(["--dataset", "fashion-mnist", "--out", str(tmp_path),
+                                 "--tiny", *wrong])
+        assert e.value.code == 2 and "--attacks" in capsys.readouterr().err
+
+
 def test_harness_reads_every_key_on_the_victims_models_and_the_null(zoo):
     manifest = json.loads((zoo / "manifest.json").read_text())
     result = harness.run(zoo, harness.key_files(zoo, manifest, None), 1e-6, False,
