@@ -237,3 +237,21 @@ def test_keyed_tails_bench_steals_through_the_api_and_reads_copy_and_null(zoo, m
     assert row["null"]["models"] == 3 and row["null"]["false_detections"] == 0
     assert "stolen-retrain-hard-s0" in row["unruled_copies"]
     assert set(row["keys"]) >= {"victim-s0.adi.key", "victim-s0.uchida.key"}
+
+
+def test_rtal_surrogates_bench_writes_a_key_per_kind(zoo, tmp_path, capsys):
+    import bench_rtal_surrogates
+    import mlguard
+    from mlguard.schemes.conferrable import ConferrableKey
+    bench_rtal_surrogates.main(["--zoo", str(zoo), "--out", str(tmp_path), "--epochs", "1",
+                                "--rtal-epochs", "1", "--size", "5", "--candidates", "60",
+                                "--kinds", "rtal", "chain"])
+    said = capsys.readouterr().out
+    for kind in ("rtal", "chain"):
+        key = mlguard.load_key(tmp_path / f"conferrable-{kind}-victim-s0.key")
+        assert isinstance(key, ConferrableKey) and key.size == 5
+        assert key.generation["surrogate_matches"] and f"conferrable-{kind}-victim-s0" in said
+    with pytest.raises(SystemExit):
+        bench_rtal_surrogates.main(["--zoo", str(zoo), "--out", str(tmp_path),
+                                    "--victim", "indep-00"])
+    assert "not a victim" in capsys.readouterr().err
