@@ -54,7 +54,10 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    zoo = load_zoo(args.zoo, partial=True)
+    try:
+        zoo = load_zoo(args.zoo, partial=True)
+    except FileNotFoundError as e:
+        p.error(f"--zoo: {e}")
     entry = next((m for m in zoo["models"] if m["name"] == args.victim), None)
     if entry is None or entry["role"] != "victim":
         p.error(f"--victim {args.victim!r} is not a victim of {args.zoo}")
