@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import accuracy, build, load_zoo, split_tensors  # noqa: E402
+from extraction_zoo import accuracy, build, split_tensors  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from mlguard import attacks  # noqa: E402
 from mlguard.schemes import _adversarial as adv  # noqa: E402
@@ -54,28 +55,36 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        zoo = load_zoo(args.zoo, partial=True)
-    except FileNotFoundError as e:
-        p.error(f"--zoo: {e}")
+    path = args.zoo / "manifest.partial.json"
+    if not path.exists():
+        p.error(f"--zoo: {path} does not exist")
+    zoo = json.loads(path.read_text())
     entry = next((m for m in zoo["models"] if m["name"] == args.victim), None)
     if entry is None or entry["role"] != "victim":
         p.error(f"--victim {args.victim!r} is not a victim of {args.zoo}")
-    victim, seed = entry["model"], entry["seed"]
+    # only the victim and the owner and eval splits: not the zoo's other models
+    victim, seed = build(entry["arch"]), entry["seed"]
+    victim.load_state_dict(load_file(args.zoo / entry["file"]))
+    victim.eval()
     mean, std = zoo["normalization"]["mean"], zoo["normalization"]["std"]
     split = json.loads((args.zoo / zoo["split"]).read_text())
-    u8, x, y = split_tensors(zoo["dataset"], {"owner": split["owner"]}, split.get("limit"))["owner"]
+    sets = split_tensors(zoo["dataset"], {k: split[k] for k in ("owner", "eval")},
+                         split.get("limit"))
+    u8, x, y = sets["owner"]
+    _, eval_x, eval_y = sets["eval"]
     arch = lambda: build(entry["arch"])  # noqa: E731
-    eval_x, eval_y = zoo["tensors"]["eval"]
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    base = om.train_owner_models(victim, arch, u8, y, surrogates=3, references=3,
+    # the retrained surrogates serve only "mixed" (the groups' seeds do not depend on counts)
+    base = om.train_owner_models(victim, arch, u8, y,
+                                 surrogates=3 if "mixed" in args.kinds else 1, references=3,
                                  calibration=4, per_model=6000, epochs=args.epochs,
                                  mean=mean, std=std, seed=seed)
     rtal = [attacks.fine_tune(victim, (x, y), "RTAL", epochs=args.rtal_epochs,
                               seed=1000 + i).eval() for i in range(3)]
     chain = [om.fit(arch, u8, adv.predictions(r, u8.float() / 255, mean, std, 10, 256),
-                    mean, std, args.epochs, 7000 + 10 * seed + i) for i, r in enumerate(rtal)]
+                    mean, std, args.epochs, 7000 + 10 * seed + i) for i, r in enumerate(rtal)
+             if "chain" in args.kinds]
     print(f"owner models in {time.perf_counter() - t:.0f} s; eval accuracy: rtal "
           f"{[round(accuracy(m, eval_x, eval_y), 4) for m in rtal]}, chain "
           f"{[round(accuracy(m, eval_x, eval_y), 4) for m in chain]}", flush=True)
