@@ -159,7 +159,7 @@ def test_natural_mistakes_bench_runs_on_the_tiny_zoo(zoo, monkeypatch, capsys):
 
     out = zoo / "natural.json"
     monkeypatch.setattr(sys, "argv", [
-        "bench_natural_mistakes.py", "--zoo", str(zoo), "--size", "5", "--surrogates", "1",
+        "bench_natural_mistakes.py", "--zoo", str(zoo), "--size", "20", "--surrogates", "1",
         "--references", "1", "--calibration", "1", "--epochs", "1", "--per-model", "300",
         "--json", str(out)])
     bench_natural_mistakes.main()
@@ -168,7 +168,7 @@ def test_natural_mistakes_bench_runs_on_the_tiny_zoo(zoo, monkeypatch, capsys):
     manifest = json.loads((zoo / "manifest.json").read_text())
     assert len(reads) == len(manifest["models"])  # one victim: every model read once
     victim = next(r for r in reads if r["role"] == "victim")
-    assert victim["matches"] == victim["total"] == 5  # the labels are the victim's answers
+    assert victim["matches"] == victim["total"] == 20  # the labels are the victim's answers
     assert all(0 < r["chance"] < 1 for r in reads)
     assert "Detections at alpha 1e-6 per attack" in capsys.readouterr().out
 
@@ -244,12 +244,12 @@ def test_rtal_surrogates_bench_writes_a_key_per_kind(zoo, tmp_path, capsys):
     import mlguard
     from mlguard.schemes.conferrable import ConferrableKey
     bench_rtal_surrogates.main(["--zoo", str(zoo), "--out", str(tmp_path), "--epochs", "1",
-                                "--rtal-epochs", "1", "--size", "5", "--candidates", "60",
+                                "--rtal-epochs", "1", "--size", "8", "--candidates", "300",
                                 "--kinds", "rtal", "chain"])
     said = capsys.readouterr().out
     for kind in ("rtal", "chain"):
         key = mlguard.load_key(tmp_path / f"conferrable-{kind}-victim-s0.key")
-        assert isinstance(key, ConferrableKey) and key.size == 5
+        assert isinstance(key, ConferrableKey) and key.size == 8
         assert key.generation["surrogate_matches"] and f"conferrable-{kind}-victim-s0" in said
     with pytest.raises(SystemExit):
         bench_rtal_surrogates.main(["--zoo", str(zoo), "--out", str(tmp_path),
