@@ -306,17 +306,31 @@ class Zoo:
         self._dump("manifest.json", self.union(), extra)
 
 
+def rtal_teacher(victim, attacker, budget: dict, seed: int):
+    """The first step of the stacked theft: RTAL on the attacker's labelled images."""
+    from mlguard import attacks
+    return attacks.fine_tune(victim, attacker, "RTAL", epochs=budget["rtal"], seed=seed)
+
+
+def rtal_then_distill(victim, attacker, budget: dict, seed: int):
+    """The stacked theft: RTAL on the attacker's labelled images, then distillation of that
+    teacher into a fresh network. Returns (teacher, copy)."""
+    from mlguard import attacks
+    first = rtal_teacher(victim, attacker, budget, seed)
+    second = attacks.distill(first, attacker, epochs=budget["distill"], temperature=4.0,
+                             seed=seed)
+    second.attack_info = {"steps": [{"attack": "rtal", **first.attack_info},
+                                    {"attack": "distill", **second.attack_info}]}
+    return first, second
+
+
 def stolen_specs(budget: dict, xarch: str):
     """(name, attack, function(victim, attacker (x, y), transfer x, seed) -> model)."""
     from mlguard import attacks
     b = budget
 
     def rtal_distill(v, a, _t, s):
-        first = attacks.fine_tune(v, a, "RTAL", epochs=b["rtal"], seed=s)
-        second = attacks.distill(first, a, epochs=b["distill"], temperature=4.0, seed=s)
-        second.attack_info = {"steps": [{"attack": "rtal", **first.attack_info},
-                                        {"attack": "distill", **second.attack_info}]}
-        return second
+        return rtal_then_distill(v, a, b, s)[1]
 
     return [
         ("retrain-hard", "retrain",

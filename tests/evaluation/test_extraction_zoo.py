@@ -255,3 +255,26 @@ def test_rtal_surrogates_bench_writes_a_key_per_kind(zoo, tmp_path, capsys):
         bench_rtal_surrogates.main(["--zoo", str(zoo), "--out", str(tmp_path),
                                     "--victim", "indep-00"])
     assert "not a victim" in capsys.readouterr().err
+
+
+def test_thief_without_victim_bench_runs_the_same_chain_from_a_fresh_network(zoo, tmp_path,
+                                                                            capsys):
+    import bench_thief_without_victim
+    from safetensors.torch import load_file
+
+    out = tmp_path / "alone.json"
+    bench_thief_without_victim.main(["--zoo", str(zoo), "--out", str(tmp_path),
+                                     "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    stolen = next(m for m in manifest["models"] if m["name"] == "stolen-rtal-distill-s0")
+    assert row["from_victim"]["copy"] == stolen["test_accuracy"]  # the zoo's copy, not redone
+    assert row["victim_gave_copy"] == row["from_victim"]["copy"] - row["from_scratch"]["copy"]
+    assert all(0 < row[w][s] <= 1 for w in ("from_victim", "from_scratch")
+               for s in ("teacher", "copy"))
+    assert load_file(tmp_path / "thief-alone-rtal-distill-s0.safetensors")
+    assert "the victim gave the copy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_thief_without_victim.main(["--zoo", str(zoo), "--out", str(tmp_path),
+                                         "--seeds", "7"])
+    assert "--seeds" in capsys.readouterr().err
