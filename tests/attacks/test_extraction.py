@@ -93,3 +93,18 @@ def test_extraction_through_a_dawn_api_needs_the_students_architecture(data):
             attack(api, data, epochs=1)
     stolen = attacks.retrain(api, data, arch=wide_student, epochs=1)
     assert not isinstance(stolen, DawnWrapper) and api.served >= 256  # it asked the API
+
+
+@pytest.mark.parametrize("attack", ["retrain", "distill", "fine_tune"])
+def test_a_diverged_attack_raises_instead_of_returning_a_broken_model(data, attack):
+    # a NaN model reads as "mark removed" in a robustness table: it must be an error that
+    # names the learning rate, which the evaluation journals as a failed cell. SGD at lr 1e6
+    # diverges; Adam's steps are bounded by its lr, so those attacks get a non-finite image.
+    model = victim()
+    poisoned = (data[0].clone(), data[1])
+    poisoned[0][3, 0, 0, 0] = float("nan")
+    run = {"retrain": lambda: attacks.retrain(model, data, epochs=2, lr=1e6),
+           "distill": lambda: attacks.distill(model, poisoned, epochs=2),
+           "fine_tune": lambda: attacks.fine_tune(model, poisoned, "FTAL", epochs=2)}
+    with pytest.raises(attacks.TrainingDiverged, match="loss was not finite.*lower its lr"):
+        run[attack]()

@@ -13,7 +13,7 @@ Each attack registers itself with @register_attack (registry.py); list_attacks()
 stack(a, b, ...) applies several as one ("rtal:2+distill" on the command line).
 """
 
-from ._data import last_conv, last_linear
+from ._data import TrainingDiverged, last_conv, last_linear
 from .adversarial_training import adversarial_training
 from .distill import distill
 from .dummy_units import add_dummy_units
@@ -46,4 +46,4 @@ __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "wei
            "retrain", "knockoff", "transfer", "neural_cleanse", "neural_laundering",
            "smooth_retrain",
            "input_reconstruction", "random_occlusion",
-           "last_linear", "last_conv", "ATTACKS", "register_attack", "get_attack", "list_attacks"]
+           "last_linear", "last_conv", "TrainingDiverged", "ATTACKS", "register_attack", "get_attack", "list_attacks"]

@@ -192,20 +192,40 @@ def weight_tensors(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.is_floating_point() and p.dim() >= 2]
 
 
+class TrainingDiverged(RuntimeError):
+    """An attack's training produced non-finite losses or weights: its model is not an attack
+    result (it would read as "mark removed") but a failure, journaled as one."""
+
+
 def train_epochs(model: nn.Module, data: Batches, epochs: int, optimizer, loss_fn,
                  after_step=None) -> None:
-    """The attacker's plain training loop: `loss_fn(model, x, y)` per batch."""
+    """The attacker's plain training loop: `loss_fn(model, x, y)` per batch. Raises
+    TrainingDiverged when a loss or, at the end, a weight is not finite (checked once per
+    epoch: no host sync per step)."""
     device = device_of(model)
     model.train()
     for _ in range(epochs):
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for x, y in data:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model, x.to(device), y.to(device))
+            finite &= torch.isfinite(loss.detach()).all()
             loss.backward()
             optimizer.step()
             if after_step is not None:
                 after_step()
+        if not finite:
+            raise _diverged(optimizer, "a training loss was not finite")
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise _diverged(optimizer, "the trained weights are not finite")
     model.eval()
+
+
+def _diverged(optimizer, what: str) -> TrainingDiverged:
+    lrs = sorted({g["lr"] for g in optimizer.param_groups})
+    return TrainingDiverged(f"the attack's training diverged: {what}; lower its lr (now "
+                            f"{', '.join(f'{lr:g}' for lr in lrs)}) or check the data for "
+                            "non-finite values")
 
 
 def info(model: nn.Module, **figures) -> nn.Module:
