@@ -227,6 +227,10 @@ def test_key_new_on_the_command_line(setup, tmp_path, capsys):
                  "--private", str(tmp_path / "private.npz"),
                  "--public", f"{tmp_path / 'public.npz'}[0:50]", *common]) == 2
     assert "pairs=100 needs as many public samples" in capsys.readouterr().err
+    assert main(["key", "new", "dataset-inference", str(tmp_path / "bad.key"),
+                 "--private", str(tmp_path / "private.npz"), "--public",
+                 str(tmp_path / "public.npz"), *common[:4], "--mean", "0.5"]) == 2
+    assert "--mean needs --std too" in capsys.readouterr().err
 
 
 def owner_arch() -> nn.Module:

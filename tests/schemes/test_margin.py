@@ -257,6 +257,16 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err and not bad.exists()
     assert main(["key", "new", "margin", *common, "--size", "400", "--out", str(bad)]) == 2
     assert "size=400" in capsys.readouterr().err and not bad.exists()
+    # the owner-data options every adversarial scheme shares: never fewer images than asked,
+    # never half a normalization
+    assert main(["key", "new", "margin", *common, "--count", "301", "--out", str(bad)]) == 2
+    assert "--count 301 is more than the 300 images" in capsys.readouterr().err
+    assert main(["key", "new", "margin", "--data", str(tmp_path / "own.npz"), "--std", "0.3",
+                 "--out", str(bad)]) == 2
+    assert "--std needs --mean too" in capsys.readouterr().err
+    assert main(["key", "new", "margin", *common, "--mean", "0.1", "0.2", "--out",
+                 str(bad)]) == 2
+    assert "--mean has 2 figures and --std 1" in capsys.readouterr().err and not bad.exists()
     # a key too small to ever be detected at 1e-6 is made, with a warning that says so
     assert main(["key", "new", "margin", *common[:-1], "5", "--out", str(tmp_path / "5.key")]) == 0
     err = capsys.readouterr().err

@@ -285,14 +285,17 @@ def add_cli_arguments(parser) -> None:
 def add_owner_data_arguments(parser, count: int) -> None:
     """--data, --count, --mean, --std: the owner's images and their normalization."""
     parser.add_argument("--data", default="fashion-mnist", metavar="fashion-mnist|FILE.npz",
-                        help="the owner's images: Fashion-MNIST's training set, or an .npz "
-                             "with 'images' (N, C, H, W) uint8 and 'labels' (N,)")
-    parser.add_argument("--count", type=int, default=count,
-                        help=f"use the first COUNT images (default {count})")
+                        help="the owner's images: Fashion-MNIST's training set (the default), "
+                             "or an .npz with 'images' (N, C, H, W) uint8 and 'labels' (N,)")
+    parser.add_argument("--count", type=int, default=None,
+                        help=f"use the first COUNT images (default: the first {count}, or all "
+                             "when there are fewer)")
+    parser.set_defaults(default_count=count)
     parser.add_argument("--mean", type=float, nargs="+", default=None,
                         help="per-channel normalization of training (Fashion-MNIST's by default "
                              "with --data fashion-mnist)")
-    parser.add_argument("--std", type=float, nargs="+", default=None)
+    parser.add_argument("--std", type=float, nargs="+", default=None,
+                        help="its std, one per channel like --mean")
 
 
 def cli_inputs(args) -> dict:
@@ -312,15 +315,31 @@ def cli_owner_data(args) -> tuple:
     """(images, labels, mean, std) from --data, --count, --mean, --std."""
     from .. import data
 
-    count = check_int("--count", args.count, low=1)
-    mean, std = args.mean, args.std
+    count = None if args.count is None else check_int("--count", args.count, low=1)
+    mean, std = check_cli_normalization(args.mean, args.std)
     if args.data == "fashion-mnist":
         images, labels = data.fashion_mnist("train")
-        if mean is None and std is None:
+        if mean is None:
             mean, std = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
     else:
         images, labels = read_npz(args.data, "--data", ("images", "labels"))
+    if count is not None and count > len(images):  # never fewer than asked, quietly
+        raise ValueError(f"--count {count} is more than the {len(images)} images of --data "
+                         f"{args.data}")
+    count = args.default_count if count is None else count
     return images[:count], labels[:count], mean, std
+
+
+def check_cli_normalization(mean, std) -> tuple:
+    """--mean and --std: both or neither, one figure per channel each."""
+    if (mean is None) != (std is None):
+        given, missing = ("--mean", "--std") if std is None else ("--std", "--mean")
+        raise ValueError(f"{given} needs {missing} too (the model's input normalization, one "
+                         "figure per channel each)")
+    if mean is not None and len(mean) != len(std):
+        raise ValueError(f"--mean has {len(mean)} figures and --std {len(std)}: give one per "
+                         "channel to each")
+    return mean, std
 
 
 def read_npz(path: str, option: str, fields: tuple[str, ...]) -> tuple[torch.Tensor, ...]:

@@ -343,7 +343,8 @@ class DatasetInference(adv.StoredInputs, Scheme):
         parser.add_argument("--mean", type=float, nargs="+", default=None,
                             help="per-channel normalization of training (Fashion-MNIST's by "
                                  "default with a fashion-mnist spec)")
-        parser.add_argument("--std", type=float, nargs="+", default=None)
+        parser.add_argument("--std", type=float, nargs="+", default=None,
+                            help="its std, one per channel like --mean")
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> DatasetInferenceKey:
@@ -358,8 +359,8 @@ class DatasetInference(adv.StoredInputs, Scheme):
         model = adv.cli_owner_model(args)
         refs = None if not args.references else \
             [load_model_file(p, args.arch, arch_kwargs=kwargs)[0] for p in args.references]
-        mean, std = args.mean, args.std
-        if mean is None and std is None and args.private.startswith("fashion-mnist"):
+        mean, std = adv.check_cli_normalization(args.mean, args.std)
+        if mean is None and args.private.startswith("fashion-mnist"):
             mean, std = data.FASHION_MNIST_MEAN, data.FASHION_MNIST_STD
         pairs = check_int("--pairs", args.pairs, low=1)
         return DatasetInferenceKey.generate(
