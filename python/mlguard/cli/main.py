@@ -46,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:  # verbs that can resume say how themselves (scan, evaluate)
-        print(f"\nmlguard {args.command}: interrupted (what was already written is kept)",
-              file=sys.stderr)
+        print(f"\nmlguard {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mlguard verify ... | head`: the reader left; no traceback
+        try:  # so that the interpreter's last flush at exit does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout with no file descriptor (captured)
+            pass
+        return 141  # 128 + SIGPIPE, as a shell tool killed by it
 
 
 def console_main() -> None:
