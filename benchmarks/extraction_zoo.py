@@ -245,6 +245,9 @@ class Zoo:
         self.out, self.header, self.log, self.part = out, header, log, part
         out.mkdir(parents=True, exist_ok=True)
         self.models: list[dict] = []
+        own = out / f"manifest.partial.{part}.json"  # attacks whose training diverged
+        self.failed: list[dict] = json.loads(own.read_text()).get("failed", []) \
+            if own.exists() else []
         self.kept = {m["name"]: m for m in self.union() if (out / m["file"]).exists()}
 
     def union(self) -> list[dict]:
@@ -258,6 +261,24 @@ class Zoo:
                     seen[m["name"]] = m
         return sorted(seen.values(), key=lambda m: (ROLE_ORDER[m["role"]], m["name"]
                                                     if m["role"] == "independent" else ""))
+
+    def union_failed(self) -> list[dict]:
+        """Every part's failed attacks ({"name", "error"}), by name."""
+        seen = {}
+        for path in sorted(self.out.glob("manifest.partial.*.json")):
+            for f in json.loads(path.read_text()).get("failed", []):
+                seen[f["name"]] = f
+        return [seen[n] for n in sorted(seen)]
+
+    def fail(self, name: str, error: Exception) -> None:
+        """An attack that could not give a model (its training diverged): listed under
+        "failed" with the error, never as a model; a rerun does not retry it."""
+        self.failed.append({"name": name, "error": str(error)})
+        self._write()
+        self.log(f"{name:<28} FAILED: {error}")
+
+    def has_failed(self, name: str) -> bool:
+        return any(f["name"] == name for f in self.union_failed())
 
     def has(self, name: str) -> dict | None:
         entry = self.kept.get(name)
@@ -296,14 +317,19 @@ class Zoo:
 
     def _write(self) -> None:
         import fcntl
-        self._dump(f"manifest.partial.{self.part}.json", self.models)
+        self._dump(f"manifest.partial.{self.part}.json", self.models,
+                   {"failed": self.failed} if self.failed else None)
         with open(self.out / ".manifest.lock", "w") as lock:  # the two parts merge in turn
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._dump("manifest.partial.json", self.union())
+            failed = self.union_failed()
+            self._dump("manifest.partial.json", self.union(),
+                       {"failed": failed} if failed else None)
 
     def finish(self, extra: dict) -> None:
         """manifest.json (atomically, last): the union of every part."""
-        self._dump("manifest.json", self.union(), extra)
+        failed = self.union_failed()
+        self._dump("manifest.json", self.union(), {**extra, **({"failed": failed}
+                                                              if failed else {})})
 
 
 def rtal_teacher(victim, attacker, budget: dict, seed: int):
@@ -435,10 +461,11 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
     if not finish:
         return None
     expected = len(seeds) * 9 + independents
-    listed = zoo.union()
-    if len(listed) != expected:
-        raise RuntimeError(f"the zoo lists {len(listed)} models, {expected} expected: a part "
-                           "is missing (run it, then this again)")
+    listed, failed = zoo.union(), zoo.union_failed()
+    if len(listed) + len(failed) != expected:
+        raise RuntimeError(f"the zoo lists {len(listed)} models and {len(failed)} failed "
+                           f"attacks, {expected} expected: a part is missing (run it, then "
+                           "this again)")
     zoo.finish({"wall_seconds_last_run": time.perf_counter() - start,
                 "load_average_at_end": list(os.getloadavg())})
     return json.loads((out / "manifest.json").read_text())
@@ -446,6 +473,7 @@ def build_zoo(dataset: str, out: Path, seeds=(0, 1, 2), independents: int = 60,
 
 def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std,
                      attacks_only=None) -> None:
+    from mlguard.attacks import TrainingDiverged
     out = zoo.out
     ev_x, ev_y = sets["eval"][1], sets["eval"][2]
     n = budget["attacker_images"] or len(sets["attacker"][2])
@@ -475,13 +503,18 @@ def build_owner_part(zoo: Zoo, dataset, sets, seeds, budget, cfg, mean, std,
         victim, ventry = victims[vname]
         for short, attack, steal in stolen_specs(budget, cfg["xarch"]):
             name = f"stolen-{short}-s{seed}"
-            if zoo.has(name) or (attacks_only is not None and short not in attacks_only):
+            if zoo.has(name) or zoo.has_failed(name) or (attacks_only is not None
+                                                         and short not in attacks_only):
                 continue
             if attack == "knockoff" and transfer_x is None:
                 transfer_x = transfer_set(dataset, budget["transfer_images"])
             t = time.perf_counter()
             torch.manual_seed(seed)
-            model = steal(victim, attacker, transfer_x, seed).eval()
+            try:
+                model = steal(victim, attacker, transfer_x, seed).eval()
+            except TrainingDiverged as e:  # reported and skipped; the zoo goes on
+                zoo.fail(name, e)
+                continue
             arch = cfg["xarch"] if attack == "retrain-xarch" else cfg["victim"]
             acc = accuracy(model, ev_x, ev_y)
             zoo.add(model, {"name": name, "arch": arch, "role": "stolen", "victim": vname,

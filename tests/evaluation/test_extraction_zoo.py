@@ -278,3 +278,31 @@ def test_thief_without_victim_bench_runs_the_same_chain_from_a_fresh_network(zoo
         bench_thief_without_victim.main(["--zoo", str(zoo), "--out", str(tmp_path),
                                          "--seeds", "7"])
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_an_attack_that_diverges_is_listed_as_failed_and_the_zoo_goes_on(tmp_path,
+                                                                         monkeypatch):
+    from mlguard.attacks import TrainingDiverged
+
+    real, tries = extraction_zoo.stolen_specs, []
+
+    def specs(budget, xarch):
+        def diverges(*_args):
+            tries.append(1)
+            raise TrainingDiverged("the attack's training diverged: (test)")
+        return [(s, a, diverges if s == "retrain-soft" else f) for s, a, f in real(budget, xarch)]
+
+    monkeypatch.setattr(extraction_zoo, "stolen_specs", specs)
+    root = tmp_path / "zoo"
+    extraction_zoo.build_zoo("fashion-mnist", root, seeds=(0,), independents=1, tiny=True,
+                             log=lambda _s: None)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["failed"] == [{"name": "stolen-retrain-soft-s0",
+                                   "error": "the attack's training diverged: (test)"}]
+    names = [m["name"] for m in manifest["models"]]
+    assert "stolen-retrain-soft-s0" not in names and "stolen-distill-s0" in names
+    assert len(names) == 9 and not (root / "stolen-retrain-soft-s0.safetensors").exists()
+    extraction_zoo.build_zoo("fashion-mnist", root, seeds=(0,), independents=1, tiny=True,
+                             log=lambda _s: None)  # a rerun: nothing retried, nothing lost
+    assert len(tries) == 1
+    assert json.loads((root / "manifest.json").read_text())["failed"] == manifest["failed"]
