@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import accuracy, build, split_tensors  # noqa: E402
+from extraction_zoo import accuracy, build, read_manifest, split_tensors  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from mlguard import attacks  # noqa: E402
@@ -55,10 +55,10 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    path = args.zoo / "manifest.partial.json"
-    if not path.exists():
-        p.error(f"--zoo: {path} does not exist")
-    zoo = json.loads(path.read_text())
+    try:
+        zoo = read_manifest(args.zoo)
+    except FileNotFoundError as e:
+        p.error(f"--zoo: {e}")
     entry = next((m for m in zoo["models"] if m["name"] == args.victim), None)
     if entry is None or entry["role"] != "victim":
         p.error(f"--victim {args.victim!r} is not a victim of {args.zoo}")

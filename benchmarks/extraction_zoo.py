@@ -561,6 +561,16 @@ def build_independents(zoo: Zoo, dataset, sets, independents, tiny, mean, std) -
 
 # -- reading it -----------------------------------------------------------------------------
 
+def read_manifest(root) -> dict:
+    """The zoo's manifest.json, or manifest.partial.json while it is built (or when only
+    some parts were); FileNotFoundError naming both when neither exists."""
+    root = Path(root)
+    for name in ("manifest.json", "manifest.partial.json"):
+        if (root / name).exists():
+            return json.loads((root / name).read_text())
+    raise FileNotFoundError(f"{root} has no manifest.json nor manifest.partial.json")
+
+
 def load_zoo(root, models: bool = True, partial: bool = False) -> dict:
     """The zoo at `root`: its manifest (a dict) with, per model entry, "model" (the network
     rebuilt from its arch and safetensors file, in eval mode) when `models`, and

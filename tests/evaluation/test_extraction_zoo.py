@@ -278,6 +278,11 @@ def test_thief_without_victim_bench_runs_the_same_chain_from_a_fresh_network(zoo
         bench_thief_without_victim.main(["--zoo", str(zoo), "--out", str(tmp_path),
                                          "--seeds", "7"])
     assert "--seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_thief_without_victim.main(["--zoo", str(tmp_path / "none"), "--out",
+                                         str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--zoo" in err and "no manifest.json" in err
 
 
 def test_an_attack_that_diverges_is_listed_as_failed_and_the_zoo_goes_on(tmp_path,
