@@ -421,6 +421,11 @@ BUDGETS = {
     "wrt-cpu-subset": {"victim": 10, "retrain": 10, "knockoff": 4, "transfer": 5,
                        "distill": 10, "rtal": 5, "derived": 2, "transfer_images": 5000,
                        "attacker_images": None},
+    # the same with a victim trained three times as long (30 epochs): does a better-trained
+    # victim leave a trace that survives RTAL then distillation?
+    "wrt-cpu-subset-30": {"victim": 30, "retrain": 10, "knockoff": 4, "transfer": 5,
+                          "distill": 10, "rtal": 5, "derived": 2, "transfer_images": 5000,
+                          "attacker_images": None},
     "tiny": {"victim": 1, "retrain": 1, "knockoff": 1, "transfer": 1, "distill": 1,
              "rtal": 1, "derived": 1, "transfer_images": 300,
              "attacker_images": None},

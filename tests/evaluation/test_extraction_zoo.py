@@ -311,3 +311,23 @@ def test_an_attack_that_diverges_is_listed_as_failed_and_the_zoo_goes_on(tmp_pat
                              log=lambda _s: None)  # a rerun: nothing retried, nothing lost
     assert len(tries) == 1
     assert json.loads((root / "manifest.json").read_text())["failed"] == manifest["failed"]
+
+
+def test_copy_agreement_bench_reads_every_model_against_each_victim(zoo, tmp_path, capsys):
+    import bench_copy_agreement
+
+    out = tmp_path / "agree.json"
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "again.safetensors").write_bytes((zoo / "victim-s0.safetensors").read_bytes())
+    bench_copy_agreement.main(["--zoo", str(zoo), "--extra", str(extra), "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    assert row["victim"] == "victim-s0" and len(row["reads"]) == len(manifest["models"])
+    assert row["reads"]["again"] == {"role": "extra", "agreement": 1.0, "same_mistakes": 1.0}
+    assert row["independents"]["count"] == 3
+    assert all(0 <= r["same_mistakes"] <= 1 for r in row["reads"].values())
+    assert "the same wrong label" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_copy_agreement.main(["--zoo", str(zoo), "--extra", str(tmp_path / "none")])
+    assert "--extra" in capsys.readouterr().err
