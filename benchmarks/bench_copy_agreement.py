@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import build, read_manifest, split_tensors  # noqa: E402
+from extraction_zoo import build, manifest_of_zoo_argument, split_tensors  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 
@@ -39,10 +39,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", type=Path, help="write the figures here too")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        zoo = read_manifest(args.zoo)
-    except FileNotFoundError as e:
-        p.error(f"--zoo: {e}")
+    zoo = manifest_of_zoo_argument(p, args.zoo)
     if args.extra is not None and not args.extra.is_dir():
         p.error(f"--extra: {args.extra} is not a folder")
     split = json.loads((args.zoo / zoo["split"]).read_text())

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import accuracy, build, read_manifest, split_tensors  # noqa: E402
+from extraction_zoo import (accuracy, build, manifest_of_zoo_argument,  # noqa: E402
+                            split_tensors)
 from safetensors.torch import load_file  # noqa: E402
 
 from mlguard import attacks  # noqa: E402
@@ -55,10 +56,7 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=600)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        zoo = read_manifest(args.zoo)
-    except FileNotFoundError as e:
-        p.error(f"--zoo: {e}")
+    zoo = manifest_of_zoo_argument(p, args.zoo)
     entry = next((m for m in zoo["models"] if m["name"] == args.victim), None)
     if entry is None or entry["role"] != "victim":
         p.error(f"--victim {args.victim!r} is not a victim of {args.zoo}")

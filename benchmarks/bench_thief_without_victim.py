@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import (accuracy, build, read_manifest, rtal_teacher,  # noqa: E402
-                            rtal_then_distill, split_tensors)
+from extraction_zoo import (accuracy, build, manifest_of_zoo_argument,  # noqa: E402
+                            rtal_teacher, rtal_then_distill, split_tensors)
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 FRESH_SEED = 900  # + the victim's seed: the stand-in's initialization
@@ -40,10 +40,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", type=Path, help="write the figures here too")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        zoo = read_manifest(args.zoo)
-    except FileNotFoundError as e:
-        p.error(f"--zoo: {e}")
+    zoo = manifest_of_zoo_argument(p, args.zoo)
     by_name = {m["name"]: m for m in zoo["models"]}
     victims = [m for m in zoo["models"] if m["role"] == "victim"
                and (args.seeds is None or m["seed"] in args.seeds)]

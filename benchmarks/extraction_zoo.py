@@ -576,6 +576,14 @@ def read_manifest(root) -> dict:
     raise FileNotFoundError(f"{root} has no manifest.json nor manifest.partial.json")
 
 
+def manifest_of_zoo_argument(parser, root) -> dict:
+    """read_manifest(root) for a benchmark's --zoo: a missing zoo is a usage error."""
+    try:
+        return read_manifest(root)
+    except FileNotFoundError as e:
+        parser.error(f"--zoo: {e}")
+
+
 def load_zoo(root, models: bool = True, partial: bool = False) -> dict:
     """The zoo at `root`: its manifest (a dict) with, per model entry, "model" (the network
     rebuilt from its arch and safetensors file, in eval mode) when `models`, and

@@ -46,4 +46,5 @@ __all__ = ["fine_tune", "MODES", "prune", "fine_prune", "quantize", "cast", "wei
            "retrain", "knockoff", "transfer", "neural_cleanse", "neural_laundering",
            "smooth_retrain",
            "input_reconstruction", "random_occlusion",
-           "last_linear", "last_conv", "TrainingDiverged", "ATTACKS", "register_attack", "get_attack", "list_attacks"]
+           "last_linear", "last_conv", "TrainingDiverged",
+           "ATTACKS", "register_attack", "get_attack", "list_attacks"]
