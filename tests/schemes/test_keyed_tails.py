@@ -149,3 +149,12 @@ def test_key_new_from_the_command_line(setup, tmp_path, capsys):
     assert main(["key", "new", "keyed-tails", *common, "--tail", "0.0001", "--out",
                  str(bad)]) == 2
     assert "fewer than 10" in capsys.readouterr().err and not bad.exists()
+    # images the network cannot take (3 channels into small_cnn): an error line, no traceback
+    np.savez(tmp_path / "rgb.npz", images=np.repeat(setup["x"][:3000].numpy(), 3, axis=1),
+             labels=setup["y"][:3000].numpy())
+    assert main(["key", "new", "keyed-tails", *common, "--data", str(tmp_path / "rgb.npz"),
+                 "--mean", *[str(MEAN[0])] * 3, "--std", *[str(STD[0])] * 3,
+                 "--tail", "0.01", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "the key could not be made" in err and "fit each other" in err, err
+    assert "Traceback" not in err and not bad.exists()

@@ -91,7 +91,12 @@ def _new(args) -> int:
     scheme = get_scheme(args.scheme_name)
     args = _scheme_parser(scheme, args.scheme).parse_args(args.rest)  # --help exits here
     _check_output(args)
-    key = scheme.from_arguments(args)
+    try:
+        key = scheme.from_arguments(args)
+    except RuntimeError as e:  # torch's: e.g. 1-channel images into a 3-channel network
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"the key could not be made: {first} (do the architecture, the "
+                         "data and its normalization fit each other?)") from e
     key = key.with_label(args.label)
     key.save(args.out, overwrite=args.force)
     named = f" labelled {key.label!r}" if key.label is not None else ""
