@@ -22,15 +22,9 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    from mlguard.keys import keyfile
-
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("hf")
-    # the recipe makes a fresh key; on this tiny run some fresh keys read only 6 of 20
-    # (p 0.01, seen in CI), so the test fixes the secret it draws
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(keyfile, "new_secret", lambda: bytes(range(32)))
-        return folder, run_recipe("transformers.md", folder)
+    return folder, run_recipe("transformers.md", folder)
 
 
 def test_the_recipe_watermarks_and_reads_save_pretrained_folders(recipe):
