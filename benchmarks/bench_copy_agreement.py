@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import build, manifest_of_zoo_argument, split_tensors  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from extraction_zoo import load_model, manifest_of_zoo_argument, split_tensors  # noqa: E402
 
 
 def answers(model, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -51,9 +50,7 @@ def main(argv=None) -> None:
                    for f in sorted(args.extra.glob("*.safetensors"))]
     said = {}
     for name, _role, arch, file in models:
-        model = build(arch)
-        model.load_state_dict(load_file(file))
-        said[name] = answers(model.eval(), x)
+        said[name] = answers(load_model(arch, file), x)
     rows = []
     for victim, *_ in victims:
         wrong = said[victim] != y

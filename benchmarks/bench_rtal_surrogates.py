@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import (accuracy, build, manifest_of_zoo_argument,  # noqa: E402
-                            split_tensors)
-from safetensors.torch import load_file  # noqa: E402
+from extraction_zoo import (accuracy, build, load_model,  # noqa: E402
+                            manifest_of_zoo_argument, split_tensors)
 
 from mlguard import attacks  # noqa: E402
 from mlguard.schemes import _adversarial as adv  # noqa: E402
@@ -61,9 +60,7 @@ def main(argv=None) -> None:
     if entry is None or entry["role"] != "victim":
         p.error(f"--victim {args.victim!r} is not a victim of {args.zoo}")
     # only the victim and the owner and eval splits: not the zoo's other models
-    victim, seed = build(entry["arch"]), entry["seed"]
-    victim.load_state_dict(load_file(args.zoo / entry["file"]))
-    victim.eval()
+    victim, seed = load_model(entry["arch"], args.zoo / entry["file"]), entry["seed"]
     mean, std = zoo["normalization"]["mean"], zoo["normalization"]["std"]
     split = json.loads((args.zoo / zoo["split"]).read_text())
     sets = split_tensors(zoo["dataset"], {k: split[k] for k in ("owner", "eval")},

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extraction_zoo import (accuracy, build, manifest_of_zoo_argument,  # noqa: E402
-                            rtal_teacher, rtal_then_distill, split_tensors)
-from safetensors.torch import load_file, save_file  # noqa: E402
+from extraction_zoo import (accuracy, build, load_model,  # noqa: E402
+                            manifest_of_zoo_argument, rtal_teacher, rtal_then_distill,
+                            split_tensors)
+from safetensors.torch import save_file  # noqa: E402
 
 FRESH_SEED = 900  # + the victim's seed: the stand-in's initialization
 
@@ -57,8 +58,7 @@ def main(argv=None) -> None:
     rows = []
     for v in victims:
         seed, t = v["seed"], time.perf_counter()
-        victim = build(v["arch"])
-        victim.load_state_dict(load_file(args.zoo / v["file"]))
+        victim = load_model(v["arch"], args.zoo / v["file"])
         torch.manual_seed(FRESH_SEED + seed)
         fresh = build(v["arch"])
         row = {"victim": v["name"], "seed": seed, "victim_accuracy": v["test_accuracy"]}

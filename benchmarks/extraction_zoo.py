@@ -157,6 +157,14 @@ def build(arch: str) -> torch.nn.Module:
     return resolve_arch(arch)()
 
 
+def load_model(arch: str, file) -> torch.nn.Module:
+    """A zoo model: the `arch` factory's network with the safetensors `file`, in eval mode."""
+    from safetensors.torch import load_file
+    model = build(arch)
+    model.load_state_dict(load_file(str(file)))
+    return model.eval()
+
+
 @torch.inference_mode()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
@@ -292,10 +300,7 @@ class Zoo:
         return entry
 
     def load(self, entry: dict) -> torch.nn.Module:
-        from safetensors.torch import load_file
-        model = build(entry["arch"])
-        model.load_state_dict(load_file(self.out / entry["file"]))
-        return model.eval()
+        return load_model(entry["arch"], self.out / entry["file"])
 
     def add(self, model: torch.nn.Module, entry: dict) -> dict:
         from safetensors.torch import save_file
